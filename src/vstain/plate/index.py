@@ -1,0 +1,341 @@
+"""Index a plate folder into fields of view and validate what is there.
+
+Two layouts are accepted:
+
+* ``<root>/<mag>_images/*.tif`` (the challenge layout; magnification from the folder name), also
+  when ``root`` is itself a ``<mag>_images`` folder;
+* a flat folder of images, with the magnification given by the caller.
+
+Only image folders are listed (never recursively), so ``masks/`` and caches are never taken for
+images. Every problem is reported once, naming the file, as a :class:`PlateIssue`; fields with an
+error are left out of :attr:`PlateIndex.fields`. Inference needs only the brightfield planes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Iterable, Literal, Mapping
+
+import numpy as np
+
+from vstain.errors import InvalidName, PlateError
+from vstain.plate.naming import ImageName, format_name, parse_name
+from vstain.plate.tiff import read_tiff, tiff_header
+from vstain.vocabulary import (
+    BRIGHTFIELD_CHANNEL,
+    CHANNEL_TARGETS,
+    MAGNIFICATIONS,
+    PLANES,
+    TARGET_CHANNELS,
+    TARGETS,
+    check_magnification,
+)
+
+_MAG_DIR = re.compile(r"^(20x|40x|60x)_images$")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+FieldKey = tuple[str, str, int]
+"""(magnification, well, field number): the identity of a field of view."""
+
+
+@dataclass(frozen=True)
+class PlateIssue:
+    """One problem found while indexing, tied to the file (or folder) it concerns."""
+
+    path: Path
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of view: its 7 brightfield planes and whichever targets exist."""
+
+    plate: str
+    well: str
+    field: int
+    magnification: str
+    brightfield: tuple[Path, ...]
+    targets: Mapping[str, Path] = dataclass_field(default_factory=dict)
+    mask: Path | None = None
+    shape: tuple[int, int] | None = None
+    timepoint: int = 1
+
+    @property
+    def key(self) -> FieldKey:
+        """``(magnification, well, field)``."""
+        return (self.magnification, self.well, self.field)
+
+    @property
+    def label(self) -> str:
+        """Short human-readable id, e.g. ``20x D02 F007``."""
+        return f"{self.magnification} {self.well} F{self.field:03d}"
+
+    def has_targets(self, targets: Iterable[str] = TARGETS) -> bool:
+        """True if every stain in ``targets`` has a file."""
+        return all(t in self.targets for t in targets)
+
+    def brightfield_name(self) -> ImageName:
+        """Parsed name of the Z01 brightfield plane."""
+        return parse_name(self.brightfield[0].name)
+
+    def target_filename(self, target: str) -> str:
+        """File name the CV7000 would give ``target`` of this field, derived from the brightfield name."""
+        channel = TARGET_CHANNELS[target]
+        return format_name(self.brightfield_name().for_channel(channel))
+
+    def read_brightfield(self) -> np.ndarray:
+        """The z-stack as a ``(7, H, W)`` array in the stored dtype (uint16)."""
+        return np.stack([read_tiff(p) for p in self.brightfield])
+
+    def read_target(self, target: str) -> np.ndarray:
+        """One fluorescence target as ``(H, W)``; raises :class:`PlateError` if absent."""
+        if target not in self.targets:
+            raise PlateError(f"{self.label}: no {target} image ({self.target_filename(target)}) in the plate")
+        return read_tiff(self.targets[target])
+
+    def read_mask(self) -> np.ndarray | None:
+        """The nucleus label image from ``masks/``, or None if there is none."""
+        return None if self.mask is None else read_tiff(self.mask)
+
+
+@dataclass
+class PlateIndex:
+    """Fields of a plate folder, with every issue found while indexing."""
+
+    root: Path
+    fields: list[Field]
+    issues: list[PlateIssue]
+
+    @property
+    def errors(self) -> list[PlateIssue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def magnifications(self) -> list[str]:
+        return sorted({f.magnification for f in self.fields}, key=MAGNIFICATIONS.index)
+
+    def select(
+        self,
+        *,
+        magnification: str | None = None,
+        keys: Iterable[FieldKey] | None = None,
+        with_targets: Iterable[str] | None = None,
+    ) -> list[Field]:
+        """Fields matching every given criterion, in index order."""
+        chosen = self.fields
+        if magnification is not None:
+            chosen = [f for f in chosen if f.magnification == magnification]
+        if keys is not None:
+            wanted = set(keys)
+            chosen = [f for f in chosen if f.key in wanted]
+        if with_targets is not None:
+            needed = tuple(with_targets)
+            chosen = [f for f in chosen if f.has_targets(needed)]
+        return chosen
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`PlateError` with the first error (and how many more) if there are any."""
+        errors = self.errors
+        if errors:
+            more = f" (and {len(errors) - 1} more problems; run `vstain check {self.root}`)" if len(errors) > 1 else ""
+            raise PlateError(f"{errors[0].path}: {errors[0].message}{more}")
+
+    def summary(self) -> "pd.DataFrame":  # noqa: F821 - pandas imported lazily
+        """One row per field: what is present (for ``vstain check``)."""
+        import pandas as pd
+
+        rows = [
+            {
+                "magnification": f.magnification,
+                "well": f.well,
+                "field": f"F{f.field:03d}",
+                "brightfield": f"{len(f.brightfield)}/7",
+                **{t: ("yes" if t in f.targets else "-") for t in TARGETS},
+                "mask": "yes" if f.mask is not None else "-",
+                "size": "x".join(map(str, f.shape)) if f.shape else "?",
+            }
+            for f in self.fields
+        ]
+        return pd.DataFrame(rows)
+
+
+def image_folders(root: str | os.PathLike[str], magnification: str | None = None) -> list[tuple[str, Path]]:
+    """The ``(magnification, folder)`` pairs of a plate root, by layout (see module docstring)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PlateError(f"{root}: not a folder")
+    if magnification is not None:
+        check_magnification(magnification)
+    own = _MAG_DIR.match(root.name)
+    if own:
+        if magnification not in (None, own.group(1)):
+            raise PlateError(f"{root}: folder name says {own.group(1)} but --magnification is {magnification}")
+        return [(own.group(1), root)]
+    subdirs = sorted(
+        (m.group(1), p) for p in root.iterdir() if p.is_dir() and (m := _MAG_DIR.match(p.name))
+    )
+    if subdirs:
+        if magnification is not None:
+            subdirs = [(m, p) for m, p in subdirs if m == magnification]
+            if not subdirs:
+                raise PlateError(f"{root}: has no {magnification}_images folder")
+        return subdirs
+    if magnification is None:
+        raise PlateError(
+            f"{root}: flat folder without <mag>_images subfolders; give the magnification "
+            "(--magnification 20x|40x|60x)"
+        )
+    return [(magnification, root)]
+
+
+def index_plate(
+    root: str | os.PathLike[str],
+    *,
+    magnification: str | None = None,
+    check_headers: bool = True,
+) -> PlateIndex:
+    """Index and validate a plate folder.
+
+    Parameters
+    ----------
+    root
+        Plate folder (either layout, see module docstring).
+    magnification
+        Required for a flat folder; with the ``<mag>_images`` layout it restricts the index to one
+        magnification.
+    check_headers
+        Read every TIFF header to check dtype (uint16), size consistency and readability.
+
+    Returns
+    -------
+    PlateIndex
+        Valid fields sorted by (magnification, well, field) and the issues found.
+    """
+    root = Path(root)
+    issues: list[PlateIssue] = []
+    fields: list[Field] = []
+    for mag, folder in image_folders(root, magnification):
+        found, folder_issues = _index_folder(folder, mag, root, check_headers)
+        fields.extend(found)
+        issues.extend(folder_issues)
+    if not fields and not issues:
+        issues.append(PlateIssue(root, "no CV7000 images found"))
+    order = {m: i for i, m in enumerate(MAGNIFICATIONS)}
+    fields.sort(key=lambda f: (order[f.magnification], f.well, f.field, f.timepoint))
+    return PlateIndex(root=root, fields=fields, issues=issues)
+
+
+def _index_folder(
+    folder: Path, magnification: str, root: Path, check_headers: bool
+) -> tuple[list[Field], list[PlateIssue]]:
+    issues: list[PlateIssue] = []
+    # (plate, well, timepoint, field) -> {(channel, z): path}
+    groups: dict[tuple[str, str, int, int], dict[tuple[int, int], Path]] = defaultdict(dict)
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.is_file() or entry.name.startswith("."):
+            continue
+        if not entry.name.lower().endswith(_TIFF_SUFFIXES):
+            continue
+        path = Path(entry.path)
+        try:
+            name = parse_name(entry.name)
+        except InvalidName:
+            issues.append(PlateIssue(path, "not a CV7000 image name (<plate>_<well>_T####F###L##A##Z##C##.tif)"))
+            continue
+        if name.channel not in (*CHANNEL_TARGETS, BRIGHTFIELD_CHANNEL):
+            issues.append(PlateIssue(path, f"unknown channel C{name.channel:02d} (expected C01-C04)"))
+            continue
+        if name.channel != BRIGHTFIELD_CHANNEL and name.z != 1:
+            issues.append(PlateIssue(path, f"fluorescence channel C{name.channel:02d} at plane Z{name.z:02d} (expected Z01)"))
+            continue
+        if name.channel == BRIGHTFIELD_CHANNEL and name.z not in PLANES:
+            issues.append(PlateIssue(path, f"brightfield plane Z{name.z:02d} outside Z01-Z07"))
+            continue
+        slot = (name.channel, name.z)
+        group = groups[(name.plate, name.well, name.timepoint, name.field)]
+        if slot in group:
+            issues.append(PlateIssue(path, f"duplicate of {group[slot].name}"))
+            continue
+        group[slot] = path
+
+    headers: dict[Path, tuple[tuple[int, ...], np.dtype]] = {}
+    bad: set[Path] = set()
+    if check_headers:
+        for group in groups.values():
+            for path in group.values():
+                try:
+                    headers[path] = tiff_header(path)
+                except PlateError as exc:
+                    issues.append(PlateIssue(path, str(exc).split(": ", 1)[1]))
+                    bad.add(path)
+        for path, (shape, dtype) in headers.items():
+            if dtype != np.uint16:
+                issues.append(PlateIssue(path, f"{dtype} data; CV7000 images are uint16"))
+                bad.add(path)
+            elif len(shape) != 2:
+                issues.append(PlateIssue(path, f"shape {shape} is not a single 2-D plane"))
+                bad.add(path)
+        shapes = Counter(headers[p][0] for p in headers if p not in bad)
+        if len(shapes) > 1:
+            common = shapes.most_common(1)[0][0]
+            for path, (shape, _) in headers.items():
+                if path not in bad and shape != common:
+                    issues.append(
+                        PlateIssue(path, f"size {'x'.join(map(str, shape))} differs from the plate's "
+                                         f"{'x'.join(map(str, common))} ({magnification})")
+                    )
+                    bad.add(path)
+
+    mask_dir = root / "masks" / f"{magnification}_images"
+    fields: list[Field] = []
+    for (plate, well, timepoint, number), group in sorted(groups.items()):
+        planes = [group.get((BRIGHTFIELD_CHANNEL, z)) for z in PLANES]
+        present = [p for p in planes if p is not None]
+        any_file = next(iter(group.values()))
+        if not present:
+            issues.append(PlateIssue(any_file, f"field {well} F{number:03d} has no brightfield (C04) planes"))
+            continue
+        if len(present) < len(PLANES):
+            missing = ", ".join(f"Z{z:02d}" for z, p in zip(PLANES, planes) if p is None)
+            issues.append(PlateIssue(present[0], f"brightfield planes missing: {missing}"))
+            continue
+        if any(p in bad for p in group.values() if p in planes):
+            continue  # the bad plane was reported already
+        targets = {
+            CHANNEL_TARGETS[c]: p
+            for (c, z), p in group.items()
+            if c != BRIGHTFIELD_CHANNEL and p not in bad
+        }
+        shape = headers.get(planes[0], (None,))[0] if check_headers else None
+        field_obj = Field(
+            plate=plate,
+            well=well,
+            field=number,
+            magnification=magnification,
+            brightfield=tuple(planes),  # type: ignore[arg-type]
+            targets=dict(sorted(targets.items(), key=lambda kv: TARGETS.index(kv[0]))),
+            shape=tuple(shape) if shape else None,  # type: ignore[arg-type]
+            timepoint=timepoint,
+        )
+        mask = _find_mask(mask_dir, field_obj)
+        if mask is not None:
+            field_obj = Field(**{**field_obj.__dict__, "mask": mask})
+        fields.append(field_obj)
+    return fields, issues
+
+
+def _find_mask(mask_dir: Path, field_obj: Field) -> Path | None:
+    stem = Path(field_obj.target_filename("nuclei")).stem
+    for suffix in _TIFF_SUFFIXES:
+        candidate = mask_dir / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
