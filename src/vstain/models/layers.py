@@ -1,0 +1,256 @@
+"""Building blocks of the FC-DenseNet (Tiramisu) family.
+
+Dense layer and block, transition down, transition up by pixel shuffle + blur (Sugawara et al.
+2019) with ICNR initialisation (Aitken et al. 2017), the scaled tanh output, and the padding helper
+that lets every network accept any input size.
+
+Memory-efficient dense layers
+-----------------------------
+``DenseLayer(efficient=True)`` recomputes concat → BatchNorm → ReLU → conv3x3 in the backward pass
+(gradient checkpointing) instead of keeping the concatenated, normalised and rectified maps alive.
+A naive checkpoint runs BatchNorm twice in training mode and so moves its running statistics
+twice per step (the reference's latent bug). Here the recompute is flagged through the
+checkpoint's ``context_fn`` and, while the flag is up, BatchNorm is evaluated with the batch
+statistics only (``running_mean=None``): its output is bit-identical to the first pass (same input,
+same batch statistics) and the running statistics, ``num_batches_tracked`` included, are touched
+exactly once. This needs no copy of the statistics and no momentum bookkeeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "DenseLayer",
+    "DenseBlock",
+    "TransitionDown",
+    "TransitionUp",
+    "ScaledTanh",
+    "make_output_activation",
+    "icnr_",
+    "pad_to_multiple",
+]
+
+
+class _RecomputeFlag(threading.local):
+    active: bool = False
+
+
+_RECOMPUTE = _RecomputeFlag()
+
+
+@contextlib.contextmanager
+def _recomputing() -> Iterator[None]:
+    previous = _RECOMPUTE.active
+    _RECOMPUTE.active = True
+    try:
+        yield
+    finally:
+        _RECOMPUTE.active = previous
+
+
+def _checkpoint_contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    return contextlib.nullcontext(), _recomputing()
+
+
+def _batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    if _RECOMPUTE.active and norm.training:
+        # Recompute pass: same batch statistics as the first pass, running stats left alone.
+        return F.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+    return norm(x)
+
+
+class DenseLayer(nn.Module):
+    """BN → ReLU → conv3x3 (``in_channels`` → ``growth_rate``) → element-wise dropout.
+
+    ``forward`` takes the list of feature maps produced so far in the block (concatenated along
+    channels first), so the concatenation can live inside the checkpointed region.
+    """
+
+    def __init__(
+        self, in_channels: int, growth_rate: int, *, dropout: float = 0.2, efficient: bool = False
+    ) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.conv = nn.Conv2d(in_channels, growth_rate, kernel_size=3, padding=1, bias=True)
+        self.dropout = dropout
+        self.efficient = efficient
+
+    def _bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
+        x = torch.cat(features, dim=1) if len(features) > 1 else features[0]
+        return self.conv(F.relu(_batch_norm(self.norm, x)))
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.efficient and self.training and torch.is_grad_enabled():
+            out = checkpoint(
+                self._bottleneck,
+                *features,
+                use_reentrant=False,
+                context_fn=_checkpoint_contexts,
+            )
+        else:
+            out = self._bottleneck(*features)
+        return F.dropout(out, p=self.dropout, training=self.training)
+
+
+class DenseBlock(nn.Module):
+    """``n_layers`` densely connected :class:`DenseLayer` s.
+
+    Layer ``i`` sees the block input and the ``i`` previous outputs (``in_channels + i·growth``
+    channels). With ``keep_input=True`` the block returns concat(input, new maps)
+    (``in_channels + n_layers·growth`` channels: encoder blocks and the last decoder block);
+    otherwise only the new maps (``n_layers·growth``: bottleneck and inner decoder blocks), which
+    keeps the decoder from growing quadratically.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        growth_rate: int,
+        n_layers: int,
+        *,
+        keep_input: bool,
+        dropout: float = 0.2,
+        efficient: bool = False,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DenseLayer(in_channels + i * growth_rate, growth_rate, dropout=dropout, efficient=efficient)
+            for i in range(n_layers)
+        )
+        self.keep_input = keep_input
+        self.in_channels = in_channels
+        self.out_channels = (in_channels if keep_input else 0) + n_layers * growth_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(features))
+        return torch.cat(features if self.keep_input else features[1:], dim=1)
+
+
+class TransitionDown(nn.Module):
+    """BN → ReLU → conv1x1 (``in`` → ``int(in·compression)``) → Dropout2d → max-pool 2x2."""
+
+    def __init__(
+        self, in_channels: int, *, compression: float = 1.0, dropout: float = 0.2
+    ) -> None:
+        super().__init__()
+        self.out_channels = int(in_channels * compression)
+        self.block = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(),
+            nn.Conv2d(in_channels, self.out_channels, kernel_size=1, bias=True),
+            nn.Dropout2d(dropout),
+            nn.MaxPool2d(2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+def icnr_(weight: torch.Tensor, bias: torch.Tensor | None = None, *, scale: int = 2) -> torch.Tensor:
+    """ICNR-initialise, in place, a conv feeding ``PixelShuffle(scale)``.
+
+    A Kaiming-normal kernel is drawn for each *output* channel of the shuffle and copied to its
+    ``scale²`` sub-pixel filters, so the layer starts as nearest-neighbour upsampling of a normal
+    conv (no checkerboard at initialisation). The bias, if given, is made equal across sub-pixels
+    in the same way.
+
+    Parameters
+    ----------
+    weight : (C·scale², C_in, k, k) conv weight.
+    bias : optional (C·scale²,) conv bias.
+    scale : upsampling factor of the following pixel shuffle.
+    """
+    n_sub = scale * scale
+    out_channels, *rest = weight.shape
+    if out_channels % n_sub:
+        raise ValueError(f"ICNR needs output channels divisible by {n_sub}, got {out_channels}")
+    with torch.no_grad():
+        base = torch.empty(out_channels // n_sub, *rest, dtype=weight.dtype, device=weight.device)
+        nn.init.kaiming_normal_(base)
+        # PixelShuffle maps input channel c·scale² + k to sub-pixel k of output channel c.
+        weight.copy_(base.repeat_interleave(n_sub, dim=0))
+        if bias is not None:
+            bias.copy_(bias[::n_sub].repeat_interleave(n_sub))
+    return weight
+
+
+class TransitionUp(nn.Module):
+    """×2 upsampling: conv3x3 (C → 4C) → ReLU → PixelShuffle(2) → blur.
+
+    The blur is Sugawara et al.'s 2x2 box filter: replicate-pad one pixel on the left and top and
+    average-pool 2x2 with stride 1, which keeps the size. The conv is ICNR-initialised.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4 * channels, kernel_size=3, padding=1, bias=True)
+        icnr_(self.conv.weight, self.conv.bias, scale=2)
+        self.shuffle = nn.PixelShuffle(2)
+        self.blur = nn.Sequential(nn.ReplicationPad2d((1, 0, 1, 0)), nn.AvgPool2d(2, stride=1))
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blur(self.shuffle(F.relu(self.conv(x))))
+
+
+class ScaledTanh(nn.Module):
+    """``(tanh(x) + 1) / 2``: a steeper-than-sigmoid squashing into (0, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(x) + 1) / 2
+
+
+OUTPUT_ACTIVATIONS = ("tanh_scaled", "sigmoid")
+
+
+def make_output_activation(name: str) -> nn.Module:
+    """The final squashing named ``name``: ``"tanh_scaled"`` (reference) or ``"sigmoid"``.
+
+    ``"sigmoid"`` is offered because the released C2/C3 weights may have been trained with it
+    (the reference switched its default on the deadline day).
+    """
+    from vstain.errors import ConfigError
+
+    if name == "tanh_scaled":
+        return ScaledTanh()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    raise ConfigError(
+        f"unknown output_activation {name!r}; choose one of {', '.join(OUTPUT_ACTIVATIONS)}"
+    )
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad ``x`` (B, C, H, W) at the bottom and right so H and W are multiples of ``multiple``.
+
+    Reflect padding is used where the image is large enough for it (pad < side), replicate
+    otherwise. Padding only bottom/right keeps pixel (0, 0) at the origin at every scale, so
+    coarse side outputs can be cropped back exactly. Returns the padded tensor and (H, W).
+    """
+    height, width = x.shape[-2:]
+    pad_h = -height % multiple
+    pad_w = -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, (height, width)
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (height, width)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int], *, scale: int = 1) -> torch.Tensor:
+    """Crop ``x`` to the top-left ``ceil(size / scale)`` pixels (undo :func:`pad_to_multiple`)."""
+    height = math.ceil(size[0] / scale)
+    width = math.ceil(size[1] / scale)
+    if x.shape[-2] == height and x.shape[-1] == width:
+        return x
+    return x[..., :height, :width]

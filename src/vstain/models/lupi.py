@@ -1,0 +1,148 @@
+"""The LUPI nuclei network (C1): one encoder, a segmentation decoder guiding a regression decoder.
+
+Learning Using Privileged Information: the nucleus masks are only available in training, as the
+target of a segmentation decoder whose features steer the fluorescence (regression) decoder.
+
+Forward contract (the training and inference code rely on it)
+-------------------------------------------------------------
+Input ``x``: (B, in_channels, H, W), any H and W (padded internally to a multiple of
+2^len(down_blocks), outputs cropped back).
+
+* ``model.train()``: returns ``(seg_logits, image, [side0, side1, side2])``
+* ``model.eval()``:  returns ``(seg_logits, image)``
+
+``seg_logits``: (B, seg_classes, H, W) raw logits (no activation; class 1 = nucleus).
+``image``: (B, out_channels, H, W) in (0, 1) after the scaled tanh.
+``side_k``: (B, out_channels, ceil(H/2^(3-k)), ceil(W/2^(3-k))) for the reference depth 4, i.e.
+1/8, 1/4 and 1/2 of the input size: *raw* 1x1-conv outputs after regression blocks 0, 1, 2 (the
+loss applies the scaled tanh), one per decoder stage except the last.
+
+Architecture (inventory §2.3)
+-----------------------------
+Encoder as in :class:`~vstain.models.tiramisu.Tiramisu`. The segmentation decoder has no encoder
+skips: TU → dense block, the last block keeping its input, then 1x1 → logits. The regression
+decoder has encoder skips; before its transition up ``i`` its input is fused with a guide
+``s_i``: ``s_0`` = the bottleneck (so with ``fusion="sum"`` step 0 receives 2·bottleneck, as in
+the reference code) and ``s_1..`` = the outputs of segmentation blocks ``0..``.
+``fusion="sum"`` is what the reference code does; ``"multiply"`` is what its report's text
+describes. After the regression decoder an extra dense block (``final_layers`` layers of growth
+``final_growth``, keeping its input) → 1x1 → scaled tanh. Reference settings (32 initial filters)
+give exactly 1,602,166 parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vstain.errors import ConfigError
+from vstain.models.layers import DenseBlock, crop_to, make_output_activation, pad_to_multiple
+from vstain.models.tiramisu import TiramisuDecoder, TiramisuEncoder
+
+__all__ = ["LupiTiramisu", "FUSIONS"]
+
+FUSIONS = ("sum", "multiply")
+
+
+class LupiTiramisu(nn.Module):
+    """LUPI FC-DenseNet with segmentation-guided regression and loss-weight-module side outputs.
+
+    Parameters are those of :class:`~vstain.models.tiramisu.Tiramisu` plus
+    ``seg_classes`` (segmentation logits, 2 = background/nucleus), ``fusion`` (``"sum"`` or
+    ``"multiply"``), ``final_layers`` and ``final_growth`` (the extra regression dense block).
+    See the module docstring for the forward contract.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 7,
+        out_channels: int = 1,
+        *,
+        seg_classes: int = 2,
+        init_filters: int = 32,
+        down_blocks: Sequence[int] = (4, 4, 4, 4),
+        bottleneck_layers: int = 4,
+        up_blocks: Sequence[int] = (4, 4, 4, 4),
+        growth_rate: int = 12,
+        dropout: float = 0.2,
+        compression: float = 1.0,
+        transition_dropout: float = 0.2,
+        fusion: str = "sum",
+        final_layers: int = 2,
+        final_growth: int = 2,
+        efficient: bool = False,
+        output_activation: str = "tanh_scaled",
+    ) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        self.fusion = fusion
+        self.encoder = TiramisuEncoder(
+            in_channels,
+            init_filters=init_filters,
+            down_blocks=down_blocks,
+            bottleneck_layers=bottleneck_layers,
+            growth_rate=growth_rate,
+            dropout=dropout,
+            compression=compression,
+            transition_dropout=transition_dropout,
+            efficient=efficient,
+        )
+        common = dict(up_blocks=up_blocks, growth_rate=growth_rate, dropout=dropout, efficient=efficient)
+        self.seg_decoder = TiramisuDecoder(self.encoder.out_channels, skip_channels=None, **common)
+        self.reg_decoder = TiramisuDecoder(
+            self.encoder.out_channels, skip_channels=self.encoder.skip_channels, **common
+        )
+        # The guide s_i is added to (or multiplies) the regression features, so widths must agree.
+        guide_channels = [self.encoder.out_channels, *self.seg_decoder.block_channels[:-1]]
+        reg_inputs = [self.encoder.out_channels, *self.reg_decoder.block_channels[:-1]]
+        if guide_channels != reg_inputs:
+            raise ConfigError(
+                f"LUPI fusion needs equal widths in both decoders, got {guide_channels} vs "
+                f"{reg_inputs}; use the same up_blocks and growth_rate for both"
+            )
+        self.seg_head = nn.Conv2d(self.seg_decoder.out_channels, seg_classes, kernel_size=1, bias=True)
+        self.side_heads = nn.ModuleList(
+            nn.Conv2d(c, out_channels, kernel_size=1, bias=True)
+            for c in self.reg_decoder.block_channels[:-1]
+        )
+        self.final_block = DenseBlock(
+            self.reg_decoder.out_channels,
+            final_growth,
+            final_layers,
+            keep_input=True,
+            dropout=dropout,
+            efficient=efficient,
+        )
+        self.head = nn.Conv2d(self.final_block.out_channels, out_channels, kernel_size=1, bias=True)
+        self.activation = make_output_activation(output_activation)
+        self.size_multiple = 2**self.encoder.depth
+
+    def _fuse(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        return x + guide if self.fusion == "sum" else x * guide
+
+    def forward(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]:
+        x, size = pad_to_multiple(x, self.size_multiple)
+        bottleneck, skips = self.encoder(x)
+        skips_coarse_first = skips[::-1]
+        seg = bottleneck
+        reg = bottleneck
+        guide = bottleneck
+        sides = []
+        n_steps = len(self.reg_decoder)
+        for i in range(n_steps):
+            reg = self.reg_decoder.step(i, self._fuse(reg, guide), skips_coarse_first[i])
+            seg = self.seg_decoder.step(i, seg, None)
+            guide = seg
+            if self.training and i < n_steps - 1:
+                scale = 2 ** (n_steps - 1 - i)
+                sides.append(crop_to(self.side_heads[i](reg), size, scale=scale))
+        seg_logits = crop_to(self.seg_head(seg), size)
+        image = crop_to(self.activation(self.head(self.final_block(reg))), size)
+        if self.training:
+            return seg_logits, image, sides
+        return seg_logits, image
