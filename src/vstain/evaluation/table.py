@@ -1,0 +1,359 @@
+"""Per-field feature tables: run the measurements on every C01/C02/C03 triplet of a folder.
+
+A :class:`FeatureTable` is what CellProfiler's ``Adipocytes_Image.csv`` is: one row per field,
+exactly the 102 columns in CellProfiler's order (``ImageNumber``, ``Metadata_FoV`` such as
+``F007``, ``Metadata_Well`` such as ``D02`` and the 99 features), plus per-object tables.
+Fields are found by their CV7000 names and keyed by ``(well, field)``; ``ImageNumber`` follows
+the sorted file order, as CellProfiler numbers image sets. Brightfield (C04) files are ignored.
+
+The measurement is injected (``measure``, default
+:func:`vstain.evaluation.pipeline.measure_field`), so tables can be built with any
+implementation with the same contract.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from vstain.atomic import atomic_path
+from vstain.errors import InvalidName, PlateError
+from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS
+from vstain.evaluation.metric import PIXEL_CHANNELS, field_label
+from vstain.plate.index import image_folders
+from vstain.plate.naming import parse_name
+from vstain.plate.tiff import read_tiff
+from vstain.vocabulary import FIELD_SHAPE, PIXEL_SIZE_UM, check_magnification
+
+#: ``measure(nuclei, lipids, cytoplasm, *, magnification) -> FieldMeasurements``
+MeasureFunction = Callable[..., Any]
+FieldKey = tuple[str, int]
+"""(well, field number): the identity of a field within one magnification."""
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class FieldImages:
+    """The C01/C02/C03 files of one field of view."""
+
+    well: str
+    field: int
+    paths: Mapping[str, Path]
+
+    @property
+    def key(self) -> FieldKey:
+        return (self.well, self.field)
+
+    @property
+    def label(self) -> str:
+        """E.g. ``D02 F007``."""
+        return field_label(self.well, self.field)
+
+    def read(self) -> dict[str, np.ndarray]:
+        """``{"C01": image, "C02": ..., "C03": ...}`` as stored (uint16 counts)."""
+        return {channel: read_tiff(self.paths[channel]) for channel in PIXEL_CHANNELS}
+
+
+def find_fields(folder: str | os.PathLike[str], *, magnification: str) -> tuple[list[FieldImages], list[str]]:
+    """The complete C01/C02/C03 triplets of one magnification in ``folder``.
+
+    ``folder`` is a flat folder of images, a ``<mag>_images`` folder or a plate root holding
+    ``<mag>_images`` folders. Brightfield files are ignored; a field with only some of the three
+    channels is left out with a warning.
+
+    Returns
+    -------
+    fields, warnings
+        Fields sorted by (well, field), and one line per field left out or file skipped.
+
+    Raises
+    ------
+    PlateError
+        If the folder does not exist, holds no triplet, or holds two files for one slot.
+    """
+    check_magnification(magnification)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PlateError(f"{folder}: no such folder")
+    warnings: list[str] = []
+    slots: dict[FieldKey, dict[str, Path]] = {}
+    for _, image_folder in image_folders(folder, magnification):
+        for entry in sorted(os.scandir(image_folder), key=lambda e: e.name):
+            if not entry.is_file() or not entry.name.lower().endswith(_TIFF_SUFFIXES):
+                continue
+            try:
+                name = parse_name(entry.name)
+            except InvalidName:
+                warnings.append(f"{entry.path}: not a CV7000 image name; ignored")
+                continue
+            channel = f"C{name.channel:02d}"
+            if channel not in PIXEL_CHANNELS:
+                continue  # brightfield and anything else is not scored
+            slot = slots.setdefault(name.field_key, {})
+            if channel in slot:
+                raise PlateError(
+                    f"{entry.path}: second {channel} image for field {field_label(*name.field_key)} "
+                    f"(first: {slot[channel].name}); keep one plate per folder"
+                )
+            slot[channel] = Path(entry.path)
+    fields: list[FieldImages] = []
+    for key in sorted(slots):
+        paths = slots[key]
+        absent = [c for c in PIXEL_CHANNELS if c not in paths]
+        if absent:
+            warnings.append(f"{field_label(*key)}: {', '.join(absent)} missing in {folder}; field left out")
+            continue
+        fields.append(FieldImages(well=key[0], field=key[1], paths={c: paths[c] for c in PIXEL_CHANNELS}))
+    if not fields:
+        raise PlateError(f"{folder}: no C01/C02/C03 image triplets found for {magnification}")
+    return fields, warnings
+
+
+@dataclass
+class FeatureTable:
+    """Per-field features of one magnification (``Adipocytes_Image.csv`` form) and per-object tables.
+
+    Attributes
+    ----------
+    frame
+        One row per field, the 102 columns of :data:`IMAGE_COLUMNS` in CellProfiler's order.
+    objects
+        Per-object tables by object name, each with ``ImageNumber``, ``Metadata_Well`` and
+        ``Metadata_FoV`` in front.
+    labels
+        ``{(well, field): {"nuclei": ..., "cells": ..., "lipids": ...}}`` for the fields asked for
+        (label images are large, so only a few are kept, for reports).
+    warnings
+        Messages from the measurements, prefixed with the field.
+    """
+
+    magnification: str
+    frame: pd.DataFrame
+    objects: dict[str, pd.DataFrame] = dataclass_field(default_factory=dict)
+    labels: dict[FieldKey, dict[str, np.ndarray]] = dataclass_field(default_factory=dict)
+    warnings: list[str] = dataclass_field(default_factory=list)
+
+    @classmethod
+    def measure(
+        cls,
+        fields: Sequence[FieldImages],
+        *,
+        magnification: str,
+        workers: int = 1,
+        measure: MeasureFunction | None = None,
+        keep_labels: Iterable[FieldKey] = (),
+    ) -> "FeatureTable":
+        """Measure every field (in ``workers`` processes) and assemble the table.
+
+        Parameters
+        ----------
+        fields
+            Triplets to measure, e.g. from :func:`find_fields`; rows follow their (well, field) order.
+        magnification
+            ``20x``, ``40x`` or ``60x``: selects the pipeline's settings.
+        workers
+            Processes to spread fields over; 1 measures in this process.
+        measure
+            The measurement function; default :func:`vstain.evaluation.pipeline.measure_field`.
+            With ``workers > 1`` it must be picklable (a module-level function).
+        keep_labels
+            Field keys whose label images to keep in :attr:`labels`.
+        """
+        check_magnification(magnification)
+        ordered = sorted(fields, key=lambda f: f.key)
+        keep = set(keep_labels)
+        jobs = [(f, magnification, measure, f.key in keep) for f in ordered]
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                results = list(pool.map(_measure_job, jobs, chunksize=1))
+        else:
+            results = [_measure_job(job) for job in jobs]
+
+        rows: list[dict[str, Any]] = []
+        objects: dict[str, list[pd.DataFrame]] = {}
+        labels: dict[FieldKey, dict[str, np.ndarray]] = {}
+        warnings: list[str] = []
+        for number, (images, (features, field_objects, field_labels, field_warnings)) in enumerate(
+            zip(ordered, results), start=1
+        ):
+            identity = {"ImageNumber": number, "Metadata_FoV": f"F{images.field:03d}", "Metadata_Well": images.well}
+            rows.append({**identity, **features})
+            for name, table in field_objects.items():
+                table = pd.DataFrame(table).copy()
+                for position, (column, value) in enumerate(
+                    (("ImageNumber", number), ("Metadata_Well", images.well), ("Metadata_FoV", identity["Metadata_FoV"]))
+                ):
+                    if column not in table.columns:
+                        table.insert(position, column, value)
+                objects.setdefault(name, []).append(table)
+            if field_labels:
+                labels[images.key] = field_labels
+            warnings.extend(f"{images.label}: {w}" for w in field_warnings)
+        frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
+        return cls(
+            magnification=magnification,
+            frame=frame,
+            objects={name: pd.concat(parts, ignore_index=True) for name, parts in objects.items()},
+            labels=labels,
+            warnings=warnings,
+        )
+
+    @classmethod
+    def read_csv(cls, path: str | os.PathLike[str], *, magnification: str) -> "FeatureTable":
+        """Load an image table (vstain's or CellProfiler's ``Adipocytes_Image.csv``).
+
+        Raises
+        ------
+        PlateError
+            If the file is missing or lacks any of the 102 columns.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise PlateError(f"{path}: no such file")
+        frame = pd.read_csv(path, dtype={"Metadata_Well": str, "Metadata_FoV": str})
+        absent = [c for c in IMAGE_COLUMNS if c not in frame.columns]
+        if absent:
+            raise PlateError(f"{path}: missing column {absent[0]} ({len(absent)} of the 102 columns missing)")
+        return cls(magnification=magnification, frame=frame[list(IMAGE_COLUMNS)])
+
+    def write_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write the 102-column table atomically; missing values are written ``nan`` as CellProfiler does."""
+        target = Path(path)
+        with atomic_path(target) as tmp:
+            self.frame.to_csv(tmp, index=False, na_rep="nan")
+        return target
+
+    def write_objects(self, folder: str | os.PathLike[str], *, prefix: str) -> list[Path]:
+        """Write one ``<prefix>_<object>.csv`` per object table into ``folder``; returns the paths."""
+        written = []
+        for name, table in sorted(self.objects.items()):
+            target = Path(folder) / f"{prefix}_{name}.csv"
+            with atomic_path(target) as tmp:
+                table.to_csv(tmp, index=False, na_rep="nan")
+            written.append(target)
+        return written
+
+
+def _measure_job(job: tuple[FieldImages, str, MeasureFunction | None, bool]):
+    """Measure one field (runs in a worker process): (features, objects, labels, warnings)."""
+    images, magnification, measure, keep_labels = job
+    if measure is None:
+        from vstain.evaluation.pipeline import measure_field as measure
+    pixels = images.read()
+    try:
+        result = measure(pixels["C01"], pixels["C02"], pixels["C03"], magnification=magnification)
+    except PlateError:
+        raise
+    except Exception as exc:  # keep the field's name with the failure, across processes
+        raise RuntimeError(f"{images.label} ({images.paths['C01'].parent}): measurement failed: {exc!r}") from exc
+    features = dict(result.features)
+    missing = [c for c in FEATURE_COLUMNS if c not in features]
+    if missing:
+        raise RuntimeError(f"{images.label}: measurement returned no {missing[0]} ({len(missing)} features missing)")
+    features = {c: float(features[c]) for c in FEATURE_COLUMNS}
+    objects = {name: pd.DataFrame(table) for name, table in dict(result.objects).items()}
+    labels = dict(result.labels) if keep_labels else {}
+    return features, objects, labels, list(result.warnings)
+
+
+def synthetic_field(
+    shape: tuple[int, int] = FIELD_SHAPE["20x"],
+    *,
+    magnification: str = "20x",
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A plausible adipocyte field for timing: ``{"C01", "C02", "C03"}`` uint16 raw counts.
+
+    Nuclei (about 8 µm), cells around them and lipid droplets inside the cells, scaled by the
+    magnification's pixel size, at the count levels of the challenge's images (nuclei below the
+    pipeline's brightness cap). Not a substitute for ``vstain synth``: only for benchmarks.
+    """
+    from scipy import ndimage
+
+    check_magnification(magnification)
+    rng = np.random.default_rng(seed)
+    px = PIXEL_SIZE_UM[magnification]
+    r_nucleus, r_cell, r_drop = 4.5 / px, 13.0 / px, 1.2 / px
+    spacing = 2 * r_cell
+    rows, cols = shape
+    # Cells on a jittered grid, so they touch like a confluent culture.
+    yy, xx = np.meshgrid(np.arange(spacing / 2, rows, spacing), np.arange(spacing / 2, cols, spacing), indexing="ij")
+    centres = np.stack([yy.ravel(), xx.ravel()], axis=1) + rng.normal(0, spacing / 8, (yy.size, 2))
+    centres = np.clip(np.round(centres), 0, [rows - 1, cols - 1]).astype(int)
+    seeds = np.ones(shape, bool)
+    seeds[centres[:, 0], centres[:, 1]] = False
+    distance = ndimage.distance_transform_edt(seeds)
+    nuclei = 300 + 1700 * np.clip(r_nucleus + 0.5 - distance, 0, 1)
+    cytoplasm = 400 + 1200 * np.clip((r_cell - distance) / r_cell, 0, 1)
+    n_drops = int(rows * cols / (spacing * spacing) * 12)
+    drops = np.stack([rng.integers(0, rows, n_drops), rng.integers(0, cols, n_drops)], axis=1)
+    inside = (distance[drops[:, 0], drops[:, 1]] > r_nucleus + r_drop) & (distance[drops[:, 0], drops[:, 1]] < r_cell)
+    drop_seeds = np.ones(shape, bool)
+    drop_seeds[drops[inside, 0], drops[inside, 1]] = False
+    lipids = 500 + 2000 * np.clip(r_drop + 0.5 - ndimage.distance_transform_edt(drop_seeds), 0, 1)
+    out = {}
+    for channel, image in (("C01", nuclei), ("C02", lipids), ("C03", cytoplasm)):
+        blurred = ndimage.gaussian_filter(image, 1.0)
+        noisy = blurred + rng.normal(0, 0.03, shape) * np.sqrt(blurred) * 10
+        out[channel] = np.clip(np.round(noisy), 0, 65535).astype(np.uint16)
+    return out
+
+
+def benchmark_measure_field(
+    shape: tuple[int, int] = FIELD_SHAPE["20x"],
+    magnification: str = "20x",
+    repeats: int = 1,
+    *,
+    field: Mapping[str, np.ndarray] | None = None,
+    measure: MeasureFunction | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time the per-field measurements (what ``vstain bench`` reports).
+
+    Parameters
+    ----------
+    shape
+        Size of the synthesised field (ignored when ``field`` is given).
+    magnification
+        Pipeline settings to use.
+    repeats
+        Timed runs (no warm-up run: the first run is what a user waits for).
+    field
+        ``{"C01", "C02", "C03"}`` uint16 images to measure instead of a synthetic field.
+    measure
+        Measurement function; default :func:`vstain.evaluation.pipeline.measure_field`.
+
+    Returns
+    -------
+    dict
+        ``magnification``, ``shape``, ``repeats``, ``seconds`` (each run), ``seconds_per_field``
+        (mean), ``seconds_min`` and ``objects`` (object counts of the last run, by table).
+    """
+    if measure is None:
+        from vstain.evaluation.pipeline import measure_field as measure
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    images = dict(field) if field is not None else synthetic_field(shape, magnification=magnification, seed=seed)
+    seconds = []
+    result = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = measure(images["C01"], images["C02"], images["C03"], magnification=magnification)
+        seconds.append(time.perf_counter() - start)
+    return {
+        "magnification": magnification,
+        "shape": tuple(int(s) for s in images["C01"].shape),
+        "repeats": repeats,
+        "seconds": seconds,
+        "seconds_per_field": float(np.mean(seconds)),
+        "seconds_min": float(np.min(seconds)),
+        "objects": {name: int(len(table)) for name, table in dict(result.objects).items()},
+    }
