@@ -12,11 +12,11 @@ from vstain.errors import InvalidName
 from vstain.vocabulary import BRIGHTFIELD_CHANNEL
 
 _NAME = re.compile(
-    r"^(?P<plate>.+)_(?P<well>[A-Za-z]{1,2}\d{1,3})_"
-    r"T(?P<timepoint>\d{4})F(?P<field>\d{3})L(?P<timeline>\d{2})"
-    r"A(?P<action>\d{2})Z(?P<z>\d{2})C(?P<channel>\d{2})(?P<extension>\.tiff?)$"
+    r"^(?P<plate>.+)_(?P<well>[A-Za-z]{1,2}[0-9]{1,3})_"
+    r"T(?P<timepoint>[0-9]{4})F(?P<field>[0-9]{3})L(?P<timeline>[0-9]{2})"
+    r"A(?P<action>[0-9]{2})Z(?P<z>[0-9]{2})C(?P<channel>[0-9]{2})(?P<extension>\.(?i:tiff?))$"
 )
-_WELL = re.compile(r"^[A-Za-z]{1,2}\d{1,3}$")
+_WELL = re.compile(r"[A-Za-z]{1,2}[0-9]{1,3}")
 
 
 @dataclass(frozen=True, order=True)
@@ -37,9 +37,11 @@ class ImageName:
     extension: str = ".tif"
 
     def __post_init__(self) -> None:
-        if not self.plate or "/" in self.plate or "\\" in self.plate:
-            raise InvalidName(f"plate id {self.plate!r} must be non-empty and contain no path separator")
-        if not _WELL.match(self.well):
+        if not self.plate or "/" in self.plate or "\\" in self.plate or not self.plate.isprintable():
+            raise InvalidName(
+                f"plate id {self.plate!r} must be non-empty, printable and contain no path separator"
+            )
+        if not _WELL.fullmatch(self.well):
             raise InvalidName(f"well {self.well!r} must look like D02")
         for part, value, digits in (
             ("timepoint", self.timepoint, 4),
@@ -51,8 +53,8 @@ class ImageName:
         ):
             if not 0 <= value < 10**digits:
                 raise InvalidName(f"{part} {value} does not fit in {digits} digits")
-        if self.extension not in (".tif", ".tiff"):
-            raise InvalidName(f"extension {self.extension!r} must be .tif or .tiff")
+        if self.extension.lower() not in (".tif", ".tiff"):
+            raise InvalidName(f"extension {self.extension!r} must be .tif or .tiff (any case)")
 
     @property
     def field_key(self) -> tuple[str, int]:
@@ -76,23 +78,26 @@ def parse_name(filename: str) -> ImageName:
     InvalidName
         With the name and the reason, if it does not follow the CV7000 pattern.
     """
-    match = _NAME.match(filename)
+    match = _NAME.fullmatch(filename)
     if match is None:
         raise InvalidName(
             f"{filename}: not a CV7000 image name (expected <plate>_<well>_T####F###L##A##Z##C##.tif)"
         )
     parts = match.groupdict()
-    return ImageName(
-        plate=parts["plate"],
-        well=parts["well"],
-        field=int(parts["field"]),
-        channel=int(parts["channel"]),
-        z=int(parts["z"]),
-        action=int(parts["action"]),
-        timepoint=int(parts["timepoint"]),
-        timeline=int(parts["timeline"]),
-        extension=parts["extension"],
-    )
+    try:
+        return ImageName(
+            plate=parts["plate"],
+            well=parts["well"],
+            field=int(parts["field"]),
+            channel=int(parts["channel"]),
+            z=int(parts["z"]),
+            action=int(parts["action"]),
+            timepoint=int(parts["timepoint"]),
+            timeline=int(parts["timeline"]),
+            extension=parts["extension"],
+        )
+    except InvalidName as exc:  # e.g. a path separator in the plate id: say which file
+        raise InvalidName(f"{filename}: {exc}") from None
 
 
 def format_name(name: ImageName) -> str:
