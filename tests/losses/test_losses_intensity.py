@@ -1,0 +1,132 @@
+"""LogSquaredLoss and MedianMAE against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vstain.losses import DEFAULT_EPS, REFERENCE_LOG_EPS, LogSquaredLoss, MedianMAE, target_median
+
+
+def img(values, b=1):
+    """(b, 1, 2, 2) tensor from a flat list of 4*b values."""
+    return torch.tensor(values, dtype=torch.float32).view(b, 1, 2, 2)
+
+
+# --- LogSquaredLoss -------------------------------------------------------------------------
+
+
+def test_reference_eps_reproduces_47_7_on_one_zero_pixel():
+    # One zero target pixel predicted as 0.01, three exact pixels:
+    # (ln(1e-8 / (0.01 + 1e-8)))**2 / 4 = (-13.8155)**2 / 4 = 47.717
+    x = img([0.01, 0.5, 0.5, 0.5])
+    y = img([0.0, 0.5, 0.5, 0.5])
+    loss = LogSquaredLoss(eps=REFERENCE_LOG_EPS)(x, y)
+    expected = math.log(1e-8 / (0.01 + 1e-8)) ** 2 / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert round(loss.item(), 1) == 47.7
+
+
+def test_default_eps_same_pixel_costs_ln11_squared_over_4():
+    # (ln(0.001 / 0.011))**2 / 4 = (ln 11)**2 / 4 = 2.3979**2 / 4 = 1.4375
+    x = img([0.01, 0.5, 0.5, 0.5])
+    y = img([0.0, 0.5, 0.5, 0.5])
+    assert DEFAULT_EPS == 1e-3
+    assert LogSquaredLoss()(x, y).item() == pytest.approx(math.log(11) ** 2 / 4, rel=1e-5)
+
+
+def test_log_squared_hand_value_ratios_of_ten():
+    # x + eps = [1, 0.1, 1, 1], y + eps = [1, 1, 0.1, 1] -> ln ratios 0, ln10, -ln10, 0
+    # loss = 2 (ln 10)**2 / 4 = 2.6509
+    x = img([0.999, 0.099, 0.999, 0.999])
+    y = img([0.999, 0.999, 0.099, 0.999])
+    assert LogSquaredLoss(eps=1e-3)(x, y).item() == pytest.approx(math.log(10) ** 2 / 2, rel=1e-5)
+
+
+def test_zero_target_cost_and_gradient_are_bounded_by_the_floor():
+    # Worst zero-target pixel: prediction 1 -> (ln((1 + eps) / eps))**2 = (ln 1001)**2 = 47.73
+    loss_fn = LogSquaredLoss()
+    worst = loss_fn(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)).item()
+    assert worst == pytest.approx(math.log(1001) ** 2, rel=1e-5)
+    for pred in torch.linspace(0, 1, 11):
+        assert loss_fn(torch.full((1, 1, 2, 2), float(pred)), torch.zeros(1, 1, 2, 2)).item() <= worst + 1e-4
+
+    # Gradient at x = 0 against y = 1 (one pixel): |d/dx| = 2 ln((1 + eps) / eps) / eps
+    def grad_at_zero(eps):
+        x = torch.zeros(1, 1, 1, 1, requires_grad=True)
+        LogSquaredLoss(eps=eps)(x, torch.ones(1, 1, 1, 1)).backward()
+        return x.grad.abs().item()
+
+    assert grad_at_zero(1e-3) == pytest.approx(2 * math.log(1001) / 1e-3, rel=1e-4)  # 1.4e4
+    assert grad_at_zero(1e-8) > 1e9  # the reference: 3.7e9
+
+
+def test_log_squared_rejects_non_positive_eps_and_shape_mismatch():
+    with pytest.raises(ValueError, match="eps"):
+        LogSquaredLoss(eps=0)
+    with pytest.raises(ValueError, match="shape"):
+        LogSquaredLoss()(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 3))
+
+
+# --- MedianMAE ------------------------------------------------------------------------------
+
+
+def two_sample_batch():
+    # sample 0: y = [.1 .2 .3 .4] (lower median .2), |x - y| = [.1 0 0 .1] -> MAE .05 -> .25
+    # sample 1: y = [.5 .6 .7 .8] (lower median .6), |x - y| = [.12 0 0 0] -> MAE .03 -> .05
+    y = img([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], b=2)
+    x = y + img([0.1, 0.0, 0.0, 0.1, 0.12, 0.0, 0.0, 0.0], b=2)
+    return x, y
+
+
+def test_median_mae_per_sample_hand_value():
+    x, y = two_sample_batch()
+    # (0.25 + 0.05) / 2 = 0.15
+    assert MedianMAE()(x, y).item() == pytest.approx(0.15, rel=1e-5)
+
+
+def test_median_mae_batch_median_is_the_reference_and_the_lower_median():
+    x, y = two_sample_batch()
+    # all 8 values: lower median = 0.4 (torch.median; the midpoint would be 0.45)
+    # MAE over the batch = (0.1 + 0.1 + 0.12) / 8 = 0.04 -> 0.04 / 0.4 = 0.1
+    assert MedianMAE(median="batch")(x, y).item() == pytest.approx(0.1, rel=1e-5)
+    assert target_median(y, scope="batch").item() == pytest.approx(0.4)
+    assert target_median(y, scope="sample").flatten().tolist() == pytest.approx([0.2, 0.6])
+    assert target_median(y, scope="sample").shape == (2, 1, 1, 1)
+
+
+def test_median_mae_all_zero_target_is_bounded_by_eps():
+    # median 0 is clamped to eps: 0.5 / 1e-3 = 500 (reference: division by zero -> inf)
+    x = torch.full((1, 1, 2, 2), 0.5)
+    y = torch.zeros(1, 1, 2, 2)
+    assert MedianMAE()(x, y).item() == pytest.approx(500.0, rel=1e-5)
+    assert MedianMAE(eps=0.01)(x, y).item() == pytest.approx(50.0, rel=1e-5)
+    assert MedianMAE(median="batch")(x, y).item() == pytest.approx(500.0, rel=1e-5)
+
+
+def test_median_mae_rejects_unknown_scope():
+    with pytest.raises(ValueError, match="median"):
+        MedianMAE(median="mean")
+
+
+@pytest.mark.parametrize("loss_fn", [LogSquaredLoss(), MedianMAE(), MedianMAE(median="batch")])
+def test_intensity_losses_gradients_reach_x_only(loss_fn):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 8, 8, generator=gen, requires_grad=True)
+    y = torch.rand(2, 1, 8, 8, generator=gen, requires_grad=True)
+    loss_fn(x, y).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # median(y) is detached; y still gets gradient through the |x - y| / log terms only.
+    assert torch.isfinite(y.grad).all()
+
+
+@pytest.mark.parametrize("loss_fn", [LogSquaredLoss(), MedianMAE()])
+def test_intensity_losses_deterministic_and_float32_for_bf16(loss_fn):
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(2, 1, 16, 16, generator=gen), torch.rand(2, 1, 16, 16, generator=gen)
+    assert torch.equal(loss_fn(x, y), loss_fn(x.clone(), y.clone()))
+    low = loss_fn(x.bfloat16(), y.bfloat16())
+    assert low.dtype == torch.float32
+    assert low.item() == pytest.approx(loss_fn(x, y).item(), rel=0.05)
