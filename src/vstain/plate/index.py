@@ -173,7 +173,10 @@ def image_folders(root: str | os.PathLike[str], magnification: str | None = None
     if not root.is_dir():
         raise PlateError(f"{root}: not a folder")
     if magnification is not None:
-        check_magnification(magnification)
+        try:
+            check_magnification(magnification)
+        except ValueError as exc:
+            raise PlateError(f"{root}: {exc}") from None
     own = _MAG_DIR.match(root.name)
     if own:
         if magnification not in (None, own.group(1)):
@@ -223,9 +226,23 @@ def index_plate(
     issues: list[PlateIssue] = []
     fields: list[Field] = []
     for mag, folder in image_folders(root, magnification):
-        found, folder_issues = _index_folder(folder, mag, root, check_headers)
+        found, folder_issues = _index_folder(folder, mag, _mask_folder(root, folder, mag), check_headers)
         fields.extend(found)
         issues.extend(folder_issues)
+    seen: dict[FieldKey, Field] = {}
+    for f in fields:
+        if f.key in seen:  # two plate ids or time points in one folder: which one is meant?
+            first = seen[f.key].brightfield[0].name
+            issues.append(
+                PlateIssue(
+                    f.brightfield[0],
+                    f"second {f.label} in the folder (first: {first}); keep one plate id and one "
+                    "time point per folder",
+                )
+            )
+        else:
+            seen[f.key] = f
+    fields = list(seen.values())
     if not fields and not issues:
         issues.append(PlateIssue(root, "no CV7000 images found"))
     order = {m: i for i, m in enumerate(MAGNIFICATIONS)}
@@ -233,10 +250,19 @@ def index_plate(
     return PlateIndex(root=root, fields=fields, issues=issues)
 
 
+def _mask_folder(root: Path, folder: Path, magnification: str) -> Path:
+    """Where the nucleus masks of ``folder`` live: ``<plate>/masks/<mag>_images`` (or ``<flat>/masks``)."""
+    if folder.name == f"{magnification}_images":
+        return folder.parent / "masks" / folder.name
+    nested = root / "masks" / f"{magnification}_images"
+    return nested if nested.is_dir() else root / "masks"
+
+
 def _index_folder(
-    folder: Path, magnification: str, root: Path, check_headers: bool
+    folder: Path, magnification: str, mask_dir: Path, check_headers: bool
 ) -> tuple[list[Field], list[PlateIssue]]:
     issues: list[PlateIssue] = []
+    duplicated: set[tuple[str, str, int, int]] = set()
     # (plate, well, timepoint, field) -> {(channel, z): path}
     groups: dict[tuple[str, str, int, int], dict[tuple[int, int], Path]] = defaultdict(dict)
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -262,7 +288,8 @@ def _index_folder(
         slot = (name.channel, name.z)
         group = groups[(name.plate, name.well, name.timepoint, name.field)]
         if slot in group:
-            issues.append(PlateIssue(path, f"duplicate of {group[slot].name}"))
+            issues.append(PlateIssue(path, f"duplicate of {group[slot].name}; remove one of the two"))
+            duplicated.add((name.plate, name.well, name.timepoint, name.field))
             continue
         group[slot] = path
 
@@ -274,7 +301,7 @@ def _index_folder(
                 try:
                     headers[path] = tiff_header(path)
                 except PlateError as exc:
-                    issues.append(PlateIssue(path, str(exc).split(": ", 1)[1]))
+                    issues.append(PlateIssue(path, str(exc).removeprefix(f"{path}: ")))
                     bad.add(path)
         for path, (shape, dtype) in headers.items():
             if dtype != np.uint16:
@@ -294,20 +321,27 @@ def _index_folder(
                     )
                     bad.add(path)
 
-    mask_dir = root / "masks" / f"{magnification}_images"
     fields: list[Field] = []
     for (plate, well, timepoint, number), group in sorted(groups.items()):
         planes = [group.get((BRIGHTFIELD_CHANNEL, z)) for z in PLANES]
         present = [p for p in planes if p is not None]
-        any_file = next(iter(group.values()))
         if not present:
-            issues.append(PlateIssue(any_file, f"field {well} F{number:03d} has no brightfield (C04) planes"))
+            sound = [p for p in group.values() if p not in bad]
+            if sound:  # a field made only of unreadable files was reported file by file already
+                issues.append(PlateIssue(sound[0], f"field {well} F{number:03d} has no brightfield (C04) planes"))
             continue
         if len(present) < len(PLANES):
-            missing = ", ".join(f"Z{z:02d}" for z, p in zip(PLANES, planes) if p is None)
-            issues.append(PlateIssue(present[0], f"brightfield planes missing: {missing}"))
+            reference = parse_name(present[0].name)
+            missing = ", ".join(
+                format_name(reference.for_channel(BRIGHTFIELD_CHANNEL, z=z))
+                for z, p in zip(PLANES, planes)
+                if p is None
+            )
+            issues.append(PlateIssue(present[0], f"field {well} F{number:03d} lacks brightfield plane(s) {missing}"))
             continue
-        if any(p in bad for p in group.values() if p in planes):
+        if (plate, well, timepoint, number) in duplicated:
+            continue  # reported on the duplicate file; which copy is right is the user's call
+        if any(p in bad for p in planes):
             continue  # the bad plane was reported already
         targets = {
             CHANNEL_TARGETS[c]: p

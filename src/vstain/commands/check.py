@@ -1,0 +1,63 @@
+"""``vstain check PLATE``: index a plate folder, print what is there and every problem found."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLE = """\
+example:
+  vstain check data/plate                       # <plate>/{20x,40x,60x}_images layout
+  vstain check data/flat_folder --magnification 40x --fields
+
+One line per well (counts of fields and of the stains and masks present), then every problem, one
+line each, naming the file. Exit code 1 if any error was found, 0 otherwise.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="validate a plate folder and summarise its fields",
+        description="Index a CV7000 plate folder, print a summary per well and list every problem found.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/ or a flat folder of TIFFs)")
+    parser.add_argument(
+        "--magnification",
+        choices=("20x", "40x", "60x"),
+        help="magnification of a flat folder; with the <mag>_images layout, check only this one",
+    )
+    parser.add_argument("--fields", action="store_true", help="print one line per field instead of per well")
+    parser.add_argument(
+        "--max-issues",
+        type=int,
+        default=200,
+        metavar="N",
+        help="print at most N problems (0: all; default 200)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vstain.plate.index import index_plate
+    from vstain.plate.report import field_table, well_table
+
+    index = index_plate(args.plate, magnification=args.magnification)
+    n_wells = len({(f.magnification, f.well) for f in index.fields})
+    print(f"plate {index.root}: {len(index.fields)} valid fields in {n_wells} wells")
+    table = field_table(index) if args.fields else well_table(index)
+    if len(table):
+        print(table.to_string(index=False))
+    errors = index.errors
+    warnings = len(index.issues) - len(errors)
+    if index.issues:
+        print(f"\n{len(errors)} errors, {warnings} warnings:")
+        shown = index.issues if args.max_issues <= 0 else index.issues[: args.max_issues]
+        for issue in shown:
+            print(issue)
+        if len(shown) < len(index.issues):
+            print(f"... and {len(index.issues) - len(shown)} more (use --max-issues 0 to see all)")
+    else:
+        print("no problems found")
+    return 1 if errors else 0
