@@ -242,11 +242,17 @@ class FeatureTable:
         return written
 
 
+def default_measure() -> MeasureFunction:
+    """The CellProfiler-equivalent measurement, :func:`vstain.evaluation.pipeline.measure_field`."""
+    from vstain.evaluation.pipeline import measure_field
+
+    return measure_field
+
+
 def _measure_job(job: tuple[FieldImages, str, MeasureFunction | None, bool]):
     """Measure one field (runs in a worker process): (features, objects, labels, warnings)."""
     images, magnification, measure, keep_labels = job
-    if measure is None:
-        from vstain.evaluation.pipeline import measure_field as measure
+    measure = measure or default_measure()
     pixels = images.read()
     try:
         result = measure(pixels["C01"], pixels["C02"], pixels["C03"], magnification=magnification)
@@ -337,8 +343,7 @@ def benchmark_measure_field(
         ``magnification``, ``shape``, ``repeats``, ``seconds`` (each run), ``seconds_per_field``
         (mean), ``seconds_min`` and ``objects`` (object counts of the last run, by table).
     """
-    if measure is None:
-        from vstain.evaluation.pipeline import measure_field as measure
+    measure = measure or default_measure()
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     images = dict(field) if field is not None else synthetic_field(shape, magnification=magnification, seed=seed)

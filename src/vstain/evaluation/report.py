@@ -1,0 +1,314 @@
+"""``report.html``: the challenge score as something to look at, in one self-contained file.
+
+Every figure is a PNG drawn with matplotlib's Agg renderer and embedded as base64, with inline
+CSS and no script or external link, so the file opens offline and can be mailed as it is.
+Field panels are downsampled (block mean for images, block max for outlines) to keep it small.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from vstain.atomic import write_text_atomic
+from vstain.evaluation.metric import (
+    PIXEL_CHANNELS,
+    POLICY,
+    ChallengeScore,
+    FeaturewiseResult,
+    PixelwiseResult,
+    total_score,
+)
+
+#: Longest side of one downsampled field panel, in pixels.
+PANEL_SIZE = 256
+_CHANNEL_NAMES = {"C01": "C01 nuclei (Hoechst)", "C02": "C02 lipids (Bodipy)", "C03": "C03 cytoplasm (CellTrackerRed)"}
+_OUTLINE_COLOURS = {"nuclei": (0.0, 1.0, 1.0), "cells": (1.0, 0.85, 0.0)}
+_GROUP_COLOURS = {
+    "nuclei": "#4c72b0",
+    "cells": "#dd8452",
+    "Lipids": "#55a868",
+    "Count": "#8172b3",
+    "Granularity": "#937860",
+}
+
+
+@dataclass(frozen=True)
+class FieldPanel:
+    """One field to show: target and predicted images and their segmentations.
+
+    ``truth`` and ``pred`` map ``C01``/``C02``/``C03`` to (H, W) images; ``truth_labels`` and
+    ``pred_labels`` map ``nuclei``/``cells`` to label images (either may be empty).
+    """
+
+    label: str
+    truth: Mapping[str, np.ndarray]
+    pred: Mapping[str, np.ndarray]
+    truth_labels: Mapping[str, np.ndarray] = dataclass_field(default_factory=dict)
+    pred_labels: Mapping[str, np.ndarray] = dataclass_field(default_factory=dict)
+
+
+def render_report(
+    scores: Sequence[ChallengeScore],
+    *,
+    panels: Mapping[str, Sequence[FieldPanel]] | None = None,
+    title: str = "vstain evaluation",
+    sources: Mapping[str, str] | None = None,
+) -> str:
+    """The report as an HTML string.
+
+    Parameters
+    ----------
+    scores
+        One :class:`ChallengeScore` per magnification.
+    panels
+        ``{magnification: [FieldPanel, ...]}``: fields to show as truth / prediction / error.
+    title
+        Page title.
+    sources
+        Extra facts to list at the top (e.g. ``{"truth": "/data/plate"}``).
+    """
+    panels = panels or {}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    if sources:
+        parts.append(_definition_list(sources))
+    parts.append(_summary_table(scores))
+    for score in scores:
+        parts.append(_magnification_section(score, panels.get(score.magnification, ())))
+    parts.append("<h2>Policy</h2>")
+    parts.append(_definition_list(POLICY))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(
+    path: str | os.PathLike[str],
+    scores: Sequence[ChallengeScore],
+    *,
+    panels: Mapping[str, Sequence[FieldPanel]] | None = None,
+    title: str = "vstain evaluation",
+    sources: Mapping[str, str] | None = None,
+) -> Path:
+    """Write :func:`render_report` to ``path`` atomically."""
+    return write_text_atomic(path, render_report(scores, panels=panels, title=title, sources=sources))
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+def _summary_table(scores: Sequence[ChallengeScore]) -> str:
+    rows = [
+        [s.magnification, str(s.n_fields), _num(s.pixelwise.value), _num(s.featurewise.value), _num(s.score)]
+        for s in scores
+    ]
+    total = total_score(scores)
+    rows.append(["<b>total</b>", str(sum(s.n_fields for s in scores)), "", "", f"<b>{_num(total)}</b>"])
+    return "<h2>Scores</h2><p>Lower is better (relative mean absolute errors).</p>" + _table(
+        ["magnification", "fields", "pixelwise", "featurewise", "score"], rows, escape=False
+    )
+
+
+def _magnification_section(score: ChallengeScore, panels: Sequence[FieldPanel]) -> str:
+    fw, pw = score.featurewise, score.pixelwise
+    out = [f"<h2>{html.escape(score.magnification)}</h2>"]
+    out.append("<h3>Pixel error per channel</h3>")
+    out.append(_image(_pixel_error_figure(pw), f"pixelwise relative MAE per channel, {score.magnification}"))
+    out.append(
+        _table(
+            ["channel", "MAE (counts)", "target median (counts)", "relative MAE"],
+            [[c, _num(pw.mae.get(c)), _num(pw.target_median.get(c)), _num(pw.per_channel.get(c))] for c in pw.per_channel],
+        )
+    )
+    if pw.excluded_channels:
+        out.append("<p>Excluded channels:</p>" + _definition_list(pw.excluded_channels))
+    out.append("<h3>Feature error (relative MAE, sorted)</h3>")
+    if any(math.isfinite(v) for v in fw.per_feature.values()):
+        out.append(_image(_feature_error_figure(fw), f"featurewise relative MAE, {score.magnification}"))
+    else:
+        out.append("<p>No feature could be scored.</p>")
+    if fw.excluded_features:
+        out.append(f"<h3>Excluded features ({len(fw.excluded_features)})</h3>")
+        out.append(_definition_list(fw.excluded_features))
+    for heading, cases in (
+        ("Skipped target entries (target not finite)", fw.skipped_target_entries),
+        ("Predictions counted as 0 (prediction not finite, target finite)", fw.prediction_counted_as_zero),
+    ):
+        if cases:
+            out.append(f"<h3>{heading}: {sum(len(v) for v in cases.values())} entries</h3>")
+            out.append(_definition_list({k: _short_list(v) for k, v in cases.items()}))
+    for heading, labels in (("Missing predictions", fw.missing_predictions), ("Extra predictions", fw.extra_predictions)):
+        if labels:
+            out.append(f"<h3>{heading} ({len(labels)}; left out of both metrics)</h3><p>{html.escape(_short_list(labels, 50))}</p>")
+    if score.warnings:
+        out.append(f"<h3>Warnings ({len(score.warnings)})</h3><ul>")
+        out.extend(f"<li>{html.escape(w)}</li>" for w in score.warnings)
+        out.append("</ul>")
+    if panels:
+        out.append("<h3>Fields</h3><p>Rows: channels. Columns: target, prediction, |target &minus; prediction|. "
+                   "Outlines: nuclei (cyan) and cells (yellow) as segmented on each image; the error panel "
+                   "shows the target's.</p>")
+        for panel in panels:
+            out.append(f"<h4>{html.escape(panel.label)}</h4>")
+            out.append(_image(_field_figure(panel), f"target, prediction and error of {panel.label}"))
+    return "\n".join(out)
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.figure import Figure  # Agg is used by savefig; no pyplot state, no display
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _png(figure, dpi: int = 80) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _pixel_error_figure(pw: PixelwiseResult) -> str:
+    figure = _new_figure(5, 2.4)
+    axes = figure.add_subplot()
+    channels = list(pw.per_channel)
+    values = [pw.per_channel[c] if math.isfinite(pw.per_channel[c]) else 0.0 for c in channels]
+    bars = axes.bar([_CHANNEL_NAMES.get(c, c) for c in channels], values, color=["#4c72b0", "#55a868", "#c44e52"][: len(channels)])
+    axes.bar_label(bars, labels=[_num(pw.per_channel[c]) for c in channels], fontsize=8)
+    axes.axhline(pw.value if math.isfinite(pw.value) else 0, color="k", lw=0.8, ls="--", label=f"mean {_num(pw.value)}")
+    axes.set_ylabel("MAE / target median")
+    axes.tick_params(axis="x", labelsize=7)
+    axes.legend(fontsize=7, frameon=False)
+    return _png(figure)
+
+
+def _feature_group(name: str) -> str:
+    for group in ("nuclei", "cells", "Lipids"):
+        if f"_{group}_no_edge_" in name:
+            return group
+    return "Count" if name.startswith("Count_") else "Granularity"
+
+
+def _feature_error_figure(fw: FeaturewiseResult) -> str:
+    scored = sorted(
+        ((v, f) for f, v in fw.per_feature.items() if f not in fw.excluded_features and math.isfinite(v)),
+        reverse=True,
+    )
+    figure = _new_figure(8, 0.6 + 0.12 * len(scored))
+    axes = figure.add_subplot()
+    positions = np.arange(len(scored))
+    axes.barh(positions, [v for v, _ in scored], color=[_GROUP_COLOURS[_feature_group(f)] for _, f in scored])
+    axes.set_yticks(positions, [f for _, f in scored], fontsize=5.5)
+    axes.invert_yaxis()
+    axes.axvline(fw.value, color="k", lw=0.8, ls="--")
+    axes.set_xlabel(f"relative MAE (mean over {len(scored)} features: {_num(fw.value)})", fontsize=8)
+    axes.tick_params(axis="x", labelsize=7)
+    from matplotlib.patches import Patch
+
+    axes.legend(
+        handles=[Patch(color=c, label=g) for g, c in _GROUP_COLOURS.items()], fontsize=6, frameon=False, loc="lower right"
+    )
+    return _png(figure)
+
+
+def _field_figure(panel: FieldPanel) -> str:
+    from skimage.measure import block_reduce
+    from skimage.segmentation import find_boundaries
+
+    channels = [c for c in PIXEL_CHANNELS if c in panel.truth and c in panel.pred]
+    shape = np.asarray(panel.truth[channels[0]]).shape
+    factor = max(1, math.ceil(max(shape) / PANEL_SIZE))
+
+    def shrink(image: np.ndarray) -> np.ndarray:
+        return block_reduce(np.asarray(image, dtype=np.float32), (factor, factor), np.mean)
+
+    def outlines(labels: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        if not any(k in labels for k in _OUTLINE_COLOURS):
+            return None
+        small = shrink(np.zeros(shape, np.float32)).shape
+        rgba = np.zeros((*small, 4), np.float32)
+        for name, colour in _OUTLINE_COLOURS.items():
+            if name in labels:
+                edge = block_reduce(find_boundaries(np.asarray(labels[name]), mode="inner"), (factor, factor), np.max)
+                rgba[edge] = (*colour, 0.9)
+        return rgba
+
+    overlay_truth, overlay_pred = outlines(panel.truth_labels), outlines(panel.pred_labels)
+    size = 2.6
+    figure = _new_figure(3 * size, len(channels) * size * shape[0] / shape[1] + 0.4)
+    grid = figure.subplots(len(channels), 3, squeeze=False)
+    for row, channel in enumerate(channels):
+        truth = np.asarray(panel.truth[channel], dtype=np.float32)
+        pred = np.asarray(panel.pred[channel], dtype=np.float32)
+        low, high = np.percentile(truth, [0.5, 99.5])
+        error = shrink(np.abs(truth - pred))
+        for col, (image, overlay, cmap, limits, name) in enumerate(
+            (
+                (shrink(truth), overlay_truth, "gray", (low, high), "target"),
+                (shrink(pred), overlay_pred, "gray", (low, high), "prediction"),
+                (error, overlay_truth, "magma", (0, max(float(np.percentile(error, 99.5)), 1.0)), "|error|"),
+            )
+        ):
+            axes = grid[row, col]
+            axes.imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest")
+            if overlay is not None:
+                axes.imshow(overlay, interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if row == 0:
+                axes.set_title(name, fontsize=8)
+            if col == 0:
+                axes.set_ylabel(_CHANNEL_NAMES.get(channel, channel), fontsize=7)
+    return _png(figure)
+
+
+# -- HTML helpers -----------------------------------------------------------------------------
+
+
+def _image(png_base64: str, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{png_base64}" alt="{html.escape(alt)}">'
+
+
+def _num(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.4g}"
+
+
+def _short_list(items: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" … ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, escape: bool = True) -> str:
+    cell = html.escape if escape else str
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _definition_list(items: Mapping[str, str]) -> str:
+    entries = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in items.items())
+    return f"<dl>{entries}</dl>"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
+    "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}"
+    "dt{font-weight:600;font-family:monospace}dd{margin:0 0 .4em 1.5em}h2{border-bottom:1px solid #ddd}"
+)
