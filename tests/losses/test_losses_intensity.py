@@ -97,6 +97,16 @@ def test_median_mae_batch_median_is_the_reference_and_the_lower_median():
     assert target_median(y, scope="sample").shape == (2, 1, 1, 1)
 
 
+def test_sample_median_is_per_channel_for_multi_stain_targets():
+    # channel 0 = [.1 .2 .3 .4] (lower median .2), channel 1 = [.5 .6 .7 .8] (lower median .6)
+    y = img([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], b=2).view(1, 2, 2, 2)
+    med = target_median(y)
+    assert med.shape == (1, 2, 1, 1) and med.flatten().tolist() == pytest.approx([0.2, 0.6])
+    # same errors as two_sample_batch, now as two channels of one sample: (.25 + .05) / 2
+    x = y + img([0.1, 0.0, 0.0, 0.1, 0.12, 0.0, 0.0, 0.0], b=2).view(1, 2, 2, 2)
+    assert MedianMAE()(x, y).item() == pytest.approx(0.15, rel=1e-5)
+
+
 def test_median_mae_all_zero_target_is_bounded_by_eps():
     # median 0 is clamped to eps: 0.5 / 1e-3 = 500 (reference: division by zero -> inf)
     x = torch.full((1, 1, 2, 2), 0.5)

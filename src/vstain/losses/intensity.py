@@ -48,12 +48,12 @@ def target_median(y: torch.Tensor, *, scope: MedianScope = "sample", eps: float 
 
     Parameters
     ----------
-    y : (B, ...) tensor
+    y : (B, C, H, W) tensor
         Target batch.
     scope : {"sample", "batch"}
-        ``"sample"``: one median per sample, returned with shape ``(B, 1, ..., 1)`` so it
-        broadcasts against ``y``; ``"batch"`` (the reference): one median over every value of the
-        batch, returned as a 0-d tensor.
+        ``"sample"``: one median per image (sample and channel), returned with shape
+        ``(B, C, 1, 1)`` so it broadcasts against ``y``; ``"batch"`` (the reference): one median
+        over every value of the batch, returned as a 0-d tensor.
     eps : float
         Floor, so an (almost) empty target does not divide by zero.
 
@@ -65,8 +65,10 @@ def target_median(y: torch.Tensor, *, scope: MedianScope = "sample", eps: float 
         reference used ``torch.median`` too).
     """
     if scope == "sample":
-        med = y.detach().flatten(1).median(dim=1).values
-        med = med.view(-1, *([1] * (y.dim() - 1)))
+        # One median per image: per sample and, for multi-stain outputs, per channel.
+        start = 2 if y.dim() >= 3 else 1
+        med = y.detach().flatten(start).median(dim=-1).values
+        med = med.view(*med.shape, *([1] * (y.dim() - med.dim())))
     elif scope == "batch":
         med = y.detach().median()
     else:
@@ -107,8 +109,9 @@ class MedianMAE(nn.Module):
     Parameters
     ----------
     median : {"sample", "batch"}
-        ``"sample"`` (default): each sample's MAE is divided by its own target median and the
-        ratios are averaged over the batch, so one dim crop cannot rescale its neighbours.
+        ``"sample"`` (default): each sample's MAE is divided by its own target median (per
+        channel when ``C > 1``) and the ratios are averaged over the batch, so one dim crop
+        cannot rescale its neighbours.
         ``"batch"``: the reference, one median over the whole batch tensor.
         The median is the lower median (see :func:`target_median`).
     eps : float
