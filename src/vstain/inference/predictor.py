@@ -1,0 +1,461 @@
+"""Predict fluorescence stains from brightfield: one field, or a whole plate streamed to disk.
+
+>>> predictor = vstain.Predictor(models=["C1_20x.safetensors", "C2_20x.safetensors"], device="cuda")
+>>> images = predictor.predict_field(field.read_brightfield())      # {"nuclei": uint16, ...}
+>>> predictor.predict_plate("plate/", "predicted/")                    # TIFFs + predictions.json
+
+Output files (``predict_plate``):
+
+* one uint16 TIFF per field and stain, named as the CV7000 would name that channel
+  (``Field.target_filename``), flat in the output folder - or in ``<mag>_images/`` subfolders
+  when the run covers several magnifications, so names cannot collide;
+* with ``tta=8`` and ``uncertainty=True``, the per-pixel standard deviation over the eight
+  transforms, in the stain's units (rounded uint16), under the same name in ``uncertainty/``
+  (a subfolder, so the output folder still indexes as a plate);
+* ``predictions.json``: models, settings, timings, fields done/skipped.
+
+Values are de-normalised with the bundle's target normaliser, rounded and clipped to 0-65535
+(the reference truncated). Every file is written atomically; a field whose files all exist is
+skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from vstain.errors import PlateError, VstainError
+from vstain.inference.bundle import BundleError, ModelBundle, find_bundles, load_model
+from vstain.inference.distributed import RankInfo, rank_info, shard
+from vstain.inference.engine import FieldEngine, StainNetworks
+from vstain.inference.tiler import MODES, Tiler
+from vstain.vocabulary import N_PLANES, TARGETS
+
+__all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "to_uint16"]
+
+MANIFEST_NAME = "predictions.json"
+UNCERTAINTY_DIR = "uncertainty"
+_UINT16_MAX = 65535
+
+
+def to_uint16(values: torch.Tensor) -> np.ndarray:
+    """Round to nearest and clip to 0-65535; returns a numpy uint16 array (on the CPU)."""
+    rounded = torch.round(values.float()).clamp_(0, _UINT16_MAX)
+    return rounded.to(torch.int32).cpu().numpy().astype(np.uint16)
+
+
+def _affine(normalizer: Any, source: str) -> tuple[float, float]:
+    """(scale, offset) of a one-channel target normaliser (forward = x·scale + offset)."""
+    scale = np.ravel(np.asarray(normalizer.scale, dtype=np.float64))
+    offset = np.ravel(np.asarray(normalizer.offset, dtype=np.float64))
+    if scale.size != 1 or offset.size != 1 or scale[0] == 0:
+        raise BundleError(f"{source}: target normaliser must be one channel with a non-zero scale")
+    return float(scale[0]), float(offset[0])
+
+
+@dataclass
+class _StainGroup:
+    """Bundles that share a magnification and an input normaliser: one engine, one pass."""
+
+    magnification: str
+    bundles: list[ModelBundle]
+    targets: list[str]
+    input_normalizer: Any
+    target_affine: dict[str, tuple[float, float]]
+    engine: FieldEngine
+
+
+class Predictor:
+    """Virtual stainer built from model bundles.
+
+    Parameters
+    ----------
+    models
+        Bundles (:class:`ModelBundle`) or paths to ``.safetensors`` files / folders of them. Any
+        subset of the stains, one bundle per stain or a multi-output bundle; bundles for several
+        magnifications may be mixed (each field uses those of its magnification).
+    device
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. Under ``torchrun``, ``"cuda"`` means the rank's
+        local GPU.
+    mode, tile_size, overlap
+        Tiling (see :class:`~vstain.inference.tiler.Tiler`): ``"whole"`` (default), ``"tiles"``
+        or ``"reference"``.
+    precision, channels_last, compile
+        Speed settings (``"fp32"`` / ``"bf16"``).
+    tta
+        1 or 8 (dihedral test-time augmentation, averaged).
+    uncertainty
+        With ``tta=8``, also produce the per-pixel standard deviation over the transforms.
+    batch_size
+        Tiles per network call (tiled modes).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelBundle | str | os.PathLike[str]],
+        *,
+        device: str = "cpu",
+        mode: str = "whole",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        tta: int = 1,
+        uncertainty: bool = False,
+        batch_size: int = 4,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise VstainError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if uncertainty and tta == 1:
+            raise VstainError("an uncertainty map needs test-time augmentation (--tta 8)")
+        self.rank = rank_info()
+        self.device = self._resolve_device(device, self.rank)
+        self.mode = mode
+        self.uncertainty = uncertainty
+        self._engine_options = dict(
+            precision=precision, channels_last=channels_last, compile=compile, tta=tta, batch_size=batch_size
+        )
+        self._tiler_options = dict(tile_size=tile_size, overlap=overlap)
+        bundles = self._load(models)
+        self.bundles = bundles
+        self.groups = self._group(bundles)
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _resolve_device(device: str, rank: RankInfo) -> torch.device:
+        resolved = torch.device(device)
+        if resolved.type == "cuda":
+            if not torch.cuda.is_available():
+                raise VstainError("--device cuda asked for but no CUDA device is available; use --device cpu")
+            if resolved.index is None and rank.world_size > 1:
+                resolved = torch.device("cuda", rank.local_rank)
+        return resolved
+
+    @staticmethod
+    def _load(models: Sequence[ModelBundle | str | os.PathLike[str]]) -> list[ModelBundle]:
+        if isinstance(models, (str, os.PathLike, ModelBundle)):
+            models = [models]  # type: ignore[list-item]
+        bundles: list[ModelBundle] = []
+        paths: list[str | os.PathLike[str]] = []
+        for item in models:
+            if isinstance(item, ModelBundle):
+                bundles.append(item)
+            else:
+                paths.append(item)
+        bundles.extend(load_model(path, planes=N_PLANES) for path in find_bundles(paths))
+        if not bundles:
+            raise BundleError("no model bundles given")
+        for bundle in bundles:
+            bundle.check_compatible(planes=N_PLANES)
+        return bundles
+
+    def _group(self, bundles: list[ModelBundle]) -> dict[str, list[_StainGroup]]:
+        by_mag: dict[str, list[ModelBundle]] = {}
+        for bundle in bundles:
+            by_mag.setdefault(bundle.magnification, []).append(bundle)
+        groups: dict[str, list[_StainGroup]] = {}
+        for mag, members in by_mag.items():
+            seen: dict[str, str] = {}
+            for bundle in members:
+                for target in bundle.targets:
+                    if target in seen:
+                        raise BundleError(
+                            f"two {mag} models predict {target}: {seen[target]} and {bundle.name}; give one"
+                        )
+                    seen[target] = bundle.name
+            by_input: dict[str, list[ModelBundle]] = {}
+            for bundle in members:
+                key = json.dumps(bundle.metadata.normalization["input"], sort_keys=True)
+                by_input.setdefault(key, []).append(bundle)
+            groups[mag] = [self._make_group(mag, same) for same in by_input.values()]
+        return groups
+
+    def _make_group(self, magnification: str, bundles: list[ModelBundle]) -> _StainGroup:
+        targets = [t for b in bundles for t in b.targets]
+        affine = {
+            t: _affine(b.target_normalizer(t), f"{b.name}: normalization.targets.{t}")
+            for b in bundles
+            for t in b.targets
+        }
+        network = StainNetworks(
+            [b.model for b in bundles], output_indices=[b.metadata.output_index for b in bundles]
+        )
+        engine = FieldEngine(
+            network,
+            device=self.device,
+            tiler=Tiler(self.mode, **self._tiler_options),  # type: ignore[arg-type]
+            **self._engine_options,  # type: ignore[arg-type]
+        )
+        return _StainGroup(magnification, bundles, targets, bundles[0].input_normalizer(), affine, engine)
+
+    @property
+    def magnifications(self) -> list[str]:
+        return sorted(self.groups)
+
+    def targets(self, magnification: str) -> list[str]:
+        """Stains predicted for fields of ``magnification``, in nuclei/lipids/cytoplasm order."""
+        found = {t for group in self.groups.get(magnification, []) for t in group.targets}
+        return [t for t in TARGETS if t in found]
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-ready settings of the first engine (all share them) plus the run's extras."""
+        engine = next(iter(self.groups.values()))[0].engine
+        return {**engine.settings(), "mode": self.mode, "uncertainty": self.uncertainty}
+
+    def _groups_for(self, magnification: str | None) -> list[_StainGroup]:
+        if magnification is None:
+            if len(self.groups) != 1:
+                raise VstainError(
+                    f"models for several magnifications ({', '.join(self.magnifications)}); say which one"
+                )
+            magnification = next(iter(self.groups))
+        if magnification not in self.groups:
+            raise BundleError(
+                f"no model for {magnification} fields (models are for {', '.join(self.magnifications)})"
+            )
+        return self.groups[magnification]
+
+    # ------------------------------------------------------------------ one field
+    def _normalise(self, brightfield: np.ndarray, groups: list[_StainGroup]) -> list[torch.Tensor]:
+        if brightfield.ndim != 3 or brightfield.shape[0] != N_PLANES:
+            raise VstainError(f"expected a ({N_PLANES}, H, W) brightfield stack, got shape {brightfield.shape}")
+        stack = brightfield.astype(np.float32, copy=False)
+        prepared = []
+        for group in groups:
+            normalised = np.asarray(group.input_normalizer.forward(stack), dtype=np.float32)
+            tensor = torch.from_numpy(np.ascontiguousarray(normalised))
+            prepared.append(tensor.pin_memory() if self.device.type == "cuda" else tensor)
+        return prepared
+
+    def _infer(
+        self, prepared: list[torch.Tensor], groups: list[_StainGroup]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        images: dict[str, np.ndarray] = {}
+        spreads: dict[str, np.ndarray] = {}
+        for tensor, group in zip(prepared, groups):
+            mean, std = group.engine(tensor, spread=self.uncertainty)
+            for channel, target in enumerate(group.targets):
+                scale, offset = group.target_affine[target]
+                images[target] = to_uint16((mean[channel] - offset) / scale)
+                if std is not None:
+                    spreads[target] = to_uint16(std[channel] / abs(scale))
+        order = [t for t in TARGETS if t in images]
+        return {t: images[t] for t in order}, {t: spreads[t] for t in order if t in spreads}
+
+    def predict_field(
+        self,
+        brightfield: np.ndarray,
+        *,
+        magnification: str | None = None,
+        return_uncertainty: bool = False,
+    ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Predict every stain of one field.
+
+        Parameters
+        ----------
+        brightfield
+            ``(7, H, W)`` stack as stored (uint16; any numeric dtype is accepted).
+        magnification
+            Needed only when the predictor holds models for several magnifications.
+        return_uncertainty
+            Also return the TTA standard deviation maps (needs ``uncertainty=True``).
+
+        Returns
+        -------
+        dict or (dict, dict)
+            ``{target: uint16 (H, W)}`` and, if asked, ``{target: uint16 (H, W)}`` spreads.
+        """
+        if return_uncertainty and not self.uncertainty:
+            raise VstainError("create the Predictor with tta=8, uncertainty=True to get uncertainty maps")
+        groups = self._groups_for(magnification)
+        images, spreads = self._infer(self._normalise(np.asarray(brightfield), groups), groups)
+        return (images, spreads) if return_uncertainty else images
+
+    # ------------------------------------------------------------------ a plate
+    def _output_paths(self, field: Any, folder: Path) -> dict[str, Path]:
+        paths = {t: folder / field.target_filename(t) for t in self.targets(field.magnification)}
+        if self.uncertainty:
+            paths.update({f"{t}:uncertainty": folder / UNCERTAINTY_DIR / field.target_filename(t)
+                          for t in self.targets(field.magnification)})
+        return paths
+
+    def predict_plate(
+        self,
+        plate_dir: str | os.PathLike[str],
+        output_dir: str | os.PathLike[str],
+        *,
+        magnification: str | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+        rank: RankInfo | None = None,
+    ) -> dict[str, Any]:
+        """Predict every field of a plate into ``output_dir`` (see the module docstring).
+
+        Parameters
+        ----------
+        plate_dir
+            Plate folder (``<mag>_images`` layout or flat; only brightfield is needed).
+        output_dir
+            Where the TIFFs and ``predictions.json`` go (created).
+        magnification
+            Restrict to one magnification; required for a flat folder.
+        overwrite
+            Recompute fields whose outputs exist (default: skip them).
+        progress
+            Show a progress bar (fields/s) on stderr.
+        rank
+            This worker's share of the fields (default: from the ``torchrun`` environment).
+
+        Returns
+        -------
+        dict
+            The manifest written to ``predictions.json`` (this rank's part under torchrun).
+        """
+        from tqdm.auto import tqdm
+
+        from vstain.plate.index import index_plate
+        from vstain.plate.tiff import write_tiff
+
+        started = time.perf_counter()
+        rank = rank or self.rank
+        index = index_plate(plate_dir, magnification=magnification)
+        fields = index.fields
+        if not fields:
+            index.raise_for_errors()
+            raise PlateError(f"{plate_dir}: no fields with 7 brightfield planes")
+        plate_mags = sorted({f.magnification for f in fields})
+        missing = [m for m in plate_mags if m not in self.groups]
+        if missing:
+            raise BundleError(
+                f"{plate_dir}: holds {', '.join(missing)} fields but the models are for "
+                f"{', '.join(self.magnifications)}; pass --magnification {self.magnifications[0]} or add models"
+            )
+        output = Path(output_dir)
+        folders = {m: output / f"{m}_images" if len(plate_mags) > 1 else output for m in plate_mags}
+
+        mine = shard(fields, rank.rank, rank.world_size)
+        todo = [f for f in mine if overwrite or not all(
+            p.is_file() for p in self._output_paths(f, folders[f.magnification]).values())]
+        skipped = len(mine) - len(todo)
+
+        timings: dict[str, list[float]] = {"read": [], "compute": [], "write": []}
+
+        def read(field: Any) -> tuple[list[torch.Tensor], float]:
+            t0 = time.perf_counter()
+            prepared = self._normalise(field.read_brightfield(), self._groups_for(field.magnification))
+            return prepared, time.perf_counter() - t0
+
+        def write(paths: dict[str, Path], images: dict[str, np.ndarray], spreads: dict[str, np.ndarray]) -> float:
+            t0 = time.perf_counter()
+            for target, image in images.items():
+                write_tiff(paths[target], image)
+            for target, image in spreads.items():
+                write_tiff(paths[f"{target}:uncertainty"], image)
+            return time.perf_counter() - t0
+
+        bar = tqdm(total=len(todo), unit="field", desc="predict", disable=not progress, file=sys.stderr)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-read") as reader, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-write") as writer:
+            pending_read: Future | None = reader.submit(read, todo[0]) if todo else None
+            pending_write: Future | None = None
+            for i, field in enumerate(todo):
+                assert pending_read is not None
+                prepared, read_s = pending_read.result()
+                timings["read"].append(read_s)
+                # Stream: the next field is read (and normalised) while this one is computed.
+                pending_read = reader.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+                t0 = time.perf_counter()
+                images, spreads = self._infer(prepared, self._groups_for(field.magnification))
+                timings["compute"].append(time.perf_counter() - t0)
+                if pending_write is not None:
+                    timings["write"].append(pending_write.result())
+                pending_write = writer.submit(write, self._output_paths(field, folders[field.magnification]),
+                                              images, spreads)
+                bar.update(1)
+            if pending_write is not None:
+                timings["write"].append(pending_write.result())
+        bar.close()
+
+        elapsed = time.perf_counter() - started
+        manifest = self._manifest(plate_dir, output, fields=len(fields), mine=len(mine), done=len(todo),
+                                  skipped=skipped, elapsed=elapsed, timings=timings, rank=rank,
+                                  issues=[str(i) for i in index.issues])
+        _write_manifest(output, manifest, rank)
+        return manifest
+
+    def _manifest(self, plate_dir: Any, output: Path, *, fields: int, mine: int, done: int, skipped: int,
+                  elapsed: float, timings: Mapping[str, list[float]], rank: RankInfo,
+                  issues: list[str]) -> dict[str, Any]:
+        from vstain import __version__
+
+        def stats(values: list[float]) -> dict[str, float]:
+            return {"total_s": float(np.sum(values)) if values else 0.0,
+                    "mean_s": float(np.mean(values)) if values else 0.0}
+
+        fallbacks = [step for groups in self.groups.values() for g in groups for step in g.engine.fallbacks]
+        return {
+            "vstain_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "plate": str(plate_dir),
+            "output": str(output),
+            "models": [b.summary() for b in self.bundles],
+            "targets": {m: self.targets(m) for m in self.magnifications},
+            "settings": self.settings(),
+            "rank": rank.rank,
+            "world_size": rank.world_size,
+            "fields": {"plate": fields, "this_rank": mine, "predicted": done, "skipped_existing": skipped},
+            "timings": {
+                "wall_s": elapsed,
+                "fields_per_s": done / elapsed if elapsed > 0 and done else 0.0,
+                **{name: stats(values) for name, values in timings.items()},
+            },
+            "oom_fallbacks": fallbacks,
+            "plate_issues": issues[:50],
+        }
+
+
+def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> None:
+    """Write ``predictions.json``; under torchrun, a part per rank merged by whichever rank ends last.
+
+    Merging is idempotent (every rank that sees all parts writes the same merge atomically), so
+    no process group or barrier is needed.
+    """
+    from vstain.atomic import write_text_atomic
+
+    output.mkdir(parents=True, exist_ok=True)
+    if rank.world_size == 1:
+        write_text_atomic(output / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+        return
+    part = output / f"predictions.rank-{rank.rank}-of-{rank.world_size}.json"
+    write_text_atomic(part, json.dumps(manifest, indent=2) + "\n")
+    parts = [output / f"predictions.rank-{r}-of-{rank.world_size}.json" for r in range(rank.world_size)]
+    if all(p.is_file() for p in parts):
+        write_text_atomic(output / MANIFEST_NAME, json.dumps(merge_manifests(
+            [json.loads(p.read_text()) for p in parts]), indent=2) + "\n")
+
+
+def merge_manifests(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Combine the per-rank manifests of one run: counts and times summed, wall time the slowest."""
+    parts = list(parts)
+    merged = dict(parts[0])
+    merged["rank"] = "all"
+    merged["fields"] = {key: (parts[0]["fields"]["plate"] if key == "plate" else sum(p["fields"][key] for p in parts))
+                        for key in parts[0]["fields"]}
+    wall = max(p["timings"]["wall_s"] for p in parts)
+    merged["timings"] = {
+        "wall_s": wall,
+        "fields_per_s": merged["fields"]["predicted"] / wall if wall > 0 else 0.0,
+        "per_rank": [p["timings"] for p in parts],
+    }
+    merged["oom_fallbacks"] = [step for p in parts for step in p.get("oom_fallbacks", [])]
+    return merged
