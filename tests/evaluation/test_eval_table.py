@@ -1,0 +1,182 @@
+"""Column names and order, triplet discovery and per-field tables (with an injected fake measurement)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.measure import label
+from skimage.segmentation import expand_labels
+
+from vstain.errors import PlateError
+from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS, METADATA_COLUMNS
+from vstain.evaluation.table import (
+    FeatureTable,
+    benchmark_measure_field,
+    find_fields,
+    synthetic_field,
+)
+from vstain.plate.naming import ImageName, format_name
+from vstain.plate.tiff import write_tiff
+
+
+@dataclass
+class FakeMeasurements:
+    features: dict
+    objects: dict
+    labels: dict
+    warnings: list = field(default_factory=list)
+
+
+def fake_measure(nuclei, lipids, cytoplasm, *, magnification):
+    """Cheap stand-in with measure_field's contract: features depend on the pixels."""
+    nuclei_labels = label(nuclei > 1000)
+    n = int(nuclei_labels.max())
+    base = {"nuclei": float(nuclei.mean()), "lipids": float(lipids.mean()), "cytoplasm": float(cytoplasm.mean())}
+    features = {name: base["lipids"] * (i + 1) / 100 for i, name in enumerate(FEATURE_COLUMNS)}
+    features["Count_nuclei"] = float(n)
+    features["Mean_nuclei_no_edge_Intensity_MeanIntensity_Hoechst"] = base["nuclei"] / 65535
+    areas = np.bincount(nuclei_labels.ravel())[1:]
+    objects = {"nuclei_no_edge": pd.DataFrame({"ObjectNumber": np.arange(1, n + 1), "AreaShape_Area": areas})}
+    labels = {"nuclei": nuclei_labels, "cells": expand_labels(nuclei_labels, 3), "lipids": label(lipids > 1500)}
+    return FakeMeasurements(features, objects, labels, [f"fake {magnification}"])
+
+
+def write_field(folder: Path, well: str, fov: int, rng: np.random.Generator, *, channels=(1, 2, 3), shape=(48, 64)) -> None:
+    for channel in channels:
+        image = rng.integers(200, 800, shape, dtype=np.uint16)
+        if channel == 1:
+            image[10:20, 10:20] = 2000
+            image[30:36, 40:50] = 1800
+        name = ImageName(plate="AssayPlate_Greiner_#655090", well=well, field=fov, channel=channel, action=channel)
+        write_tiff(folder / format_name(name), image)
+
+
+def test_columns_are_cellprofilers_102_sorted_names():
+    assert len(IMAGE_COLUMNS) == 102 and len(set(IMAGE_COLUMNS)) == 102
+    assert list(IMAGE_COLUMNS) == sorted(IMAGE_COLUMNS)  # Python's code-point sort, as CellProfiler
+    assert IMAGE_COLUMNS[0] == "Count_Defective_lipid_droplets"
+    assert IMAGE_COLUMNS[-1] == "StDev_nuclei_no_edge_Intensity_StdIntensity_Hoechst"
+    # upper case sorts first; "Granularity_10" before "Granularity_1_"
+    assert IMAGE_COLUMNS.index("Granularity_10_Bodipy") < IMAGE_COLUMNS.index("Granularity_1_Bodipy")
+    assert IMAGE_COLUMNS.index("Mean_Lipids_no_edge_AreaShape_Area") < IMAGE_COLUMNS.index("Mean_cells_no_edge_AreaShape_Area")
+    assert METADATA_COLUMNS == ("ImageNumber", "Metadata_FoV", "Metadata_Well")
+    assert len(FEATURE_COLUMNS) == 99
+    assert sum(c.startswith("Granularity_") for c in FEATURE_COLUMNS) == 16
+    assert sum(c.startswith(("Mean_", "StDev_")) for c in FEATURE_COLUMNS) == 78
+    assert "Mean_cells_no_edge_Intensity_MeanIntensity_Hoechst" not in FEATURE_COLUMNS  # measured, not exported
+
+
+def test_find_fields_flat_folder_ignores_brightfield_and_reports_incomplete(tmp_path):
+    rng = np.random.default_rng(0)
+    write_field(tmp_path, "D02", 7, rng)
+    write_field(tmp_path, "B02", 2, rng)
+    write_field(tmp_path, "B02", 3, rng, channels=(1, 2))  # C03 missing
+    bf = ImageName(plate="AssayPlate_Greiner_#655090", well="D02", field=7, channel=4, action=4, z=3)
+    write_tiff(tmp_path / format_name(bf), rng.integers(0, 9, (48, 64), dtype=np.uint16))
+    (tmp_path / "notes.tif").write_bytes(b"")
+    fields, warnings = find_fields(tmp_path, magnification="20x")
+    assert [f.key for f in fields] == [("B02", 2), ("D02", 7)]
+    assert set(fields[1].paths) == {"C01", "C02", "C03"}
+    assert any("B02 F003: C03 missing" in w for w in warnings)
+    assert any("notes.tif" in w for w in warnings)
+
+
+def test_find_fields_plate_layout_and_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    write_field(tmp_path / "plate" / "40x_images", "C04", 1, rng)
+    fields, _ = find_fields(tmp_path / "plate", magnification="40x")
+    assert [f.label for f in fields] == ["C04 F001"]
+    with pytest.raises(PlateError, match="no 20x_images"):
+        find_fields(tmp_path / "plate", magnification="20x")
+    with pytest.raises(PlateError, match="nowhere: no such folder"):
+        find_fields(tmp_path / "nowhere", magnification="20x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PlateError, match="no C01/C02/C03 image triplets"):
+        find_fields(tmp_path / "empty", magnification="20x")
+
+
+def test_find_fields_refuses_two_images_for_one_slot(tmp_path):
+    rng = np.random.default_rng(2)
+    write_field(tmp_path, "D02", 1, rng)
+    other = ImageName(plate="OtherPlate", well="D02", field=1, channel=2, action=2)
+    write_tiff(tmp_path / format_name(other), rng.integers(0, 9, (48, 64), dtype=np.uint16))
+    with pytest.raises(PlateError, match="second C02 image for field D02 F001"):
+        find_fields(tmp_path, magnification="20x")
+
+
+def test_feature_table_has_the_102_columns_one_row_per_field(tmp_path):
+    rng = np.random.default_rng(3)
+    for well, fov in [("D02", 7), ("B02", 2), ("B10", 1)]:
+        write_field(tmp_path, well, fov, rng)
+    fields, _ = find_fields(tmp_path, magnification="20x")
+    result = FeatureTable.measure(fields, magnification="20x", measure=fake_measure, keep_labels=[("D02", 7)])
+    frame = result.frame
+    assert list(frame.columns) == list(IMAGE_COLUMNS)
+    assert frame["ImageNumber"].tolist() == [1, 2, 3]
+    assert frame["Metadata_Well"].tolist() == ["B02", "B10", "D02"]  # sorted like the file names
+    assert frame["Metadata_FoV"].tolist() == ["F002", "F001", "F007"]
+    assert frame["Count_nuclei"].tolist() == [2.0, 2.0, 2.0]
+    nuclei = result.objects["nuclei_no_edge"]
+    assert list(nuclei.columns[:3]) == ["ImageNumber", "Metadata_Well", "Metadata_FoV"]
+    assert len(nuclei) == 6 and sorted(nuclei["AreaShape_Area"].unique()) == [60, 100]
+    assert list(result.labels) == [("D02", 7)]
+    assert set(result.labels[("D02", 7)]) == {"nuclei", "cells", "lipids"}
+    assert result.warnings[0] == "B02 F002: fake 20x"
+
+
+def test_feature_table_workers_give_the_same_table(tmp_path):
+    rng = np.random.default_rng(4)
+    for fov in (1, 2, 3):
+        write_field(tmp_path, "E05", fov, rng)
+    fields, _ = find_fields(tmp_path, magnification="60x")
+    serial = FeatureTable.measure(fields, magnification="60x", measure=fake_measure)
+    parallel = FeatureTable.measure(list(reversed(fields)), magnification="60x", measure=fake_measure, workers=2)
+    pd.testing.assert_frame_equal(serial.frame, parallel.frame)
+    pd.testing.assert_frame_equal(serial.objects["nuclei_no_edge"], parallel.objects["nuclei_no_edge"])
+
+
+def test_feature_table_refuses_a_measurement_without_all_features(tmp_path):
+    rng = np.random.default_rng(5)
+    write_field(tmp_path, "D02", 1, rng)
+    fields, _ = find_fields(tmp_path, magnification="20x")
+
+    def incomplete(nuclei, lipids, cytoplasm, *, magnification):
+        result = fake_measure(nuclei, lipids, cytoplasm, magnification=magnification)
+        del result.features["Count_nuclei"]
+        return result
+
+    with pytest.raises(RuntimeError, match="D02 F001: measurement returned no Count_nuclei"):
+        FeatureTable.measure(fields, magnification="20x", measure=incomplete)
+
+
+def test_csv_round_trip_keeps_nan_as_cellprofiler_writes_it(tmp_path):
+    rng = np.random.default_rng(6)
+    write_field(tmp_path, "D02", 1, rng)
+    fields, _ = find_fields(tmp_path, magnification="20x")
+    result = FeatureTable.measure(fields, magnification="20x", measure=fake_measure)
+    result.frame.loc[0, "Mean_cells_no_edge_AreaShape_Area"] = np.nan
+    path = result.write_csv(tmp_path / "out" / "features.csv")
+    assert path.read_text().splitlines()[0] == ",".join(IMAGE_COLUMNS)
+    assert ",nan," in path.read_text()
+    loaded = FeatureTable.read_csv(path, magnification="20x")
+    pd.testing.assert_frame_equal(loaded.frame, result.frame, check_dtype=False)
+    written = result.write_objects(tmp_path / "out", prefix="objects_truth")
+    assert [p.name for p in written] == ["objects_truth_nuclei_no_edge.csv"]
+    (tmp_path / "bad.csv").write_text("ImageNumber,Metadata_Well\n1,D02\n")
+    with pytest.raises(PlateError, match="bad.csv: missing column"):
+        FeatureTable.read_csv(tmp_path / "bad.csv", magnification="20x")
+
+
+def test_synthetic_field_and_benchmark_hook():
+    images = synthetic_field((96, 128), magnification="40x", seed=0)
+    assert set(images) == {"C01", "C02", "C03"}
+    assert all(im.dtype == np.uint16 and im.shape == (96, 128) for im in images.values())
+    assert images["C01"].max() > 1311  # nuclei above the 20x threshold floor (0.02 * 65535)
+    assert np.array_equal(images["C02"], synthetic_field((96, 128), magnification="40x", seed=0)["C02"])
+    timing = benchmark_measure_field((96, 128), "40x", repeats=2, measure=fake_measure)
+    assert timing["shape"] == (96, 128) and timing["repeats"] == 2 and len(timing["seconds"]) == 2
+    assert timing["seconds_per_field"] > 0 and timing["objects"]["nuclei_no_edge"] >= 1
