@@ -213,7 +213,7 @@ def _feature_error_figure(fw: FeaturewiseResult) -> str:
     positions = np.arange(len(scored))
     axes.barh(positions, [v for v, _ in scored], color=[_GROUP_COLOURS[_feature_group(f)] for _, f in scored])
     axes.set_yticks(positions, [f for _, f in scored], fontsize=5.5)
-    axes.invert_yaxis()
+    axes.set_ylim(len(scored) - 0.5, -0.5)  # largest error on top, no empty margin
     axes.axvline(fw.value, color="k", lw=0.8, ls="--")
     axes.set_xlabel(f"relative MAE (mean over {len(scored)} features: {_num(fw.value)})", fontsize=8)
     axes.tick_params(axis="x", labelsize=7)
@@ -248,7 +248,7 @@ def _field_figure(panel: FieldPanel) -> str:
         return rgba
 
     overlay_truth, overlay_pred = outlines(panel.truth_labels), outlines(panel.pred_labels)
-    size = 2.6
+    size = 2.2
     figure = _new_figure(3 * size, len(channels) * size * shape[0] / shape[1] + 0.4)
     grid = figure.subplots(len(channels), 3, squeeze=False)
     for row, channel in enumerate(channels):
@@ -273,7 +273,7 @@ def _field_figure(panel: FieldPanel) -> str:
                 axes.set_title(name, fontsize=8)
             if col == 0:
                 axes.set_ylabel(_CHANNEL_NAMES.get(channel, channel), fontsize=7)
-    return _png(figure)
+    return _png(figure, dpi=72)
 
 
 # -- HTML helpers -----------------------------------------------------------------------------
