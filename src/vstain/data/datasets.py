@@ -136,6 +136,10 @@ class FieldDataset(Dataset):
         image, target, labels = self.store.whole(index)
         sample = _sample(image, target, labels)
         sample["index"] = index
+        raw = self.store.arrays(index).targets
+        if raw is not None:
+            # The metric is computed on raw counts; normalised targets may be clipped.
+            sample["target_raw"] = torch.from_numpy(raw.astype(np.int32))
         return sample
 
 

@@ -1,0 +1,265 @@
+"""Configuration files as data with a schema (pydantic v2).
+
+A training config is YAML or JSON; :func:`load_config` validates it and turns every problem into
+one :class:`~vstain.errors.ConfigError` line naming the file and the offending key, e.g.::
+
+    error: configs/smoke/nuclei.yaml: data.crop_size: Input should be a valid integer (got 'big')
+
+``--set dotted.key=value`` overrides are applied before validation (values are parsed as YAML
+scalars, so ``--set trainer.max_epochs=3`` gives an int).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from vstain.errors import ConfigError
+
+Recipe = Literal["regression", "gan", "lupi"]
+
+
+def _checks_paths(info: ValidationInfo) -> bool:
+    # A checkpoint loaded elsewhere carries its config; its data paths need not exist there.
+    return not (info.context or {}).get("check_paths") is False
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(_Strict):
+    """Augmentation after cropping; defaults are the reference's lipids/cytoplasm settings."""
+
+    flips: bool = Field(True, description="random horizontal and vertical flips (p=0.5 each)")
+    rot90: bool = Field(True, description="random 90-degree rotations (p=0.5)")
+    shift: float = Field(0.0, ge=0, le=0.5, description="max shift as a fraction of the crop (nuclei: 0.2)")
+    scale: float = Field(0.0, ge=0, lt=1, description="max relative scale change (nuclei: 0.1)")
+    rotate: float = Field(0.0, ge=0, le=180, description="max rotation in degrees (nuclei: 180)")
+
+
+class DataConfig(_Strict):
+    """Where the plate is and how training samples are drawn from it."""
+
+    root: Path = Field(..., description="plate folder (<root>/<mag>_images/ layout or a flat folder)")
+    magnification: Literal["20x", "40x", "60x"] = Field("20x", description="magnification to train on")
+    targets: list[Literal["nuclei", "lipids", "cytoplasm"]] = Field(
+        ..., min_length=1, description="stains the model predicts, in output-channel order"
+    )
+    split: Path | None = Field(None, description="split CSV (magnification, well, field, subset); none: hold out fields at random")
+    holdout_fields: int = Field(1, ge=0, description="fields held out for validation per magnification when no split is given (reference: 3/4/6)")
+    holdout_wells: list[str] = Field(default_factory=list, description="wells held out for validation (overrides holdout_fields)")
+    stats: Path | None = Field(None, description="statistics JSON from `vstain stats`; none: computed on the training fields")
+    normalization: Literal["minmax", "percentile"] = Field("minmax", description="minmax is the reference; percentile is robust to outliers")
+    sampling: Literal["random", "nuclei"] = Field("random", description="random crops, or crops centred on nuclei (nuclei recipe)")
+    crop_size: int = Field(512, ge=16, description="training crop side in pixels")
+    samples_per_epoch: int | None = Field(None, ge=1, description="samples per epoch; none: one per field (random) or one per nucleus (nuclei)")
+    batch_size: int = Field(4, ge=1, description="samples per optimisation step and device")
+    num_workers: int = Field(0, ge=0, description="data-loader worker processes")
+    max_cached_fields: int = Field(8, ge=1, description="decoded fields kept in memory per worker")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @field_validator("root", "split", "stats")
+    @classmethod
+    def _path_exists(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if _checks_paths(info) and path is not None and not Path(path).exists():
+            raise ValueError(f"{path} does not exist")
+        return path
+
+
+class ModelConfig(_Strict):
+    """A network from the registry (`vstain.models.build_model`)."""
+
+    name: str = Field("tiramisu", description="tiramisu | lupi | tiramisu_multi | patchgan")
+    args: dict[str, Any] = Field(default_factory=dict, description="constructor overrides; empty = reference configuration")
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+
+
+class SchedulerConfig(_Strict):
+    name: Literal["none", "cosine_warm_restarts", "step"] = Field(
+        "none", description="cosine_warm_restarts is stepped every iteration (fractional epochs), as the reference did"
+    )
+    t0: int = Field(2, ge=1, description="cosine: epochs of the first cycle")
+    t_mult: int = Field(2, ge=1, description="cosine: cycle length multiplier")
+    eta_min: float = Field(0.0, ge=0)
+    step_size: int = Field(1000, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.5, gt=0)
+
+
+class LossConfig(_Strict):
+    """Loss weights per recipe (reference values by default)."""
+
+    regression: str = Field("log_squared", description="regression recipe loss (build_loss name)")
+    adversarial: float = Field(0.01, ge=0, description="gan: weight of the relativistic G loss")
+    gradient: float = Field(10.0, ge=0, description="gan: weight of the gradient loss (lipids 10, cytoplasm 100)")
+    median_mae: float = Field(1.0, ge=0, description="gan: weight of MAE/median; lupi: weight of the plain MAE/median term (reference 0.5)")
+    lwm: float = Field(1.0, ge=0, description="lupi: weight of the loss-weight-module term")
+    bce: float = Field(1.0, ge=0, description="lupi: weight of the plain BCE term")
+    median: Literal["sample", "batch"] = Field("sample", description="MAE/median: per-sample median, or the reference's batch median")
+    log_eps: float = Field(1e-3, gt=0, description="log-squared loss epsilon floor")
+
+
+class GanConfig(_Strict):
+    """Adversarial phase settings (recipe gan)."""
+
+    pretrained: Path | None = Field(None, description="generator bundle from the pretrain run (model.safetensors)")
+    discriminator: ModelConfig = Field(default_factory=lambda: ModelConfig(name="patchgan"))
+    d_lr: float = Field(1e-6, gt=0, description="discriminator learning rate")
+    pool_size: int = Field(50, ge=1, description="history of past discriminator outputs")
+    pool: Literal["history", "image"] = Field("history", description="history = reference FIFO of D outputs; image = pix2pix random-replacement image pool")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_exists(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if _checks_paths(info) and path is not None and not Path(path).exists():
+            raise ValueError(f"{path} does not exist (train the pretrain config first, or --set gan.pretrained=PATH)")
+        return path
+
+
+class FinetuneConfig(_Strict):
+    """Low-learning-rate stage after the main schedule (the report's nuclei recipe)."""
+
+    epochs: int = Field(0, ge=0, description="extra epochs at the fine-tune learning rate (report: 10)")
+    lr: float = Field(1e-5, gt=0)
+
+
+class TrainerConfig(_Strict):
+    """Lightning trainer settings."""
+
+    max_epochs: int = Field(1, ge=1, description="epochs of the main schedule (fine-tune epochs come on top)")
+    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: no limit)")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = Field("auto", description="auto | ddp | ddp_find_unused_parameters_true ...")
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip: float | None = Field(None, gt=0, description="max gradient norm (reference: 1.0 for gan and lupi)")
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the generator (slow to start, fast on GPU)")
+    deterministic: bool = True
+    val_every_n_epochs: int = Field(1, ge=1)
+    checkpoint_every_n_epochs: int = Field(1, ge=1)
+    checkpoint_every_n_steps: int | None = Field(None, ge=1, description="also save a mid-epoch checkpoint every N steps")
+    log_every_n_steps: int = Field(10, ge=1)
+    progress_bar: bool = True
+    limit_val_fields: int | None = Field(None, ge=1, description="validate on at most this many held-out fields")
+
+
+class ValidationConfig(_Strict):
+    mode: Literal["reference", "tiles", "whole"] = Field("whole", description="tiler used for validation (same as vstain predict)")
+    monitor: str = Field("auto", description="metric the best checkpoint is chosen on; auto = pixel relative MAE of the targets")
+
+
+class TrainConfig(_Strict):
+    """A complete training run: ``vstain train -c CONFIG``."""
+
+    name: str = Field(..., description="run name; default output folder runs/<name>")
+    recipe: Recipe = Field(..., description="regression (pretrain) | gan | lupi (nuclei)")
+    seed: int = Field(42, description="one seed drives weights, sampling and augmentation")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    gan: GanConfig | None = None
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+
+    @model_validator(mode="after")
+    def _recipe_consistency(self) -> "TrainConfig":
+        if self.recipe == "gan" and self.gan is None:
+            raise ValueError("gan: the gan recipe needs a gan section (at least gan.pretrained)")
+        if self.recipe == "lupi" and self.model.name != "lupi":
+            raise ValueError(f"model.name: the lupi recipe trains the 'lupi' model, not {self.model.name!r}")
+        if self.recipe != "lupi" and self.model.name == "lupi":
+            raise ValueError("model.name: the 'lupi' model is trained by the lupi recipe")
+        return self
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a nested dict (a copy is returned)."""
+    result = json.loads(json.dumps(data, default=str))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        key, value = item.split("=", 1)
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(value)
+    return result
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or JSON file into a dict (one-line ConfigError on any problem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def validation_message(error: ValidationError) -> str:
+    """The first validation problem as ``dotted.key: message (got value)``."""
+    problem = error.errors()[0]
+    location = ".".join(str(part) for part in problem["loc"])
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "extra_forbidden":
+        message = "unknown key"
+    got = problem.get("input")
+    hidden = problem["type"] == "missing" or isinstance(got, (dict, list)) or str(got) in message
+    shown = "" if hidden else f" (got {got!r})"
+    more = len(error.errors()) - 1
+    suffix = f" [and {more} more problem{'s' if more > 1 else ''}]" if more else ""
+    return f"{location + ': ' if location else ''}{message}{shown}{suffix}"
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read, override and validate a training config.
+
+    Relative paths inside the file are taken relative to the current directory (as the command
+    line sees them), so ``--set data.root=PLATE`` works from anywhere.
+    """
+    data = apply_overrides(read_config_file(path), overrides)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {validation_message(error)}") from None
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML (paths as strings), for ``config.resolved.yaml``."""
+    return yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False)

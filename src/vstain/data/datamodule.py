@@ -1,0 +1,158 @@
+"""The Lightning DataModule of a training run: split, statistics, normalisers, masks, loaders.
+
+Everything derived from the plate is computed once and written into the run folder
+(``split.csv``, ``stats.json``, ``masks/``) so the run is reproducible and inspectable, and a
+resumed run reuses exactly the same split and normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from vstain.config import TrainConfig
+from vstain.data.augment import AugmentSettings
+from vstain.data.datasets import EpochSampler, FieldDataset, NucleusCropDataset, RandomCropDataset
+from vstain.data.store import FieldStore
+from vstain.errors import PlateError
+from vstain.plate.index import Field, index_plate
+from vstain.plate.normalize import Normalizer
+from vstain.plate.splits import Split, leave_wells_out, random_fields_out
+from vstain.plate.stats import PlateStats, compute_stats
+from vstain.plate.tiff import read_tiff, write_tiff
+
+
+class PlateDataModule(L.LightningDataModule):
+    """Training and validation data of one config, written to / reused from ``run_dir``."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path) -> None:
+        super().__init__()
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.train_fields: list[Field] = []
+        self.val_fields: list[Field] = []
+        self.normalization: dict[str, Any] = {}
+        self._input: Normalizer | None = None
+        self._targets: Normalizer | None = None
+        self.train_dataset: RandomCropDataset | NucleusCropDataset | None = None
+        self.val_dataset: FieldDataset | None = None
+
+    @property
+    def needs_masks(self) -> bool:
+        return self.config.recipe == "lupi" or self.config.data.sampling == "nuclei"
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self) -> None:
+        """Index the plate, fix the split and the statistics (reusing the run folder's if present)."""
+        data = self.config.data
+        index = index_plate(data.root, magnification=data.magnification)
+        fields = index.select(magnification=data.magnification, with_targets=data.targets)
+        if not fields:
+            index.raise_for_errors()
+            raise PlateError(f"{data.root}: no {data.magnification} field has all of {', '.join(data.targets)}")
+        split = self._split(fields)
+        train_keys, val_keys = split.keys("train"), split.keys("test")
+        self.train_fields = [f for f in fields if f.key in train_keys]
+        self.val_fields = [f for f in fields if f.key in val_keys]
+        if not self.train_fields:
+            raise PlateError(f"{data.root}: the split leaves no {data.magnification} field to train on")
+        if not self.val_fields:
+            raise PlateError(f"{data.root}: the split leaves no {data.magnification} field to validate on "
+                             "(hold out at least one field: data.holdout_fields)")
+        stats = self._stats()
+        self._input = Normalizer.from_stats(stats, data.magnification, kind=data.normalization)
+        self._targets = Normalizer.from_stats(stats, data.magnification, channels=data.targets, kind=data.normalization)
+        self.normalization = {
+            "input": self._input.to_dict(),
+            "targets": {
+                t: Normalizer.from_stats(stats, data.magnification, channels=(t,), kind=data.normalization).to_dict()
+                for t in data.targets
+            },
+        }
+        if self.needs_masks:
+            for field in self.train_fields + self.val_fields:
+                self._mask_path(field)  # computes and stores missing masks once
+
+    def _split(self, fields: list[Field]) -> Split:
+        data = self.config.data
+        saved = self.run_dir / "split.csv"
+        if data.split is not None:
+            split = Split.load(data.split)
+        elif saved.exists():
+            split = Split.load(saved)
+        elif data.holdout_wells:
+            split = leave_wells_out([f.key for f in fields], data.holdout_wells)
+        else:
+            split = random_fields_out([f.key for f in fields], data.holdout_fields, seed=self.config.seed)
+        split.save(saved)
+        return split
+
+    def _stats(self) -> PlateStats:
+        data = self.config.data
+        saved = self.run_dir / "stats.json"
+        if data.stats is not None:
+            stats = PlateStats.load(data.stats)
+        elif saved.exists():
+            stats = PlateStats.load(saved)
+        else:
+            # Training split only: validation fields must not leak into the normalisation.
+            stats = compute_stats(self.train_fields, source={"plate": str(data.root), "subset": "train"})
+        stats.save(saved)
+        return stats
+
+    def _mask_path(self, field: Field) -> Path:
+        if field.mask is not None:
+            return field.mask
+        path = self.run_dir / "masks" / field.target_filename("nuclei")
+        if not path.exists():
+            from vstain.evaluation.nuclei import segment_nuclei
+
+            labels = segment_nuclei(field.read_target("nuclei"), magnification=field.magnification)
+            write_tiff(path, labels.astype(np.uint16))
+        return path
+
+    def _labels(self, field: Field) -> np.ndarray:
+        return read_tiff(self._mask_path(field))
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        if self._input is None:
+            self.prepare()
+        data = self.config.data
+        assert self._input is not None and self._targets is not None
+        labels = self._labels if self.needs_masks else None
+        common = dict(input_normalise=self._input.forward, target_normalise=self._targets.forward,
+                      labels=labels, max_cached=data.max_cached_fields)
+        train_store = FieldStore(self.train_fields, data.targets, **common)
+        val_fields = self.val_fields[: self.config.trainer.limit_val_fields or None]
+        self.val_dataset = FieldDataset(FieldStore(val_fields, data.targets, **{**common, "max_cached": 1}))
+        augment = AugmentSettings(**data.augment.model_dump())
+        if data.sampling == "nuclei":
+            self.train_dataset = NucleusCropDataset(train_store, crop=data.crop_size, augment=augment,
+                                                    samples_per_epoch=data.samples_per_epoch, seed=self.config.seed)
+        else:
+            self.train_dataset = RandomCropDataset(train_store, crop=data.crop_size, augment=augment,
+                                                   samples_per_epoch=data.samples_per_epoch, seed=self.config.seed)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_dataset is not None
+        rank, world = self._rank()
+        sampler = EpochSampler(len(self.train_dataset), seed=self.config.seed, rank=rank, world_size=world)
+        workers = self.config.data.num_workers
+        return DataLoader(self.train_dataset, batch_size=self.config.data.batch_size, sampler=sampler,
+                          num_workers=workers, persistent_workers=workers > 0, pin_memory=False)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_dataset is not None
+        rank, world = self._rank()
+        # Each process validates its own share; the metrics sum their states across processes.
+        indices = list(range(rank, len(self.val_dataset), world))
+        return DataLoader(self.val_dataset, batch_size=1, sampler=indices, num_workers=0)

@@ -1,0 +1,163 @@
+"""What every recipe shares: validation through the real inference tiler, metrics, optimisers,
+the learning-rate schedule (with the fine-tune stage), channels_last and bundle export.
+
+Recipes (:mod:`regression`, :mod:`gan`, :mod:`lupi`) subclass :class:`StainingModule` and
+implement ``training_step`` and :meth:`StainingModule.network_output`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from vstain.config import TrainConfig
+from vstain.inference.tiler import Tiler
+from vstain.models import build_model
+from vstain.training.metrics import BinaryIoU, PixelRelativeMAE
+from vstain.vocabulary import TARGET_CHANNELS
+
+
+def normaliser_affine(normaliser: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, offset)`` vectors of a normaliser dict (forward = x * scale + offset)."""
+    from vstain.plate.normalize import Normalizer
+
+    norm = Normalizer.from_dict(normaliser)
+    return np.asarray(norm.scale, dtype=np.float64).reshape(-1), np.asarray(norm.offset, dtype=np.float64).reshape(-1)
+
+
+class StainingModule(L.LightningModule):
+    """Base LightningModule of the recipes.
+
+    Parameters
+    ----------
+    config
+        The resolved training config as a JSON-able dict (``TrainConfig.model_dump(mode="json")``).
+    normalization
+        ``{"input": Normalizer dict, "targets": {target: Normalizer dict}}`` as stored in bundles.
+    """
+
+    #: Whether the network returns segmentation logits too (LUPI).
+    segments = False
+
+    def __init__(self, config: dict[str, Any], normalization: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = TrainConfig.model_validate(config, context={"check_paths": False})
+        self.targets = tuple(self.cfg.data.targets)
+        self.normalization = normalization
+        scales, offsets = zip(*(normaliser_affine(normalization["targets"][t]) for t in self.targets))
+        self.register_buffer("target_scale", torch.tensor(np.concatenate(scales), dtype=torch.float32), persistent=False)
+        self.register_buffer("target_offset", torch.tensor(np.concatenate(offsets), dtype=torch.float32), persistent=False)
+        self.generator = build_model(self.cfg.model.name, **self.cfg.model.args)
+        if self.cfg.trainer.channels_last:
+            self.generator = self.generator.to(memory_format=torch.channels_last)
+        self.val_pixel = PixelRelativeMAE(len(self.targets))
+        self.val_iou = BinaryIoU() if self.segments else None
+        self.tiler = Tiler(self.cfg.validation.mode)
+        self._forward = self.generator
+        if self.cfg.trainer.compile:
+            self._forward = torch.compile(self.generator)
+        self.validation_panel: dict[str, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Put a batch in the memory format the network was set up for."""
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.trainer.channels_last else x
+
+    def network_output(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode map ``(B, 7, h, w) -> (B, K [+2 seg logits], h, w)`` used by the tiler."""
+        out = self._forward(self.prepare_input(x))
+        return out if isinstance(out, torch.Tensor) else out[-1]
+
+    def to_counts(self, normalised: torch.Tensor) -> torch.Tensor:
+        """De-normalise ``(K, H, W)`` to raw counts, rounded and clipped to the uint16 range."""
+        raw = (normalised.float() - self.target_offset[:, None, None]) / self.target_scale[:, None, None]
+        return raw.round_().clamp_(0, 65535)
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        image = batch["image"][0]
+        with torch.no_grad():
+            out = self.tiler(image, self.network_output, batch_size=4)
+        k = len(self.targets)
+        pred = out[:k].clamp(0, 1)
+        counts = self.to_counts(pred)
+        self.val_pixel.update(counts, batch["target_raw"][0])
+        if self.val_iou is not None and "mask" in batch:
+            segmentation = out[k:].argmax(0)
+            self.val_iou.update(segmentation, batch["mask"][0] > 0)
+        if batch_idx == 0:
+            self.validation_panel = {
+                "brightfield": image[image.shape[0] // 2].float().cpu().numpy(),
+                "truth": batch["target"][0].float().cpu().numpy(),
+                "prediction": pred.float().cpu().numpy(),
+            }
+
+    def on_validation_epoch_end(self) -> None:
+        per_channel = self.val_pixel.compute().reshape(-1)  # torchmetrics squeezes one channel to 0-d
+        self.val_pixel.reset()
+        for target, value in zip(self.targets, per_channel):
+            self.log(f"val/pixel_rel_mae_C{TARGET_CHANNELS[target]:02d}", float(value), sync_dist=False)
+        score = float(per_channel.mean())
+        self.log("val/pixel_rel_mae", score, prog_bar=True, sync_dist=False)
+        if self.val_iou is not None:
+            iou = float(self.val_iou.compute())
+            self.val_iou.reset()
+            self.log("val/iou", iou, prog_bar=True, sync_dist=False)
+
+    # ------------------------------------------------------------------ optimisation
+    def build_optimizer(self, parameters, lr: float | None = None) -> torch.optim.Optimizer:
+        """The configured optimiser over ``parameters``."""
+        opt = self.cfg.optimizer
+        cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+        return cls(parameters, lr=lr or opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+
+    def configure_optimizers(self):
+        optimizer = self.build_optimizer(self.generator.parameters())
+        sched = self.cfg.scheduler
+        if sched.name == "none" and self.cfg.finetune.epochs == 0:
+            return optimizer
+        # A LambdaLR multiplier evaluated every step covers all schedules: cosine warm restarts
+        # at fractional epochs (as the reference stepped it), step decay and the fine-tune stage.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=self.lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def steps_per_epoch(self) -> int:
+        trainer = self._trainer
+        if trainer is None or not trainer.num_training_batches or math.isinf(trainer.num_training_batches):
+            return 1
+        return max(1, int(trainer.num_training_batches) // max(1, trainer.accumulate_grad_batches))
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier after optimiser step ``step`` (relative to ``optimizer.lr``)."""
+        epoch = step / self.steps_per_epoch()
+        base = self.cfg.optimizer.lr
+        if epoch >= self.cfg.trainer.max_epochs:
+            return self.cfg.finetune.lr / base if self.cfg.finetune.epochs else 0.0
+        sched = self.cfg.scheduler
+        if sched.name == "cosine_warm_restarts":
+            # Cycle i lasts t0 * t_mult**i epochs (SGDR, Loshchilov & Hutter).
+            cycle_start, length = 0.0, float(sched.t0)
+            while epoch >= cycle_start + length:
+                cycle_start += length
+                length *= sched.t_mult
+            progress = (epoch - cycle_start) / length
+            eta_min = sched.eta_min / base
+            return eta_min + (1 - eta_min) * (1 + math.cos(math.pi * progress)) / 2
+        if sched.name == "step":
+            return sched.gamma ** int(epoch // sched.step_size)
+        return 1.0
+
+    # ------------------------------------------------------------------ export
+    def export_network(self) -> nn.Module:
+        """The network a bundle stores (the generator, in eval mode, on the CPU)."""
+        return self.generator
+
+    def output_index(self) -> int | None:
+        """Which element of a tuple output is the image (bundles record it)."""
+        return None

@@ -1,0 +1,115 @@
+"""Side jobs of a training run, as Lightning callbacks: validation image panels and the export
+of the best validated generator as a model bundle."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+
+class ValidationPanels(Callback):
+    """After each validation, save brightfield / truth / prediction of the first held-out field
+    as a PNG (and as TensorBoard images when that logger is active)."""
+
+    def __init__(self, folder: Path, *, max_side: int = 384) -> None:
+        self.folder = Path(folder)
+        self.max_side = max_side
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        panel = getattr(module, "validation_panel", None)
+        if panel is None or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        images = [panel["brightfield"]] + [c for c in panel["truth"]] + [c for c in panel["prediction"]]
+        step = max(1, max(images[0].shape) // self.max_side)
+        images = [_stretch(i[::step, ::step]) for i in images]
+        k = len(panel["truth"])
+        titles = ["brightfield (mid plane)"] + [f"truth {i}" for i in range(k)] + [f"prediction {i}" for i in range(k)]
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.2))
+        for ax, image, title in zip(np.atleast_1d(axes), images, titles):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        fig.suptitle(f"epoch {trainer.current_epoch}", fontsize=9)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(self.folder / f"epoch{trainer.current_epoch:04d}.png", dpi=80, bbox_inches="tight")
+        plt.close(fig)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if experiment is not None and hasattr(experiment, "add_image"):
+                for title, image in zip(titles, images):
+                    experiment.add_image(f"val/{title}", image[None], trainer.global_step)
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(image, (0.5, 99.5))
+    return np.clip((image - low) / max(high - low, 1e-6), 0, 1).astype(np.float32)
+
+
+class BundleExport(Callback):
+    """At the end of training, write the generator of the best *validation* checkpoint as a
+    vstain model bundle (never chosen on training loss)."""
+
+    def __init__(self, path: Path, datamodule: Any, *, monitor: str) -> None:
+        self.path = Path(path)
+        self.datamodule = datamodule
+        self.monitor = monitor
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        best = next((c for c in trainer.checkpoint_callbacks
+                     if isinstance(c, ModelCheckpoint) and c.monitor == self.monitor), None)
+        network = module.export_network()
+        validation: dict[str, Any] = {}
+        if best is not None and best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            prefix = "generator."
+            weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            network = _copy_with(network, weights)
+            validation = {self.monitor: float(best.best_model_score), "checkpoint": Path(best.best_model_path).name}
+        else:
+            warnings.warn("no validation ran: exporting the last weights unvalidated", stacklevel=2)
+            validation = {"note": "not validated"}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/") and key != self.monitor:
+                validation.setdefault(f"last_{key}", float(value))
+
+        from vstain.inference.bundle import save_bundle
+        from vstain.models import model_arguments
+
+        cfg = module.cfg
+        arguments = {**model_arguments(cfg.model.name), **cfg.model.args}
+        save_bundle(
+            self.path,
+            network,
+            {
+                "architecture": cfg.model.name,
+                "arguments": arguments,
+                "targets": list(module.targets),
+                "magnification": cfg.data.magnification,
+                "normalization": self.datamodule.normalization,
+                "output_index": module.output_index(),
+                "training": {"name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed,
+                             "epochs": trainer.current_epoch, "steps": trainer.global_step},
+                "validation": validation,
+            },
+        )
+
+
+def _copy_with(network: torch.nn.Module, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    import copy
+
+    clone = copy.deepcopy(network).cpu()
+    clone.load_state_dict(weights)
+    return clone.eval()

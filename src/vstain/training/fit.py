@@ -1,0 +1,181 @@
+"""``fit()``: run one training config end to end — data, recipe, Lightning trainer, checkpoints,
+logs, resume — and export the best validated generator as a model bundle.
+
+Run folder layout (``runs/<name>`` by default)::
+
+    config.resolved.yaml   the validated config with every default filled in
+    environment.json       package versions, git commit, command line
+    stats.json, split.csv  normalisation statistics and the train/validation split used
+    checkpoints/           last.ckpt (every epoch and every N steps), best.ckpt (on validation)
+    logs/                  CSV metrics, TensorBoard scalars, validation panels (PNG)
+    model.safetensors      the bundle `vstain predict` uses (best validation checkpoint)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from vstain.atomic import write_text_atomic
+from vstain.config import TrainConfig, config_to_yaml
+from vstain.errors import ConfigError, VstainError
+
+RECIPES = {
+    "regression": "vstain.training.regression:RegressionModule",
+    "gan": "vstain.training.gan:GanModule",
+    "lupi": "vstain.training.lupi:LupiModule",
+}
+
+
+def recipe_class(recipe: str) -> type:
+    """The LightningModule class of a recipe name."""
+    import importlib
+
+    module_name, class_name = RECIPES[recipe].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def environment_summary() -> dict[str, Any]:
+    """Versions and provenance saved next to every trained model."""
+    import lightning
+    import numpy
+    import torch
+
+    from vstain import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "vstain": __version__,
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "command": sys.argv,
+    }
+
+
+def _monitor(config: TrainConfig) -> str:
+    if config.validation.monitor != "auto":
+        return config.validation.monitor
+    return "val/pixel_rel_mae"
+
+
+def fit(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: str | os.PathLike[str] | bool | None = None) -> Path:
+    """Train ``config`` into ``out_dir`` and return the path of the exported bundle.
+
+    Parameters
+    ----------
+    config
+        A validated training config.
+    out_dir
+        Run folder (created).
+    resume
+        ``True`` to continue from ``out_dir/checkpoints/last.ckpt``, a checkpoint path, or None.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from vstain.data.datamodule import PlateDataModule
+    from vstain.training.callbacks import BundleExport, ValidationPanels
+
+    out = Path(out_dir)
+    checkpoints = out / "checkpoints"
+    ckpt_path = _resume_path(resume, checkpoints)
+    out.mkdir(parents=True, exist_ok=True)
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = PlateDataModule(config, out)
+    datamodule.prepare()
+    write_text_atomic(out / "config.resolved.yaml", config_to_yaml(config))
+    write_text_atomic(out / "environment.json", json.dumps(environment_summary(), indent=2))
+
+    cls = recipe_class(config.recipe)
+    module = cls(config.model_dump(mode="json"), datamodule.normalization)
+    if config.recipe == "gan" and ckpt_path is None:
+        assert config.gan is not None
+        if config.gan.pretrained is None:
+            warnings.warn("gan recipe without gan.pretrained: the generator starts from scratch", stacklevel=2)
+        else:
+            module.load_pretrained(str(config.gan.pretrained))
+
+    trainer_cfg = config.trainer
+    monitor = _monitor(config)
+    callbacks = [
+        ModelCheckpoint(dirpath=checkpoints, filename="epoch{epoch:04d}", auto_insert_metric_name=False,
+                        save_last=True, save_top_k=-1 if trainer_cfg.checkpoint_every_n_epochs > 1 else 1,
+                        every_n_epochs=trainer_cfg.checkpoint_every_n_epochs),
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode="min", save_top_k=1,
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        ValidationPanels(out / "logs" / "panels"),
+        BundleExport(out / "model.safetensors", datamodule, monitor=monitor),
+    ]
+    if trainer_cfg.checkpoint_every_n_steps:
+        callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="step", save_last=True,
+                                         every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
+                                         enable_version_counter=False))
+    loggers = [CSVLogger(out, name="logs", version="")]
+    try:
+        loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False))
+    except ModuleNotFoundError:  # pragma: no cover - tensorboardX is a dependency
+        pass
+
+    automatic = module.automatic_optimization
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=trainer_cfg.max_epochs + config.finetune.epochs,
+        max_steps=trainer_cfg.max_steps,
+        precision=trainer_cfg.precision,
+        accelerator=trainer_cfg.accelerator,
+        devices=trainer_cfg.devices,
+        num_nodes=trainer_cfg.num_nodes,
+        strategy=trainer_cfg.strategy,
+        accumulate_grad_batches=trainer_cfg.accumulate_grad_batches if automatic else 1,
+        gradient_clip_val=trainer_cfg.gradient_clip if automatic else None,
+        deterministic=trainer_cfg.deterministic,
+        check_val_every_n_epoch=trainer_cfg.val_every_n_epochs,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
+        enable_progress_bar=trainer_cfg.progress_bar,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        logger=loggers,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # our samplers shard by rank themselves
+    )
+    with warnings.catch_warnings():
+        # Lightning's advice on num_workers/log intervals is noise on tiny CPU runs.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    bundle = out / "model.safetensors"
+    if not bundle.exists():
+        raise VstainError(f"{out}: training ended without a validated model to export")
+    return bundle
+
+
+def _resume_path(resume: str | os.PathLike[str] | bool | None, checkpoints: Path) -> str | None:
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        last = checkpoints / "last.ckpt"
+        if not last.exists():
+            raise ConfigError(f"--resume: {last} does not exist (nothing to resume in this run folder)")
+        return str(last)
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"--resume: {path} does not exist")
+    return str(path)
