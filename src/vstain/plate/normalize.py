@@ -143,8 +143,10 @@ class Normalizer:
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise ValueError(f"forward output dtype must be floating, got {dtype}")
-        scale, offset = self._broadcast(image, self.scale, dtype), self._broadcast(image, self.offset, dtype)
-        out = np.asarray(image, dtype=dtype) * scale + offset
+        # (x - low) * scale equals x * scale + offset, but subtracting first is exact for integer
+        # counts, so the low end maps to exactly 0 and float32 loses nothing to cancellation.
+        low, scale = self._broadcast(image, self.low, dtype), self._broadcast(image, self.scale, dtype)
+        out = (np.asarray(image, dtype=dtype) - low) * scale
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
         return out
