@@ -187,7 +187,9 @@ class FeatureTable:
             identity = {"ImageNumber": number, "Metadata_FoV": f"F{images.field:03d}", "Metadata_Well": images.well}
             rows.append({**identity, **features})
             for name, table in field_objects.items():
-                table = pd.DataFrame(table).copy()
+                table = pd.DataFrame(table)
+                # an index that carries meaning (e.g. ObjectNumber) becomes a column of the CSV
+                table = table.reset_index() if table.index.name is not None else table.copy()
                 for position, (column, value) in enumerate(
                     (("ImageNumber", number), ("Metadata_Well", images.well), ("Metadata_FoV", identity["Metadata_FoV"]))
                 ):
