@@ -1,0 +1,49 @@
+"""``vstain bench``: inference and training speed, reference settings vs fast ones."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLE = """\
+example:
+  vstain bench --quick                          # CPU-sized: 512² and 1024² fields, 256² crops
+  vstain bench --device cuda --out bench.json   # full 2154x2554 fields, batch 4/6 at 512²
+  PYTHONPATH=src python -m vstain bench --device cuda --no-training
+
+Times all three stains per field (random-weight reference networks) in reference mode (512/256
+pyramid tiles, fp32) and in the fast modes/settings the device supports, and the training steps
+(GAN G+D batch 4, nuclei LUPI batch 6) in fp32 eager vs bf16 + channels_last (+ compile on CUDA).
+Prints a table; --out also writes the numbers as JSON.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark inference and training speed",
+        description="Benchmark inference seconds per field and training images/s, reference vs fast settings.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes that run in minutes on a CPU")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--no-training", action="store_true", help="skip the training-step benchmark")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vstain.errors import VstainError
+    from vstain.inference.benchmark import format_table, run_benchmark, save_result
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise VstainError("--device cuda asked for but no CUDA device is available")
+    result = run_benchmark(quick=args.quick, device=args.device, training=not args.no_training)
+    print()
+    print(format_table(result))
+    if args.out:
+        save_result(result, args.out)
+        print(f"\nwrote {args.out}")
+    return 0

@@ -1,0 +1,79 @@
+"""``vstain predict``: stain a plate from its brightfield with model bundles."""
+
+from __future__ import annotations
+
+import argparse
+
+EXAMPLE = """\
+example:
+  vstain predict --models models/20x/ --input data/plate --output predicted/ --device cuda
+  vstain predict --models C1_20x.safetensors C2_20x.safetensors --input flat/ --magnification 20x \\
+      --output out/ --mode tiles --tta 8 --uncertainty
+  torchrun --nproc-per-node 4 -m vstain predict --models models/20x --input plate --output out --device cuda
+
+Writes one uint16 TIFF per field and stain, named as the CV7000 would name that channel (C01
+nuclei, C02 lipids, C03 cytoplasm), flat in --output (in <mag>_images/ subfolders when the plate
+holds several magnifications), plus predictions.json (models, settings, timings). Fields whose
+outputs exist are skipped, so an interrupted run resumes. With --uncertainty the TTA standard
+deviation is written under the same names in <output>/uncertainty/.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict fluorescence stains for a plate",
+        description="Predict the fluorescence stains of every field of a plate from its 7 brightfield planes.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--models", nargs="+", required=True, metavar="BUNDLE",
+                        help="model bundles (.safetensors) or folders of them; one per stain or multi-output")
+    parser.add_argument("--input", required=True, metavar="PLATE", help="plate folder (only brightfield C04 is read)")
+    parser.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--magnification", choices=("20x", "40x", "60x"),
+                        help="magnification of a flat folder, or the one to predict from a multi-magnification plate")
+    parser.add_argument("--mode", choices=("whole", "tiles", "reference"), default="whole",
+                        help="whole field in one pass (default), large blended tiles, or the reference 512/256 tiling")
+    parser.add_argument("--tile-size", type=int, metavar="PX", help="tile side for --mode tiles/reference")
+    parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap for --mode tiles/reference")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (default fp32)")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster fields)")
+    parser.add_argument("--tta", type=int, choices=(1, 8), default=1, help="test-time augmentation: 8 flips/rotations")
+    parser.add_argument("--uncertainty", action="store_true", help="with --tta 8, also write per-pixel std maps")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per network call (default 4)")
+    parser.add_argument("--overwrite", action="store_true", help="recompute fields whose outputs exist")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vstain.inference.predictor import Predictor
+
+    predictor = Predictor(
+        args.models,
+        device=args.device,
+        mode=args.mode,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        tta=args.tta,
+        uncertainty=args.uncertainty,
+        batch_size=args.batch_size,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+    )
+    manifest = predictor.predict_plate(
+        args.input, args.output, magnification=args.magnification, overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    fields = manifest["fields"]
+    timings = manifest["timings"]
+    rank = f" (rank {manifest['rank']}/{manifest['world_size']})" if manifest["world_size"] > 1 else ""
+    print(f"predicted {fields['predicted']} fields, skipped {fields['skipped_existing']} already done{rank}; "
+          f"{timings['fields_per_s']:.2f} fields/s -> {args.output}")
+    for step in manifest["oom_fallbacks"]:
+        print(f"note: {step}")
+    return 0
