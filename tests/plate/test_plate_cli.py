@@ -161,3 +161,17 @@ def test_cache_command(plate: Path, tmp_path: Path, capsys):
     assert snapshot(plate) == before
     manifest = json.loads((tmp_path / "plate.vstain-cache" / "manifest.json").read_text())
     assert manifest["plate"] == str(plate.resolve())
+
+
+def test_plate_and_its_commands_never_import_torch(plate: Path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vstain.plate, vstain.plate.report\n"
+        "from vstain.cli import main\n"
+        f"assert main(['check', {str(plate)!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
