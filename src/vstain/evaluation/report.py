@@ -30,6 +30,8 @@ from vstain.evaluation.metric import (
 
 #: Longest side of one downsampled field panel, in pixels.
 PANEL_SIZE = 256
+#: Features drawn in the error figure (all of them are in the table below it).
+FIGURE_FEATURES = 30
 _CHANNEL_NAMES = {"C01": "C01 nuclei (Hoechst)", "C02": "C02 lipids (Bodipy)", "C03": "C03 cytoplasm (CellTrackerRed)"}
 _OUTLINE_COLOURS = {"nuclei": (0.0, 1.0, 1.0), "cells": (1.0, 0.85, 0.0)}
 _GROUP_COLOURS = {
@@ -135,9 +137,10 @@ def _magnification_section(score: ChallengeScore, panels: Sequence[FieldPanel]) 
     )
     if pw.excluded_channels:
         out.append("<p>Excluded channels:</p>" + _definition_list(pw.excluded_channels))
-    out.append("<h3>Feature error (relative MAE, sorted)</h3>")
-    if any(math.isfinite(v) for v in fw.per_feature.values()):
+    out.append(f"<h3>Feature error (relative MAE; the {FIGURE_FEATURES} largest)</h3>")
+    if _sorted_features(fw):
         out.append(_image(_feature_error_figure(fw), f"featurewise relative MAE, {score.magnification}"))
+        out.append(_feature_bar_table(fw))
     else:
         out.append("<p>No feature could be scored.</p>")
     if fw.excluded_features:
@@ -170,10 +173,13 @@ def _magnification_section(score: ChallengeScore, panels: Sequence[FieldPanel]) 
 # -- figures ----------------------------------------------------------------------------------
 
 
-def _new_figure(width: float, height: float):
+def _new_figure(width: float, height: float, **margins: float):
     from matplotlib.figure import Figure  # Agg is used by savefig; no pyplot state, no display
 
-    return Figure(figsize=(width, height), layout="constrained")
+    figure = Figure(figsize=(width, height))
+    # fixed margins: a layout engine would draw every figure twice
+    figure.subplots_adjust(**{"left": 0.1, "right": 0.98, "top": 0.92, "bottom": 0.15, **margins})
+    return figure
 
 
 def _png(figure, dpi: int = 80) -> str:
@@ -183,12 +189,13 @@ def _png(figure, dpi: int = 80) -> str:
 
 
 def _pixel_error_figure(pw: PixelwiseResult) -> str:
-    figure = _new_figure(5, 2.4)
+    figure = _new_figure(5, 2.6, left=0.13, bottom=0.12)
     axes = figure.add_subplot()
     channels = list(pw.per_channel)
     values = [pw.per_channel[c] if math.isfinite(pw.per_channel[c]) else 0.0 for c in channels]
     bars = axes.bar([_CHANNEL_NAMES.get(c, c) for c in channels], values, color=["#4c72b0", "#55a868", "#c44e52"][: len(channels)])
     axes.bar_label(bars, labels=[_num(pw.per_channel[c]) for c in channels], fontsize=8)
+    axes.set_ylim(0, 1.15 * max(values + [1e-9]))  # room for the labels
     axes.axhline(pw.value if math.isfinite(pw.value) else 0, color="k", lw=0.8, ls="--", label=f"mean {_num(pw.value)}")
     axes.set_ylabel("MAE / target median")
     axes.tick_params(axis="x", labelsize=7)
@@ -204,25 +211,45 @@ def _feature_group(name: str) -> str:
 
 
 def _feature_error_figure(fw: FeaturewiseResult) -> str:
-    scored = sorted(
-        ((v, f) for f, v in fw.per_feature.items() if f not in fw.excluded_features and math.isfinite(v)),
-        reverse=True,
-    )
-    figure = _new_figure(8, 0.6 + 0.12 * len(scored))
+    scored = _sorted_features(fw)[:FIGURE_FEATURES]
+    height = 0.9 + 0.16 * len(scored)
+    figure = _new_figure(8, height, left=0.5, right=0.97, top=1 - 0.15 / height, bottom=0.55 / height)
     axes = figure.add_subplot()
     positions = np.arange(len(scored))
-    axes.barh(positions, [v for v, _ in scored], color=[_GROUP_COLOURS[_feature_group(f)] for _, f in scored])
-    axes.set_yticks(positions, [f for _, f in scored], fontsize=5.5)
+    axes.barh(positions, [v for _, v in scored], color=[_GROUP_COLOURS[_feature_group(f)] for f, _ in scored])
+    axes.set_yticks(positions, [f for f, _ in scored], fontsize=6.5)
     axes.set_ylim(len(scored) - 0.5, -0.5)  # largest error on top, no empty margin
     axes.axvline(fw.value, color="k", lw=0.8, ls="--")
-    axes.set_xlabel(f"relative MAE (mean over {len(scored)} features: {_num(fw.value)})", fontsize=8)
+    axes.set_xlabel(f"relative MAE (dashed: mean over all scored features, {_num(fw.value)})", fontsize=8)
     axes.tick_params(axis="x", labelsize=7)
     from matplotlib.patches import Patch
 
     axes.legend(
-        handles=[Patch(color=c, label=g) for g, c in _GROUP_COLOURS.items()], fontsize=6, frameon=False, loc="lower right"
+        handles=[Patch(color=c, label=g) for g, c in _GROUP_COLOURS.items()], fontsize=6.5, frameon=False, loc="lower right"
     )
     return _png(figure)
+
+
+def _sorted_features(fw: FeaturewiseResult) -> list[tuple[str, float]]:
+    """Scored features, largest relative error first."""
+    scored = [(f, v) for f, v in fw.per_feature.items() if f not in fw.excluded_features and math.isfinite(v)]
+    return sorted(scored, key=lambda item: -item[1])
+
+
+def _feature_bar_table(fw: FeaturewiseResult) -> str:
+    """Every scored feature as a table row with a CSS bar: all 99 readable at no drawing cost."""
+    scored = _sorted_features(fw)
+    top = max((v for _, v in scored), default=0.0) or 1.0
+    rows = []
+    for name, value in scored:
+        width = 100.0 * value / top
+        colour = _GROUP_COLOURS[_feature_group(name)]
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{_num(value)}</td><td>{_num(fw.target_median.get(name))}</td>"
+            f'<td class="bar"><div style="width:{width:.1f}%;background:{colour}"></div></td></tr>'
+        )
+    head = "<tr><th>feature</th><th>relative MAE</th><th>target median</th><th></th></tr>"
+    return f"<details><summary>All {len(scored)} scored features</summary><table>{head}{''.join(rows)}</table></details>"
 
 
 def _field_figure(panel: FieldPanel) -> str:
@@ -248,8 +275,9 @@ def _field_figure(panel: FieldPanel) -> str:
         return rgba
 
     overlay_truth, overlay_pred = outlines(panel.truth_labels), outlines(panel.pred_labels)
-    size = 2.2
-    figure = _new_figure(3 * size, len(channels) * size * shape[0] / shape[1] + 0.4)
+    size = 2.4
+    height = len(channels) * size * shape[0] / shape[1] + 0.4
+    figure = _new_figure(3 * size, height, left=0.05, right=0.99, bottom=0.01, top=1 - 0.3 / height, wspace=0.04, hspace=0.06)
     grid = figure.subplots(len(channels), 3, squeeze=False)
     for row, channel in enumerate(channels):
         truth = np.asarray(panel.truth[channel], dtype=np.float32)
@@ -273,7 +301,7 @@ def _field_figure(panel: FieldPanel) -> str:
                 axes.set_title(name, fontsize=8)
             if col == 0:
                 axes.set_ylabel(_CHANNEL_NAMES.get(channel, channel), fontsize=7)
-    return _png(figure, dpi=72)
+    return _png(figure, dpi=round(PANEL_SIZE / size))
 
 
 # -- HTML helpers -----------------------------------------------------------------------------
@@ -309,6 +337,7 @@ def _definition_list(items: Mapping[str, str]) -> str:
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-    "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}"
+    "th{background:#f3f3f3}td.bar{width:40%;text-align:left}td.bar div{height:.8em}"
+    "details{margin:.5em 0}summary{cursor:pointer}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}"
     "dt{font-weight:600;font-family:monospace}dd{margin:0 0 .4em 1.5em}h2{border-bottom:1px solid #ddd}"
 )
