@@ -10,10 +10,13 @@ Memory-efficient dense layers
 (gradient checkpointing) instead of keeping the concatenated, normalised and rectified maps alive.
 A naive checkpoint runs BatchNorm twice in training mode and so moves its running statistics
 twice per step (the reference's latent bug). Here the recompute is flagged through the
-checkpoint's ``context_fn`` and, while the flag is up, BatchNorm is evaluated with the batch
-statistics only (``running_mean=None``): its output is bit-identical to the first pass (same input,
-same batch statistics) and the running statistics, ``num_batches_tracked`` included, are touched
-exactly once. This needs no copy of the statistics and no momentum bookkeeping.
+checkpoint's ``context_fn`` and, while the flag is up, BatchNorm runs functionally on throwaway
+copies of its running statistics: in training mode it normalises with the batch statistics, so its
+output is bit-identical to the first pass, and the module's running statistics and
+``num_batches_tracked`` are touched exactly once per step. The copies are two C-length vectors per
+layer; no save/restore of module state and no momentum bookkeeping is needed, and the module's
+own forward (with its ``num_batches_tracked``/cumulative-average logic) stays the single source of
+truth for the one real update.
 """
 
 from __future__ import annotations
@@ -62,9 +65,20 @@ def _checkpoint_contexts() -> tuple[contextlib.AbstractContextManager, contextli
 
 
 def _batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    if _RECOMPUTE.active and norm.training:
-        # Recompute pass: same batch statistics as the first pass, running stats left alone.
-        return F.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+    if _RECOMPUTE.active and norm.training and norm.running_mean is not None:
+        # Recompute pass: training-mode BN normalises with the batch statistics, so the output
+        # equals the first pass; the running-stat update goes to throwaway copies. (Passing None
+        # instead would change which tensors autograd saves, which checkpointing rejects.)
+        return F.batch_norm(
+            x,
+            norm.running_mean.clone(),
+            norm.running_var.clone(),
+            norm.weight,
+            norm.bias,
+            True,
+            norm.momentum if norm.momentum is not None else 0.0,
+            norm.eps,
+        )
     return norm(x)
 
 
