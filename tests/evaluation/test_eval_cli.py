@@ -142,6 +142,16 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, fake, capsys, setup, arg
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err
 
 
+def test_prediction_of_another_size_is_refused_naming_the_file(tmp_path, fake, capsys):
+    write_triplet(tmp_path / "truth", "D02", 1, make_images(0))
+    write_triplet(tmp_path / "pred", "D02", 1, make_images(0, shape=(64, 64)))
+    code = cli.main(["evaluate", "--truth", str(tmp_path / "truth"), "--pred", str(tmp_path / "pred"),
+                     "--magnification", "20x", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "D02_T0001F001L01A01Z01C01.tif: size 64x64 differs from the target's 64x80" in err
+
+
 def test_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--help"])

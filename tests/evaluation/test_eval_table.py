@@ -125,7 +125,7 @@ def test_feature_table_has_the_102_columns_one_row_per_field(tmp_path):
     assert len(nuclei) == 6 and sorted(nuclei["AreaShape_Area"].unique()) == [60, 100]
     assert list(result.labels) == [("D02", 7)]
     assert set(result.labels[("D02", 7)]) == {"nuclei", "cells", "lipids"}
-    assert result.warnings[0] == "B02 F002: fake 20x"
+    assert result.warnings == ["B02 F002, B10 F001, D02 F007: fake 20x"]  # one line per distinct message
 
 
 def test_feature_table_workers_give_the_same_table(tmp_path):

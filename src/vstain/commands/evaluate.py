@@ -96,6 +96,8 @@ def evaluate_folders(
     for role, folder in (("--truth", truth), ("--pred", pred)):
         if not folder.is_dir():
             raise PlateError(f"{folder}: no such folder ({role})")
+    if out.exists() and not out.is_dir():
+        raise PlateError(f"{out}: exists and is not a folder (--out)")
     magnifications = [m for m, _ in image_folders(truth, magnification)]
     scores: list[ChallengeScore] = []
     panels: dict[str, list[FieldPanel]] = {}
@@ -106,6 +108,7 @@ def evaluate_folders(
         pred_by_key = {f.key: f for f in pred_fields}
         matched = [f for f in truth_fields if f.key in pred_by_key]
         shown = [f.key for f in matched[:report_fields]]
+        _check_sizes(matched, pred_by_key)  # before the slow part
 
         truth_table = FeatureTable.measure(
             truth_fields, magnification=mag, workers=workers, measure=measure, keep_labels=shown
@@ -116,14 +119,7 @@ def evaluate_folders(
 
         pixels = PixelErrorAccumulator()
         for images in matched:
-            predicted = pred_by_key[images.key]
-            target, guess = images.read(), predicted.read()
-            for channel, image in target.items():
-                if guess[channel].shape != image.shape:
-                    raise PlateError(
-                        f"{predicted.paths[channel]}: size {'x'.join(map(str, guess[channel].shape))} differs "
-                        f"from the target's {'x'.join(map(str, image.shape))}"
-                    )
+            target, guess = images.read(), pred_by_key[images.key].read()
             pixels.add(target, guess, label=images.label)
             if images.key in shown:
                 panels.setdefault(mag, []).append(
@@ -161,6 +157,27 @@ def evaluate_folders(
         sources={"truth": str(truth), "prediction": str(pred)},
     )
     return scores
+
+
+def _check_sizes(matched, pred_by_key) -> None:
+    """Refuse a prediction whose image size differs from its target's, naming the file."""
+    import numpy as np
+
+    from vstain.errors import PlateError
+    from vstain.plate.tiff import tiff_header
+
+    for images in matched:
+        predicted = pred_by_key[images.key]
+        for channel, path in images.paths.items():
+            want, got = tiff_header(path), tiff_header(predicted.paths[channel])
+            if want[0] != got[0]:
+                raise PlateError(
+                    f"{predicted.paths[channel]}: size {'x'.join(map(str, got[0]))} differs from the "
+                    f"target's {'x'.join(map(str, want[0]))}"
+                )
+            if got[1] != np.uint16 or want[1] != np.uint16:
+                bad = path if want[1] != np.uint16 else predicted.paths[channel]
+                raise PlateError(f"{bad}: {want[1] if bad == path else got[1]} data; expected uint16 counts")
 
 
 def _print_summary(scores: Sequence["ChallengeScore"], out: Path) -> None:

@@ -132,7 +132,7 @@ class FeatureTable:
         ``{(well, field): {"nuclei": ..., "cells": ..., "lipids": ...}}`` for the fields asked for
         (label images are large, so only a few are kept, for reports).
     warnings
-        Messages from the measurements, prefixed with the field.
+        Messages from the measurements, one per distinct message, prefixed with the fields.
     """
 
     magnification: str
@@ -180,7 +180,7 @@ class FeatureTable:
         rows: list[dict[str, Any]] = []
         objects: dict[str, list[pd.DataFrame]] = {}
         labels: dict[FieldKey, dict[str, np.ndarray]] = {}
-        warnings: list[str] = []
+        warned: dict[str, list[str]] = {}  # message -> fields: one line per message, not per field
         for number, (images, (features, field_objects, field_labels, field_warnings)) in enumerate(
             zip(ordered, results), start=1
         ):
@@ -198,14 +198,15 @@ class FeatureTable:
                 objects.setdefault(name, []).append(table)
             if field_labels:
                 labels[images.key] = field_labels
-            warnings.extend(f"{images.label}: {w}" for w in field_warnings)
+            for message in field_warnings:
+                warned.setdefault(message, []).append(images.label)
         frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
         return cls(
             magnification=magnification,
             frame=frame,
             objects={name: pd.concat(parts, ignore_index=True) for name, parts in objects.items()},
             labels=labels,
-            warnings=warnings,
+            warnings=[f"{_field_list(where)}: {message}" for message, where in warned.items()],
         )
 
     @classmethod
@@ -242,6 +243,11 @@ class FeatureTable:
                 table.to_csv(tmp, index=False, na_rep="nan")
             written.append(target)
         return written
+
+
+def _field_list(labels: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(labels[:limit])
+    return shown if len(labels) <= limit else f"{shown} and {len(labels) - limit} more fields"
 
 
 def default_measure() -> MeasureFunction:
