@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vstain.errors import VstainError
-from vstain.plate.splits import REFERENCE_HOLDOUT, Split, leave_wells_out, random_fields_out
+from vstain.plate.splits import REFERENCE_HOLDOUT, Split, leave_wells_out, random_fields_out, read_split_keys
 
 WELLS = ("B03", "B04", "C02", "C03", "C04", "D02", "D03", "D04")
 # the challenge plate: 8 wells with 6 / 8 / 12 fields at 20x / 40x / 60x
@@ -59,6 +59,7 @@ def test_csv_round_trip(tmp_path: Path):
     assert lines[0] == "magnification,well,field,subset"
     assert lines[1].startswith("20x,B03,1,")
     assert Split.load(path) == split
+    assert read_split_keys(path, "test") == split.keys("test") and len(split.keys("test")) == 6
 
 
 def test_csv_accepts_cv7000_field_numbers(tmp_path: Path):

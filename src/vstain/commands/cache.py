@@ -25,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/ or a flat folder of TIFFs)")
     parser.add_argument("--out", metavar="DIR", help="cache folder (default: <plate>.vstain-cache beside the plate)")
-    parser.add_argument("--magnification", choices=("20x", "40x", "60x"), help="only this magnification (required for a flat folder)")
+    parser.add_argument(
+        "--magnification",
+        choices=("20x", "40x", "60x"),
+        help="only this magnification (required for a flat folder)",
+    )
     parser.add_argument(
         "--skip-invalid",
         action="store_true",

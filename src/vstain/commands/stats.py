@@ -32,9 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/ or a flat folder of TIFFs)")
     parser.add_argument("--out", metavar="JSON", help="where to write the statistics (JSON)")
-    parser.add_argument("--magnification", choices=("20x", "40x", "60x"), help="only this magnification (required for a flat folder)")
+    parser.add_argument(
+        "--magnification",
+        choices=("20x", "40x", "60x"),
+        help="only this magnification (required for a flat folder)",
+    )
     parser.add_argument("--split", metavar="CSV", help="describe only the fields of --subset in this split file")
-    parser.add_argument("--subset", choices=("train", "test"), default="train", help="subset of the split (default: train)")
+    parser.add_argument(
+        "--subset", choices=("train", "test"), default="train", help="subset of the split (default: train)"
+    )
     parser.add_argument(
         "--skip-invalid",
         action="store_true",

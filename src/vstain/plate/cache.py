@@ -135,7 +135,9 @@ class PlateCache:
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise VstainError(f"{self.folder}: no {MANIFEST}; not a (complete) vstain cache — run `vstain cache`") from None
+            raise VstainError(
+                f"{self.folder}: no {MANIFEST}; not a (complete) vstain cache — run `vstain cache`"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise VstainError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:

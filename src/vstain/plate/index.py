@@ -280,7 +280,9 @@ def _index_folder(
             issues.append(PlateIssue(path, f"unknown channel C{name.channel:02d} (expected C01-C04)"))
             continue
         if name.channel != BRIGHTFIELD_CHANNEL and name.z != 1:
-            issues.append(PlateIssue(path, f"fluorescence channel C{name.channel:02d} at plane Z{name.z:02d} (expected Z01)"))
+            issues.append(
+                PlateIssue(path, f"fluorescence channel C{name.channel:02d} at plane Z{name.z:02d} (expected Z01)")
+            )
             continue
         if name.channel == BRIGHTFIELD_CHANNEL and name.z not in PLANES:
             issues.append(PlateIssue(path, f"brightfield plane Z{name.z:02d} outside Z01-Z07"))

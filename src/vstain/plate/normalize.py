@@ -173,11 +173,14 @@ class Normalizer:
         n = len(self.channels)
         if ndim == 2:
             if n != 1:
-                raise ValueError(f"a 2-D image has one channel but this normaliser has {n} ({', '.join(self.channels)})")
+                raise ValueError(
+                    f"a 2-D image has one channel but this normaliser has {n} ({', '.join(self.channels)})"
+                )
             return dtype.type(values[0])
         if ndim < 2 or np.shape(image)[-3] != n:
             raise ValueError(
-                f"expected (C, H, W) or (B, C, H, W) with C={n} ({', '.join(self.channels)}), got shape {np.shape(image)}"
+                f"expected (C, H, W) or (B, C, H, W) with C={n} ({', '.join(self.channels)}), "
+                f"got shape {np.shape(image)}"
             )
         return values.astype(dtype).reshape(n, 1, 1)
 

@@ -151,3 +151,8 @@ def random_fields_out(
 def _sort_key(key: FieldKey) -> tuple[int, str, int]:
     mag, well, number = key
     return (MAGNIFICATIONS.index(mag) if mag in MAGNIFICATIONS else 9, well, number)
+
+
+def read_split_keys(path: str | os.PathLike[str], subset: str = "train") -> set[FieldKey]:
+    """The ``(magnification, well, field)`` keys of ``subset`` in the split CSV at ``path``."""
+    return Split.load(path).keys(subset)
