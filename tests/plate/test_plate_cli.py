@@ -119,6 +119,7 @@ def test_stats_make_split_then_describe_its_train_subset(tmp_path: Path, capsys)
         (["--make-split", "{split}", "--holdout-fields", "all"], "give a number of fields or 'reference'"),
         (["--make-split", "{split}", "--holdout-fields", "4"], "cannot hold out 4 of the 4 20x fields"),
         (["--make-split", "{split}", "--split", "{split}", "--holdout-wells", "B03"], "not both"),
+        (["--out", "{folder}"], "is a folder; --out needs a file name"),
     ],
 )
 def test_stats_bad_input_is_one_line_and_overwrites_nothing(plate: Path, tmp_path: Path, capsys, extra, message):
@@ -128,7 +129,9 @@ def test_stats_bad_input_is_one_line_and_overwrites_nothing(plate: Path, tmp_pat
         "bad_split": tmp_path / "bad.csv",
         "foreign_split": tmp_path / "foreign.csv",
         "split": tmp_path / "split.csv",
+        "folder": tmp_path / "a_folder",
     }
+    paths["folder"].mkdir()
     paths["bad_split"].write_text("well,field\nB03,1\n")
     paths["foreign_split"].write_text("magnification,well,field,subset\n20x,H01,1,train\n")
     paths["out"].write_text("previous results")
@@ -158,6 +161,10 @@ def test_cache_command(plate: Path, tmp_path: Path, capsys):
     assert len(PlateCache(tmp_path / "plate.vstain-cache")) == 4
     assert main(["cache", str(plate), "--out", str(plate / "cache")]) == 2
     assert "inside the plate" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("keep me")
+    assert main(["cache", str(plate), "--out", str(tmp_path / "a_file")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text() == "keep me"
     assert snapshot(plate) == before
     manifest = json.loads((tmp_path / "plate.vstain-cache" / "manifest.json").read_text())
     assert manifest["plate"] == str(plate.resolve())

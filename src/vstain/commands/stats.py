@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from vstain.errors import VstainError
     from vstain.plate.index import index_plate
     from vstain.plate.splits import REFERENCE_HOLDOUT, Split, leave_wells_out, random_fields_out
@@ -73,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         raise VstainError("--make-split needs --holdout-wells WELL... or --holdout-fields N|reference")
     if (args.holdout_wells or args.holdout_fields) and not args.make_split:
         raise VstainError("--holdout-wells/--holdout-fields need --make-split CSV (where to write the split)")
+
+    for option, value in (("--out", args.out), ("--make-split", args.make_split)):
+        if value and Path(value).is_dir():
+            raise VstainError(f"{value}: is a folder; {option} needs a file name")
 
     index = index_plate(args.plate, magnification=args.magnification)
     if index.errors and not args.skip_invalid:

@@ -98,6 +98,8 @@ def cache_plate(
         Fields written and fields skipped because their cache was up to date.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PlateError(f"{folder}: exists and is not a folder; choose another cache folder")
     fields = list(fields)
     if plate is not None:
         _refuse_inside(folder, Path(plate))
