@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -12,54 +10,16 @@ import torch
 
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
+from vstain.vocabulary import TARGET_CHANNELS
 
 TINY_TIRAMISU = dict(init_filters=8, down_blocks=[1, 1], up_blocks=[1, 1], bottleneck_layers=1, growth_rate=4)
 
 
-def _install_standin_normalizer() -> None:
-    """Until vstain.plate.normalize lands, provide its documented contract (forward = x·scale + offset)."""
-    try:
-        import vstain.plate.normalize  # noqa: F401
-        return
-    except ModuleNotFoundError:
-        pass
-
-    class Normalizer:
-        def __init__(self, scale, offset, clip=True):
-            self.scale = np.asarray(scale, dtype=np.float64)
-            self.offset = np.asarray(offset, dtype=np.float64)
-            self.clip = clip
-
-        def forward(self, x):
-            y = x * self.scale.reshape(-1, 1, 1) + self.offset.reshape(-1, 1, 1)
-            return np.clip(y, 0, 1) if self.clip else y
-
-        def inverse(self, y):
-            return (y - self.offset.reshape(-1, 1, 1)) / self.scale.reshape(-1, 1, 1)
-
-        def to_dict(self):
-            return {"scale": self.scale.tolist(), "offset": self.offset.tolist(), "clip": self.clip}
-
-        @classmethod
-        def from_dict(cls, d):
-            return cls(d["scale"], d["offset"], d.get("clip", True))
-
-    module = types.ModuleType("vstain.plate.normalize")
-    module.Normalizer = Normalizer
-    sys.modules["vstain.plate.normalize"] = module
-
-
-_install_standin_normalizer()
-
-
-def normalizer_dict(low, high, *, clip=True) -> dict:
-    """Normaliser dict mapping [low, high] (per channel) to [0, 1]."""
+def normalizer_dict(low, high, *, channels) -> dict:
+    """Min/max normaliser dict mapping [low, high] (per channel) to [0, 1]."""
     from vstain.plate.normalize import Normalizer
 
-    low = np.atleast_1d(np.asarray(low, dtype=np.float64))
-    high = np.atleast_1d(np.asarray(high, dtype=np.float64))
-    scale = 1.0 / (high - low)
-    return Normalizer(scale, -low * scale, clip).to_dict()
+    return Normalizer(np.atleast_1d(low), np.atleast_1d(high), channels=channels, kind="minmax").to_dict()
 
 
 def bundle_metadata(architecture="tiramisu", arguments=None, targets=("lipids",), magnification="20x",
@@ -69,8 +29,8 @@ def bundle_metadata(architecture="tiramisu", arguments=None, targets=("lipids",)
         "targets": list(targets),
         "magnification": magnification,
         "normalization": {
-            "input": normalizer_dict([0.0] * 7, [1000.0] * 7),
-            "targets": {t: normalizer_dict(*target_range) for t in targets},
+            "input": normalizer_dict([0.0] * 7, [1000.0] * 7, channels=[f"C04Z{z:02d}" for z in range(1, 8)]),
+            "targets": {t: normalizer_dict(*target_range, channels=[f"C{TARGET_CHANNELS[t]:02d}"]) for t in targets},
         },
         "training": {"recipe": "test"},
         "validation": {"mae": 0.1},

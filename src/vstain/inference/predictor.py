@@ -49,17 +49,21 @@ _UINT16_MAX = 65535
 
 def to_uint16(values: torch.Tensor) -> np.ndarray:
     """Round to nearest and clip to 0-65535; returns a numpy uint16 array (on the CPU)."""
-    rounded = torch.round(values.float()).clamp_(0, _UINT16_MAX)
+    rounded = torch.round(values).clamp_(0, _UINT16_MAX)
     return rounded.to(torch.int32).cpu().numpy().astype(np.uint16)
 
 
 def _affine(normalizer: Any, source: str) -> tuple[float, float]:
-    """(scale, offset) of a one-channel target normaliser (forward = x·scale + offset)."""
+    """(span, low) of a one-channel target normaliser: raw = y·span + low.
+
+    Derived from the normaliser's documented ``scale``/``offset`` (forward = x·scale + offset),
+    so any normaliser with that contract works.
+    """
     scale = np.ravel(np.asarray(normalizer.scale, dtype=np.float64))
     offset = np.ravel(np.asarray(normalizer.offset, dtype=np.float64))
     if scale.size != 1 or offset.size != 1 or scale[0] == 0:
         raise BundleError(f"{source}: target normaliser must be one channel with a non-zero scale")
-    return float(scale[0]), float(offset[0])
+    return float(1.0 / scale[0]), float(-offset[0] / scale[0])
 
 
 @dataclass
@@ -196,7 +200,11 @@ class Predictor:
             tiler=Tiler(self.mode, **self._tiler_options),  # type: ignore[arg-type]
             **self._engine_options,  # type: ignore[arg-type]
         )
-        return _StainGroup(magnification, bundles, targets, bundles[0].input_normalizer(), affine, engine)
+        input_normalizer = bundles[0].input_normalizer()
+        channels = np.ravel(np.asarray(input_normalizer.scale)).size
+        if channels != N_PLANES:
+            raise BundleError(f"{bundles[0].name}: input normaliser has {channels} channels, expected {N_PLANES} planes")
+        return _StainGroup(magnification, bundles, targets, input_normalizer, affine, engine)
 
     @property
     def magnifications(self) -> list[str]:
@@ -245,10 +253,11 @@ class Predictor:
         for tensor, group in zip(prepared, groups):
             mean, std = group.engine(tensor, spread=self.uncertainty)
             for channel, target in enumerate(group.targets):
-                scale, offset = group.target_affine[target]
-                images[target] = to_uint16((mean[channel] - offset) / scale)
+                span, low = group.target_affine[target]
+                # float64, as Normalizer.inverse: rounding at .5 then agrees with it exactly
+                images[target] = to_uint16(mean[channel].double() * span + low)
                 if std is not None:
-                    spreads[target] = to_uint16(std[channel] / abs(scale))
+                    spreads[target] = to_uint16(std[channel].double() * abs(span))
         order = [t for t in TARGETS if t in images]
         return {t: images[t] for t in order}, {t: spreads[t] for t in order if t in spreads}
 
