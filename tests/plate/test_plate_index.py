@@ -101,6 +101,22 @@ def test_masks_are_found_but_never_indexed_as_images(tmp_path: Path, flat: bool)
         assert index_plate(folder).fields[0].mask is not None
 
 
+def test_broken_masks_are_reported_and_dropped(plate: Path):
+    mask_dir = plate / "masks" / "20x_images"
+    wrong_size = mask_dir / name_of("B03", 1, 1, ext=".tiff")
+    as_float = mask_dir / name_of("B03", 2, 1, ext=".tiff")
+    corrupt = mask_dir / name_of("C02", 1, 1, ext=".tiff")
+    write_tiff(wrong_size, np.zeros((8, 8), np.uint16))
+    tifffile.imwrite(as_float, np.zeros((16, 16), np.float32))
+    corrupt.write_bytes(b"broken")
+    index = index_plate(plate)
+    assert len(index.issues) == 3
+    assert "mask size 8x8 differs from its field's 16x16" in issues_about(index, wrong_size)[0].message
+    assert "float32 data" in issues_about(index, as_float)[0].message
+    assert "unreadable TIFF" in issues_about(index, corrupt)[0].message
+    assert len(index.fields) == 4 and all(f.mask is None for f in index.fields)  # still usable for inference
+
+
 def test_brightfield_only_fields_are_usable(tmp_path: Path):
     make_plate(tmp_path / "p", targets=(), wells=("B03",), fields=1)
     index = index_plate(tmp_path / "p")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field, replace
 from pathlib import Path
 from typing import Iterable, Literal, Mapping
 
@@ -362,10 +362,28 @@ def _index_folder(
             timepoint=timepoint,
         )
         mask = _find_mask(mask_dir, field_obj)
+        if mask is not None and check_headers:
+            problem = _mask_problem(mask, field_obj.shape)
+            if problem:
+                issues.append(PlateIssue(mask, problem))
+                mask = None
         if mask is not None:
-            field_obj = Field(**{**field_obj.__dict__, "mask": mask})
+            field_obj = replace(field_obj, mask=mask)
         fields.append(field_obj)
     return fields, issues
+
+
+def _mask_problem(mask: Path, shape: tuple[int, int] | None) -> str | None:
+    """Why a nucleus label image cannot serve its field, or None."""
+    try:
+        mask_shape, dtype = tiff_header(mask)
+    except PlateError as exc:
+        return str(exc).removeprefix(f"{mask}: ")
+    if dtype.kind not in "uib":
+        return f"{dtype} data; a nucleus mask holds integer labels"
+    if shape is not None and tuple(mask_shape) != tuple(shape):
+        return f"mask size {'x'.join(map(str, mask_shape))} differs from its field's {'x'.join(map(str, shape))}"
+    return None
 
 
 def _find_mask(mask_dir: Path, field_obj: Field) -> Path | None:
