@@ -180,3 +180,14 @@ def test_synthetic_field_and_benchmark_hook():
     timing = benchmark_measure_field((96, 128), "40x", repeats=2, measure=fake_measure)
     assert timing["shape"] == (96, 128) and timing["repeats"] == 2 and len(timing["seconds"]) == 2
     assert timing["seconds_per_field"] > 0 and timing["objects"]["nuclei_no_edge"] >= 1
+
+
+def test_evaluation_modules_never_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vstain.evaluation.table, vstain.evaluation.metric, vstain.evaluation.report, "
+        "vstain.commands.evaluate; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
