@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-training", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
     parser.set_defaults(run=run)
 
 
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise VstainError("--device cuda asked for but no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = run_benchmark(quick=args.quick, device=args.device, training=not args.no_training)
     print()
     print(format_table(result))

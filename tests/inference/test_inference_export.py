@@ -1,0 +1,55 @@
+"""ONNX export of generator bundles, checked with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_TIRAMISU, bundle_metadata
+
+from vstain.errors import VstainError
+from vstain.inference.bundle import save_bundle
+from vstain.inference.export import export_onnx
+
+onnxruntime = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+def test_tiramisu_export_matches_pytorch_with_dynamic_sizes(tmp_path, tiny_tiramisu):
+    bundle = save_bundle(tmp_path / "lipids", tiny_tiramisu, bundle_metadata())
+    report = export_onnx(bundle, tmp_path / "lipids.onnx")
+    assert report["max_abs_diff"] is not None and report["max_abs_diff"] < 1e-4 and report["opset"] >= 17
+    model = onnx.load(str(tmp_path / "lipids.onnx"))
+    assert model.opset_import[0].version >= 17
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["vstain"])
+    assert meta["targets"] == ["lipids"]
+    session = onnxruntime.InferenceSession(str(tmp_path / "lipids.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((3, 7, 16 * 3, 16 * 6), dtype=np.float32)  # a size not used at export
+    got = session.run(None, {"brightfield": x})[0]
+    with torch.inference_mode():
+        want = tiny_tiramisu(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_lupi_export_returns_the_image_only(tmp_path):
+    from vstain.models import build_model
+
+    torch.manual_seed(0)
+    lupi = build_model("lupi", **TINY_TIRAMISU).eval()
+    bundle = save_bundle(tmp_path / "nuclei", lupi, bundle_metadata("lupi", targets=("nuclei",)))
+    report = export_onnx(bundle, tmp_path / "nuclei.onnx")
+    assert report["max_abs_diff"] < 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / "nuclei.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["image"]
+
+
+def test_discriminators_are_not_exported(tmp_path):
+    from vstain.models import build_model
+
+    disc = build_model("patchgan", ndf=8, n_layers=2)
+    bundle = save_bundle(tmp_path / "d", disc, bundle_metadata("patchgan", arguments={"ndf": 8, "n_layers": 2}))
+    with pytest.raises(VstainError, match="not a generator"):
+        export_onnx(bundle, tmp_path / "d.onnx")
+    assert not (tmp_path / "d.onnx").exists()
