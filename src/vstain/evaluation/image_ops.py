@@ -1,0 +1,275 @@
+"""Image-processing modules of the challenge pipelines, CellProfiler semantics (spec/evaluation.md §4.5).
+
+The lipid-droplet branch chains these small operations; each mirrors one CellProfiler module as
+the challenge's ``.cppipe`` files configure it. Images are float arrays on CellProfiler's [0, 1]
+scale (raw counts / 65535); every function returns a new float64 array (label functions return
+int32 labels).
+
+* :func:`stretch` — RescaleIntensity "Stretch each image to use the full intensity range".
+* :func:`image_math` — ImageMath Add / Average / Multiply / None with per-image factors, then
+  multiply, add, clip to [0, 1] and NaN → 0, in CellProfiler's order.
+* :func:`enhance_speckles` — EnhanceOrSuppressFeatures Speckles (white top-hat by a disk).
+* :func:`enhance_dark_holes` — EnhanceOrSuppressFeatures Dark holes (cumulative erosion and
+  grey reconstruction).
+* :func:`median_smooth` — Smooth "Median Filter": centrosome's octagonal median on data
+  rank-order quantised to at most 255 levels.
+* :func:`circular_average_smooth` — Smooth "Circular Average Filter": MATLAB's
+  ``fspecial('disk')`` pillbox, zero-padded convolution (image edges darken).
+* :func:`merge_objects` — CombineObjects "Merge".
+* :func:`disk_min_filter` / :func:`disk_max_filter` — grey erosion / dilation by
+  ``skimage.morphology.disk(r)`` with scipy's ``'reflect'`` borders, computed row-wise.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import scipy.ndimage as ndi
+from centrosome.filter import circular_average_filter, median_filter
+from skimage.measure import label as label_components
+from skimage.morphology import disk, reconstruction, white_tophat
+
+Operation = Literal["add", "average", "multiply", "none"]
+
+#: 4-connected structuring element, ``skimage.morphology.disk(1)``.
+CROSS = disk(1).astype(bool)
+
+
+def stretch(image: np.ndarray) -> np.ndarray:
+    """RescaleIntensity "Stretch": ``(x - min) / (max - min)`` over the whole image.
+
+    A constant image cannot be stretched; like CellProfiler 5 (scikit-image's
+    ``rescale_intensity``) it is returned clipped to [0, 1].
+    """
+    data = np.asarray(image, dtype=np.float64)
+    low, high = float(data.min()), float(data.max())
+    if high == low:
+        return np.clip(data, 0.0, 1.0)
+    return (data - low) / (high - low)
+
+
+def image_math(
+    images: Sequence[np.ndarray],
+    *,
+    operation: Operation,
+    factors: Sequence[float] | None = None,
+    multiply: float = 1.0,
+    add: float = 0.0,
+    clip: bool = True,
+) -> np.ndarray:
+    """ImageMath: combine ``images`` with ``operation``, then post-process.
+
+    Each image is first multiplied by its factor (default 1). ``"add"`` sums, ``"average"`` is
+    ``sum(f_i x_i) / sum(f_i)``, ``"multiply"`` takes the product, ``"none"`` uses the first
+    image alone. The result is multiplied by ``multiply``, ``add`` is added, then (``clip``)
+    values are clipped to [0, 1] and NaNs replaced by 0.
+    """
+    if not images:
+        raise ValueError("image_math needs at least one image")
+    factors = [1.0] * len(images) if factors is None else [float(f) for f in factors]
+    if len(factors) != len(images):
+        raise ValueError(f"image_math got {len(images)} images but {len(factors)} factors")
+    scaled = [np.asarray(x, dtype=np.float64) * f for x, f in zip(images, factors)]
+    if operation == "none":
+        result = scaled[0]
+    elif operation == "add":
+        result = np.sum(scaled, axis=0)
+    elif operation == "average":
+        result = np.sum(scaled, axis=0) / sum(factors)
+    elif operation == "multiply":
+        result = np.prod(scaled, axis=0)
+    else:
+        raise ValueError(f"unknown ImageMath operation {operation!r}: use add, average, multiply or none")
+    if multiply != 1.0:
+        result = result * multiply
+    if add != 0.0:
+        result = result + add
+    if clip:
+        result = np.clip(result, 0.0, 1.0)
+        result[np.isnan(result)] = 0.0
+    return result
+
+
+def _disk_rank_filter(
+    image: np.ndarray,
+    radius: float,
+    filter1d: Callable[..., np.ndarray],
+    combine: np.ufunc,
+) -> np.ndarray:
+    # A disk is a stack of centred horizontal runs: filter each distinct run length once along
+    # the rows, then combine the vertically shifted results. Padding by reflection first makes
+    # the borders identical to scipy's 2-D footprint filter with mode="reflect".
+    footprint = disk(radius).astype(bool)
+    r = footprint.shape[0] // 2
+    data = np.asarray(image, dtype=np.float64)
+    if r == 0:
+        return data.copy()
+    padded = np.pad(data, r, mode="symmetric")
+    height, width = data.shape
+    half_widths = footprint.sum(axis=1) // 2
+    by_width = {int(w): filter1d(padded, size=2 * int(w) + 1, axis=1, mode="nearest") for w in set(half_widths)}
+    out: np.ndarray | None = None
+    for dy, w in enumerate(half_widths):
+        rows = by_width[int(w)][dy : dy + height, r : r + width]
+        out = rows.copy() if out is None else combine(out, rows, out=out)
+    assert out is not None
+    return out
+
+
+def disk_min_filter(image: np.ndarray, *, radius: float) -> np.ndarray:
+    """Grey erosion by ``skimage.morphology.disk(radius)``, borders reflected (scipy ``'reflect'``).
+
+    Equal to ``scipy.ndimage.minimum_filter(image, footprint=disk(radius))``, several times faster.
+    """
+    return _disk_rank_filter(image, radius, ndi.minimum_filter1d, np.minimum)
+
+
+def disk_max_filter(image: np.ndarray, *, radius: float) -> np.ndarray:
+    """Grey dilation by ``skimage.morphology.disk(radius)``, borders reflected (scipy ``'reflect'``)."""
+    return _disk_rank_filter(image, radius, ndi.maximum_filter1d, np.maximum)
+
+
+def enhance_speckles(image: np.ndarray, *, feature_size: float = 10, fast: bool = True) -> np.ndarray:
+    """EnhanceOrSuppressFeatures "Speckles": white top-hat by ``disk(feature_size / 2)``.
+
+    CellProfiler's "Fast" path for radii above 3 is ``x - max_filter(min_filter(x))`` with
+    scipy's reflected borders; smaller radii (or ``fast=False``) use scikit-image's
+    ``white_tophat``.
+    """
+    radius = feature_size / 2
+    data = np.asarray(image, dtype=np.float64)
+    if not fast or radius <= 3:
+        return white_tophat(data, footprint=disk(radius))
+    opened = disk_max_filter(disk_min_filter(data, radius=radius), radius=radius)
+    return data - opened
+
+
+def _rank_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # Grey erosion and reconstruction only compare values, so they can run on integer ranks
+    # (exact) in float32, which halves the memory traffic of scikit-image's downhill filter.
+    values, ranks = np.unique(image, return_inverse=True)
+    rank_dtype = np.float32 if values.size < 2**24 else np.float64
+    return ranks.reshape(image.shape).astype(rank_dtype), values
+
+
+def enhance_dark_holes(image: np.ndarray, *, hole_size: tuple[float, float] = (3, 10)) -> np.ndarray:
+    """EnhanceOrSuppressFeatures "Dark holes" for holes of ``hole_size`` = (min, max) diameter.
+
+    With ``inv = max(x) - x``, radii ``r_min = max(1, int(min / 2))`` and
+    ``r_max = int((max + 1) / 2)``: for i = 0..r_max, ``e`` is eroded once more by ``disk(1)``
+    (cumulatively), ``rec_i`` is the grey reconstruction by dilation of ``e`` under ``inv``, and
+    the output is the maximum of ``rec_{i-1} - rec_i`` over i >= r_min.
+
+    The morphology runs on the integer ranks of ``inv``; the result equals the float
+    computation exactly.
+    """
+    data = np.asarray(image, dtype=np.float64)
+    min_radius = max(1, int(hole_size[0] / 2))
+    max_radius = int((hole_size[1] + 1) / 2)
+    ranks, values = _rank_image(data)
+    top = ranks.dtype.type(values.size - 1)
+    inverted = top - ranks  # ranks of max(x) - x
+    inverted_values = values[-1] - values[::-1]  # ascending values of max(x) - x
+    eroded = inverted
+    previous = inverted
+    output = np.zeros(data.shape, np.float64)
+    for i in range(max_radius + 1):
+        eroded = ndi.grey_erosion(eroded, footprint=CROSS, mode="reflect")
+        rebuilt = reconstruction(eroded, inverted, method="dilation", footprint=CROSS)
+        if i >= min_radius:
+            difference = inverted_values[previous.astype(np.intp)] - inverted_values[rebuilt.astype(np.intp)]
+            np.maximum(output, difference, out=output)
+        previous = rebuilt
+    return output
+
+
+def rank_quantise(image: np.ndarray, *, levels: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """centrosome's ``rank_order(image, nbins=levels)``: ranks of ``image`` merged to < ``levels`` bins.
+
+    Returns ``(ranks, values)`` with ``values[ranks]`` the quantised image. Bins are merged as
+    centrosome does (the least populated adjacent ranks fold into their lower neighbour, a few
+    at a time); because that only depends on the histogram, the merging runs on the histogram
+    of distinct values instead of on every pixel, with the same result.
+    """
+    values, ranks = np.unique(np.asarray(image), return_inverse=True)
+    ranks = ranks.reshape(np.shape(image))
+    counts = np.bincount(ranks.ravel(), minlength=values.size)
+    translation = np.arange(values.size)
+    max_rank = values.size - 1
+    while max_rank >= levels:
+        order = np.argsort(counts)
+        to_delete = np.zeros(max_rank + 2, bool)
+        to_delete[order[: max_rank + 2 - levels]] = True
+        merge = to_delete[:-1] & (((np.arange(max_rank + 1) & 2) == 0) | ~to_delete[1:])
+        merge[0] = False
+        step = np.cumsum(~merge) - 1
+        translation = step[translation]
+        counts = np.bincount(step, weights=counts, minlength=step[-1] + 1).astype(counts.dtype)
+        values = values[~merge]
+        max_rank = values.size - 1
+    return translation[ranks], values
+
+
+def median_smooth(image: np.ndarray, *, diameter: float = 2.0) -> np.ndarray:
+    """Smooth "Median Filter" with artifact ``diameter``: centrosome's octagonal median.
+
+    The window radius is ``diameter / 2 + 1``. As in CellProfiler the data are first rank-order
+    quantised to at most 255 levels (:func:`rank_quantise`), filtered in uint8 and mapped back,
+    so the output holds at most 255 distinct values of the input.
+    """
+    data = np.asarray(image, dtype=np.float64)
+    ranks, values = rank_quantise(data, levels=255)
+    # int64 ranks in 0..254 pass through centrosome's filter without being re-ranked.
+    filtered = median_filter(ranks.astype(np.int64), np.ones(data.shape, bool), diameter / 2 + 1)
+    return values[np.asarray(filtered, dtype=np.intp)]
+
+
+def pillbox_kernel(radius: float) -> np.ndarray:
+    """MATLAB ``fspecial('disk', radius)``: anti-aliased disk of side ``2 ceil(radius - 0.5) + 1``, sum 1.
+
+    Taken from centrosome's ``circular_average_filter`` (CellProfiler's implementation) as its
+    response to a centred impulse.
+    """
+    half = int(np.ceil(radius - 0.5))
+    impulse = np.zeros((2 * half + 1, 2 * half + 1))
+    impulse[half, half] = 1.0
+    return circular_average_filter(impulse, radius)
+
+
+def circular_average_smooth(image: np.ndarray, *, diameter: float = 10.0) -> np.ndarray:
+    """Smooth "Circular Average Filter" with artifact ``diameter`` (pillbox radius ``diameter / 2 + 1``).
+
+    Zero-padded convolution without edge renormalisation: border pixels come out darker, as in
+    CellProfiler.
+    """
+    kernel = pillbox_kernel(diameter / 2 + 1)
+    return ndi.correlate(np.asarray(image, dtype=np.float64), kernel, mode="constant", cval=0.0)
+
+
+def merge_objects(initial: np.ndarray, combine: np.ndarray) -> np.ndarray:
+    """CombineObjects "Merge" of label images ``initial`` (x) and ``combine`` (y).
+
+    Objects of either set that overlap nothing of the other are kept as they are (y labels
+    shifted above ``max(x)``); every pixel of the remaining (overlapping) objects of x or y takes
+    the label of the nearest remaining x pixel. The result is split into 8-connected components of
+    equal label and renumbered 1..N.
+    """
+    x = np.asarray(initial).astype(np.int64)
+    y = np.asarray(combine).astype(np.int64)
+    if x.shape != y.shape:
+        raise ValueError(f"merge_objects: label images differ in shape {x.shape} vs {y.shape}")
+    y = np.where(y > 0, y + x.max(initial=0), 0)
+    output = np.zeros_like(x)
+    undisputed = (x > 0) ^ (y > 0)
+    for labels in (x, y):
+        present = np.unique(labels)
+        keep = np.setdiff1d(present[present > 0], labels[~undisputed])
+        kept = np.isin(labels, keep)
+        output[kept] = labels[kept]
+        labels[kept] = 0
+    to_segment = (x > 0) | (y > 0)
+    if to_segment.any():
+        _, nearest = ndi.distance_transform_edt(x == 0, return_indices=True)
+        output[to_segment] = x[tuple(index[to_segment] for index in nearest)]
+    return label_components(output, background=0, connectivity=output.ndim).astype(np.int32)
