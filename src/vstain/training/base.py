@@ -30,6 +30,38 @@ def normaliser_affine(normaliser: dict[str, Any]) -> tuple[np.ndarray, np.ndarra
     return np.asarray(norm.scale, dtype=np.float64).reshape(-1), np.asarray(norm.offset, dtype=np.float64).reshape(-1)
 
 
+def random_states() -> dict[str, Any]:
+    """The global RNG states of python, numpy and torch (CPU and CUDA)."""
+    import random
+
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        # numpy's state as plain ints and a tensor, so checkpoints load with weights_only=True.
+        "numpy": _numpy_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _numpy_state() -> tuple:
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    return (str(kind), torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def restore_random_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`random_states`."""
+    import random
+
+    random.setstate(states["python"])
+    kind, key, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 class StainingModule(L.LightningModule):
     """Base LightningModule of the recipes.
 
@@ -152,6 +184,16 @@ class StainingModule(L.LightningModule):
         if sched.name == "step":
             return sched.gamma ** int(epoch // sched.step_size)
         return 1.0
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not save RNG states; dropout and pools draw from them, so an exact
+        # resume needs them (data sampling has its own per-sample seeds).
+        checkpoint["vstain_rng"] = random_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "vstain_rng" in checkpoint:
+            restore_random_states(checkpoint["vstain_rng"])
 
     # ------------------------------------------------------------------ export
     def export_network(self) -> nn.Module:

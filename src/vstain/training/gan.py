@@ -143,6 +143,7 @@ class GanModule(StainingModule):
         return max(1, int(trainer.num_training_batches))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         pools = {}
         for name in ("real_pool", "fake_pool", "image_pool"):
             pool = getattr(self, name)
@@ -151,6 +152,7 @@ class GanModule(StainingModule):
         checkpoint["vstain_pools"] = pools
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         for name, state in checkpoint.get("vstain_pools", {}).items():
             pool = getattr(self, name, None)
             if pool is not None:

@@ -1,0 +1,242 @@
+"""Training recipes end to end on a tiny random plate: losses fall, GAN signs, resume, bundles."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from vstain.config import load_config
+from vstain.errors import ConfigError
+from vstain.training.fit import fit, recipe_class
+
+TINY = {"init_filters": 8, "down_blocks": [1, 1, 1, 1], "up_blocks": [1, 1, 1, 1],
+        "bottleneck_layers": 1, "growth_rate": 4, "dropout": 0.0}
+
+
+def _config(tmp_path: Path, plate: Path, recipe: str, **extra) -> Path:
+    data = {"root": str(plate), "targets": ["lipids"], "crop_size": 32, "batch_size": 2,
+            "samples_per_epoch": 4, "holdout_fields": 1}
+    config = {"name": f"tiny_{recipe}", "recipe": recipe, "seed": 7, "data": data,
+              "model": {"name": "tiramisu", "args": dict(TINY)},
+              "trainer": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1}}
+    if recipe == "lupi":
+        data.update(targets=["nuclei"], sampling="nuclei")
+        config["model"]["name"] = "lupi"
+        config["optimizer"] = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-3}
+    if recipe == "gan":
+        config["gan"] = {"discriminator": {"name": "patchgan", "args": {"ndf": 8, "n_layers": 2}}}
+        config["trainer"]["gradient_clip"] = 1.0
+    for key, value in extra.items():
+        section, _, name = key.partition("__")
+        config.setdefault(section, {})[name] = value
+    path = tmp_path / f"{recipe}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _fixed_batch(module, recipe: str) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 7, 32, 32, generator=generator)
+    target = (image[:, :1] * 0.5 + image[:, 1:2] * 0.3).clamp(0, 1)
+    batch = {"image": image, "target": target}
+    if recipe == "lupi":
+        batch["mask"] = (target[:, 0] > 0.45).float()
+    return batch
+
+
+class _Repeat(torch.utils.data.Dataset):
+    def __init__(self, batch, length):
+        self.batch, self.length = batch, length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index):
+        return {k: v[index % v.shape[0]] for k, v in self.batch.items()}
+
+
+def _objective(module, batch, recipe):
+    module.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        if recipe == "lupi":
+            seg, image, sides = module.generator(batch["image"])
+            return float(module.loss(seg, image.clamp(0, 1), sides, batch["target"], batch["mask"])[0])
+        prediction = module.generator(batch["image"])
+        if recipe == "gan":
+            return float(module.median_mae(prediction, batch["target"]))
+        return float(module.loss(prediction.clamp(0, 1), batch["target"]))
+
+
+@pytest.mark.parametrize("recipe", ["regression", "lupi", "gan"])
+def test_recipe_lowers_its_loss_on_a_fixed_batch(tmp_path, random_plate, recipe):
+    config = load_config(_config(tmp_path, random_plate, recipe, optimizer__lr=3e-3))
+    normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [65535.0] * 7,
+                               "channels": [f"C04Z0{z}" for z in range(1, 8)]},
+                     "targets": {t: {"kind": "minmax", "low": [0.0], "high": [65535.0], "channels": [t]}
+                                 for t in config.data.targets}}
+    module = recipe_class(recipe)(config.model_dump(mode="json"), normalization)
+    batch = _fixed_batch(module, recipe)
+    before = _objective(module, batch, recipe)
+    d_before = copy.deepcopy(module.discriminator.state_dict()) if recipe == "gan" else None
+    loader = torch.utils.data.DataLoader(_Repeat(batch, 2), batch_size=2)
+    trainer = L.Trainer(max_steps=25, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    trainer.fit(module, train_dataloaders=loader)
+    after = _objective(module, batch, recipe)
+    assert after < before, (before, after)
+    if recipe == "gan":
+        changed = [not torch.equal(v, module.discriminator.state_dict()[k]) for k, v in d_before.items()
+                   if v.dtype.is_floating_point]
+        assert any(changed), "the discriminator was not updated"
+
+
+def test_gan_step_signs_discriminator_separates_and_generator_fools(tmp_path, random_plate):
+    """One D step lowers L_D; one G step lowers L_G (each on the same batch)."""
+    config = load_config(_config(tmp_path, random_plate, "gan", gan__d_lr=1e-2, optimizer__lr=1e-2))
+    normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
+                               "channels": [f"C04Z0{z}" for z in range(1, 8)]},
+                     "targets": {"lipids": {"kind": "minmax", "low": [0.0], "high": [1.0], "channels": ["lipids"]}}}
+    module = recipe_class("gan")(config.model_dump(mode="json"), normalization)
+    module.train()
+    batch = _fixed_batch(module, "gan")
+    x, y = batch["image"], batch["target"]
+
+    def losses():
+        torch.manual_seed(1)
+        with torch.no_grad():
+            fake = module.generator(x)
+            real_score, fake_score = module._score(x, y), module._score(x, fake)
+            return float(module.d_loss(real_score, fake_score)), float(module.g_loss(real_score, fake_score))
+
+    d0, g0 = losses()
+    opt_d = torch.optim.SGD(module.discriminator.parameters(), lr=0.05)
+    for _ in range(3):
+        with torch.no_grad():
+            fake = module.generator(x)
+        loss = module.d_loss(module._score(x, y), module._score(x, fake))
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+    d1, g1 = losses()
+    assert d1 < d0 and g1 > g0  # the discriminator got better, so the generator's loss rose
+    opt_g = torch.optim.SGD(module.generator.parameters(), lr=0.05)
+    for _ in range(3):
+        loss = module.g_loss(module._score(x, y), module._score(x, module.generator(x)))
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+    d2, g2 = losses()
+    assert g2 < g1 and d2 > d1
+
+
+def _weights(bundle: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(bundle))
+
+
+def test_resume_from_epoch_boundary_equals_uninterrupted_run(tmp_path, random_plate):
+    path = _config(tmp_path, random_plate, "regression", model__args={**TINY, "dropout": 0.2})
+    full = fit(load_config(path, ["trainer.max_epochs=2", "validation.monitor=train/loss_epoch"]), tmp_path / "full")
+    fit(load_config(path, ["trainer.max_epochs=1", "validation.monitor=train/loss_epoch"]), tmp_path / "split")
+    resumed = fit(load_config(path, ["trainer.max_epochs=2", "validation.monitor=train/loss_epoch"]),
+                  tmp_path / "split", resume=True)
+    a = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(value, b["state_dict"][key], rtol=0, atol=0, msg=key)
+    assert full.exists() and resumed.exists()
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _Crash(L.Callback):
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step >= self.at_step:
+            raise _Killed("simulated kill")
+
+
+def test_resume_mid_epoch_reaches_the_same_step_count(tmp_path, random_plate, monkeypatch):
+    path = _config(tmp_path, random_plate, "regression",
+                   data__samples_per_epoch=8, trainer__checkpoint_every_n_steps=2, trainer__max_epochs=2)
+    original = L.Trainer.__init__
+
+    def crashing(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), _Crash(5)]
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "__init__", crashing)
+    with pytest.raises(_Killed):
+        fit(load_config(path), tmp_path / "run")
+    monkeypatch.setattr(L.Trainer, "__init__", original)
+    saved = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)["global_step"]
+    assert 5 - saved <= 2  # lost no more than the steps since the last save
+    fit(load_config(path), tmp_path / "run", resume=True)
+    final = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)["global_step"]
+    assert final == 8  # 2 epochs x 4 steps, as an uninterrupted run
+
+
+def test_exported_bundle_loads_and_predicts(tmp_path, random_plate):
+    from vstain.inference.bundle import load_model
+
+    bundle = fit(load_config(_config(tmp_path, random_plate, "lupi")), tmp_path / "run")
+    loaded = load_model(bundle)
+    assert loaded.metadata.targets == ("nuclei",)
+    assert loaded.metadata.validation  # chosen on validation
+    seg, image = loaded.model(torch.rand(1, 7, 48, 40))
+    assert image.shape == (1, 1, 48, 40) and seg.shape == (1, 2, 48, 40)
+    run = tmp_path / "run"
+    for name in ("config.resolved.yaml", "environment.json", "stats.json", "split.csv"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs" / "panels").glob("*.png"))
+
+
+def test_config_errors_are_one_readable_line(tmp_path, random_plate):
+    path = _config(tmp_path, random_plate, "regression")
+    with pytest.raises(ConfigError, match=r"data\.crop_size: Input should be a valid integer"):
+        load_config(path, ["data.crop_size=big"])
+    with pytest.raises(ConfigError, match=r"trainer\.epochs: unknown key"):
+        load_config(path, ["trainer.epochs=3"])
+    with pytest.raises(ConfigError, match=r"data\.root: /nowhere does not exist"):
+        load_config(path, ["data.root=/nowhere"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_train_error_output_is_short(tmp_path, random_plate, capsys):
+    from vstain.cli import main
+
+    path = _config(tmp_path, random_plate, "regression")
+    assert main(["train", "-c", str(path), "--set", "model.args.nonsense=1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nonsense" in err[0]
+
+
+def test_learning_rate_schedule_cosine_restarts_and_finetune(tmp_path, random_plate):
+    config = load_config(_config(tmp_path, random_plate, "lupi",
+                                 scheduler__name="cosine_warm_restarts", finetune__epochs=2,
+                                 trainer__max_epochs=6))
+    module = recipe_class("lupi")(config.model_dump(mode="json"),
+                                  {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
+                                             "channels": [f"C04Z0{z}" for z in range(1, 8)]},
+                                   "targets": {"nuclei": {"kind": "minmax", "low": [0.0], "high": [1.0],
+                                                          "channels": ["nuclei"]}}})
+    module.steps_per_epoch = lambda: 10
+    factors = [module.lr_factor(step) for step in range(0, 80)]
+    assert factors[0] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(0.5)          # half-way through the first 2-epoch cycle
+    assert factors[19] < 0.01 and factors[20] == pytest.approx(1.0)  # warm restart at epoch 2
+    assert factors[40] == pytest.approx(0.5)          # second cycle lasts 4 epochs (2..6)
+    assert factors[60] == pytest.approx(1e-5 / 1e-3)  # fine-tune stage at constant 1e-5
