@@ -17,30 +17,30 @@ from typing import Any
 from vstain.vocabulary import PIXEL_SIZE_UM, check_magnification
 
 # Per-magnification settings: objective NA (CV7000 20x/0.75 dry, 40x/0.95 dry, 60x/1.2 water),
-# z-step, and the camera levels that reproduce the reference statistics.
+# z-step, camera offset, and the levels that reproduce the reference statistics.
 _BY_MAGNIFICATION: dict[str, dict[str, Any]] = {
     "20x": dict(
-        objective_na=0.75, plane_step_um=2.0,
-        brightfield_counts=2560.0, brightfield_offset=180.0,
-        nucleus_counts=1900.0, nuclei_background=200.0,
-        lipid_counts=2100.0, lipids_background=210.0,
-        cytoplasm_counts=1300.0, cytoplasm_background=190.0,
+        objective_na=0.75, plane_step_um=2.0, camera_offset=100.0,
+        brightfield_counts=2760.0,
+        nucleus_counts=2150.0, nuclei_background=310.0,
+        lipid_counts=2500.0, lipids_background=250.0,
+        cytoplasm_counts=760.0, cytoplasm_background=200.0,
         debris_peak_counts=90000.0,
     ),
     "40x": dict(
-        objective_na=0.95, plane_step_um=1.5,
-        brightfield_counts=700.0, brightfield_offset=20.0,
-        nucleus_counts=1800.0, nuclei_background=150.0,
-        lipid_counts=1900.0, lipids_background=180.0,
-        cytoplasm_counts=700.0, cytoplasm_background=120.0,
+        objective_na=0.95, plane_step_um=1.5, camera_offset=20.0,
+        brightfield_counts=755.0,
+        nucleus_counts=2200.0, nuclei_background=260.0,
+        lipid_counts=2400.0, lipids_background=220.0,
+        cytoplasm_counts=400.0, cytoplasm_background=130.0,
         debris_peak_counts=30000.0,
     ),
     "60x": dict(
-        objective_na=1.2, plane_step_um=1.0,
-        brightfield_counts=515.0, brightfield_offset=10.0,
-        nucleus_counts=1700.0, nuclei_background=80.0,
-        lipid_counts=3400.0, lipids_background=250.0,
-        cytoplasm_counts=560.0, cytoplasm_background=90.0,
+        objective_na=1.2, plane_step_um=1.0, camera_offset=10.0,
+        brightfield_counts=553.0,
+        nucleus_counts=2200.0, nuclei_background=200.0,
+        lipid_counts=4900.0, lipids_background=330.0,
+        cytoplasm_counts=425.0, cytoplasm_background=95.0,
         debris_peak_counts=10000.0,
     ),
 }
@@ -98,14 +98,13 @@ class SynthParameters:
     max_shift_px: int = 3  #: per-field brightfield/fluorescence misregistration
 
     # --- camera and levels (raw counts) ----------------------------------------------------------
-    brightfield_counts: float = 2560.0
-    brightfield_offset: float = 180.0
-    nucleus_counts: float = 1900.0
-    nuclei_background: float = 200.0
-    lipid_counts: float = 2100.0
-    lipids_background: float = 210.0
-    cytoplasm_counts: float = 1300.0
-    cytoplasm_background: float = 190.0
+    brightfield_counts: float = 2760.0  #: unobstructed illumination (before vignetting)
+    nucleus_counts: float = 2150.0
+    nuclei_background: float = 310.0
+    lipid_counts: float = 2500.0
+    lipids_background: float = 250.0
+    cytoplasm_counts: float = 760.0
+    cytoplasm_background: float = 200.0
     debris_peak_counts: float = 90000.0
     camera_offset: float = 100.0
     gain: float = 1.0  #: counts per photo-electron

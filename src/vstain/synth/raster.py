@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import scipy.fft as sfft
 
 #: Upper bound on the pixels held in one batch (keeps memory flat for 60x fields).
 _BATCH_PIXELS = 3_000_000
@@ -91,10 +92,11 @@ def periodic_noise(rng: np.random.Generator, size: int, *, sigma_px: float) -> n
     Filtering white noise in the Fourier domain makes the tile periodic, so it can texture any
     image by indexing modulo ``size`` (cheaper than filtering a full field).
     """
-    white = rng.standard_normal((size, size))
-    freq = np.fft.fftfreq(size)
-    transfer = np.exp(-2 * np.pi**2 * sigma_px**2 * (freq[:, None] ** 2 + freq[None, :] ** 2))
-    tile = np.fft.ifft2(np.fft.fft2(white) * transfer).real
+    white = rng.standard_normal((size, size), dtype=np.float32)
+    fy = sfft.fftfreq(size).astype(np.float32)
+    fx = sfft.rfftfreq(size).astype(np.float32)
+    transfer = np.exp(-2 * np.pi**2 * sigma_px**2 * (fy[:, None] ** 2 + fx[None, :] ** 2))
+    tile = sfft.irfft2(sfft.rfft2(white, workers=1) * transfer, s=(size, size), workers=1)
     tile -= tile.mean()
     tile /= tile.std() + 1e-12
     return tile.astype(np.float32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft as sfft
 from scipy.spatial import cKDTree
 
 from vstain.synth.layout import Layout
@@ -38,13 +39,14 @@ def render_specimen(layout: Layout, shape: tuple[int, int], params: SynthParamet
                     rng: np.random.Generator) -> Specimen:
     """Rasterise ``layout`` onto a canvas of ``shape`` pixels (pixel (0, 0) at 0 µm)."""
     px = params.pixel_size_um
-    texture = periodic_noise(rng, _TILE, sigma_px=params.px(0.45))
+    tile = min(_TILE, sfft.next_fast_len(max(shape)))
+    texture = periodic_noise(rng, tile, sigma_px=params.px(0.45))
     labels, chromatin, nucleus_thickness = _nuclei(layout, shape, params, texture)
     droplet_thickness, droplet_rim = _droplets(layout, shape, params)
     cell_height, loading = _cells(layout, shape, px, rng)
     # Cytoplasm is pushed aside by droplets; a thin film still wraps each of them.
     cytoplasm = cell_height * (0.12 + 0.88 * np.exp(-droplet_thickness / 0.8))
-    grain = periodic_noise(rng, _TILE, sigma_px=params.px(0.8))
+    grain = periodic_noise(rng, tile, sigma_px=params.px(0.8))
     loading = loading * (1.0 + 0.18 * _tile_to(grain, shape))
     debris = _debris(layout, shape, params)
     return Specimen(
@@ -81,7 +83,7 @@ def _nuclei(layout: Layout, shape: tuple[int, int], params: SynthParameters,
         keep = inside > 0
         o, rho, inside, flat = o[keep], rho[keep], inside[keep], batch.flat[keep]
         dome = np.sqrt(np.clip(1.0 - rho * rho, 0.0, 1.0))
-        grain = texture[(flat // shape[1]) % _TILE, (flat % shape[1]) % _TILE]
+        grain = texture[(flat // shape[1]) % len(texture), (flat % shape[1]) % len(texture)]
         density = inside * (0.8 + 0.2 * dome) * (1.0 + 0.2 * grain) * layout.nucleus_brightness[o]
         labels[flat[inside >= 0.5]] = o[inside >= 0.5] + 1
         chromatin_flat[flat] = density
@@ -128,8 +130,9 @@ def _cells(layout: Layout, shape: tuple[int, int], px: float,
     grid_shape = (int(np.ceil(shape[0] * px / step)) + 2, int(np.ceil(shape[1] * px / step)) + 2)
     gy, gx = np.mgrid[0 : grid_shape[0], 0 : grid_shape[1]].astype(np.float64) * step
     warp = 4.0  # µm
-    gy += warp * _tile_to(periodic_noise(rng, 256, sigma_px=7.0 / step), grid_shape)
-    gx += warp * _tile_to(periodic_noise(rng, 256, sigma_px=7.0 / step), grid_shape)
+    warp_tile = min(256, sfft.next_fast_len(max(grid_shape)))
+    gy += warp * _tile_to(periodic_noise(rng, warp_tile, sigma_px=7.0 / step), grid_shape)
+    gx += warp * _tile_to(periodic_noise(rng, warp_tile, sigma_px=7.0 / step), grid_shape)
     points = np.stack([gy.ravel(), gx.ravel()], axis=1)
     centers = layout.cell_center
     distance, index = cKDTree(centers).query(points, k=2)
