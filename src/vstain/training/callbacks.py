@@ -113,3 +113,19 @@ def _copy_with(network: torch.nn.Module, weights: dict[str, torch.Tensor]) -> to
     clone = copy.deepcopy(network).cpu()
     clone.load_state_dict(weights)
     return clone.eval()
+
+
+class EpochSummary(Callback):
+    """One line per epoch (used when the progress bar is off, e.g. in the demo and on clusters)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items()
+                 if k in ("train/loss_epoch", "val/pixel_rel_mae", "val/iou")}
+        values = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
+        print(f"[{self.name}] epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  "
+              f"step {trainer.global_step}  {values}", flush=True)

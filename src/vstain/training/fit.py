@@ -14,6 +14,7 @@ Run folder layout (``runs/<name>`` by default)::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -91,8 +92,9 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: str | o
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from vstain.data.datamodule import PlateDataModule
-    from vstain.training.callbacks import BundleExport, ValidationPanels
+    from vstain.training.callbacks import BundleExport, EpochSummary, ValidationPanels
 
+    _quiet_lightning_tips()
     out = Path(out_dir)
     checkpoints = out / "checkpoints"
     ckpt_path = _resume_path(resume, checkpoints)
@@ -124,6 +126,8 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: str | o
         ValidationPanels(out / "logs" / "panels"),
         BundleExport(out / "model.safetensors", datamodule, monitor=monitor),
     ]
+    if not trainer_cfg.progress_bar:
+        callbacks.append(EpochSummary(config.name))
     if trainer_cfg.checkpoint_every_n_steps:
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="step", save_last=True,
                                          every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
@@ -160,11 +164,25 @@ def fit(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: str | o
         # Lightning's advice on num_workers/log intervals is noise on tiny CPU runs.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch/lightning version skew
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     bundle = out / "model.safetensors"
     if not bundle.exists():
         raise VstainError(f"{out}: training ended without a validated model to export")
     return bundle
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def _quiet_lightning_tips() -> None:
+    # Lightning advertises cloud services on every run; keep the console for the user's run.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
 
 
 def _resume_path(resume: str | os.PathLike[str] | bool | None, checkpoints: Path) -> str | None:
