@@ -99,3 +99,22 @@ def test_aggregate_is_mean_and_population_std_over_finite_values():
     assert out["Mean_cells_no_edge_AreaShape_FormFactor"] == 3.0
     empty = aggregate(table.iloc[:0], "cells_no_edge")
     assert all(np.isnan(v) for v in empty.values()) and len(empty) == 4
+
+
+def test_mean_radius_equals_cellprofilers_per_object_definition():
+    import scipy.ndimage as ndi
+    from skimage.segmentation import expand_labels
+
+    rng = np.random.default_rng(5)
+    seeds = np.zeros((80, 90), np.int32)
+    seeds[rng.integers(0, 80, 25), rng.integers(0, 90, 25)] = np.arange(1, 26)
+    labels = expand_labels(seeds, 4)  # a mix of isolated and touching objects, some on the edge
+    labels[labels % 4 == 0] = 0
+    table = size_shape(labels)
+    for k, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            assert np.isnan(table.loc[k, "AreaShape_MeanRadius"])
+            continue
+        obj = np.pad(labels[box] == k, 1)  # CellProfiler: bbox crop padded by 1 px
+        expected = ndi.distance_transform_edt(obj)[obj].mean()
+        assert table.loc[k, "AreaShape_MeanRadius"] == pytest.approx(expected, abs=1e-12)

@@ -61,21 +61,41 @@ def perimeters(labels: np.ndarray) -> np.ndarray:
     return np.bincount(border_labels[border], weights=_PERIMETER_WEIGHTS[code[border]], minlength=n + 1)[1:]
 
 
+def _hull_areas_and_mean_radii(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Convex-hull pixel counts and mean radii of objects 1..n (NaN for absent labels).
+
+    CellProfiler takes each object's distance transform on its bounding box padded by 1 px. For
+    an object with no other object in that padded box this equals the whole image's distance
+    transform (the 1-px frame is background and closer than anything beyond it), so one global
+    transform serves every isolated object and only touching objects need their own.
+    """
+    padded = np.pad(labels, 1)
+    global_edt: np.ndarray | None = None
+    convex_area = np.full(n, np.nan)
+    mean_radius = np.full(n, np.nan)
+    for k, box in enumerate(ndi.find_objects(labels)):
+        if box is None:
+            continue
+        crop = tuple(slice(b.start, b.stop + 2) for b in box)  # bbox + 1 px, in padded coordinates
+        sub = padded[crop]
+        obj = sub == k + 1
+        convex_area[k] = convex_hull_image(obj[1:-1, 1:-1]).sum()
+        if np.any(sub[~obj]):  # another object inside the padded box
+            mean_radius[k] = ndi.distance_transform_edt(obj)[obj].mean()
+        else:
+            if global_edt is None:
+                global_edt = ndi.distance_transform_edt(padded > 0)
+            mean_radius[k] = global_edt[crop][obj].mean()
+    return convex_area, mean_radius
+
+
 def size_shape(labels: np.ndarray) -> pd.DataFrame:
     """AreaShape features of every object of ``labels`` (index = object number 1..N)."""
     n = int(labels.max(initial=0))
     index = pd.RangeIndex(1, n + 1, name="ObjectNumber")
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(float)
     perimeter = perimeters(labels)
-    convex_area = np.full(n, np.nan)
-    mean_radius = np.full(n, np.nan)
-    for k, box in enumerate(ndi.find_objects(labels)):
-        if box is None:
-            continue
-        obj = labels[box] == k + 1
-        convex_area[k] = convex_hull_image(obj).sum()
-        distances = ndi.distance_transform_edt(np.pad(obj, 1))
-        mean_radius[k] = distances[1:-1, 1:-1][obj].mean()
+    convex_area, mean_radius = _hull_areas_and_mean_radii(labels, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         form_factor = 4.0 * np.pi * area / perimeter**2
         compactness = perimeter**2 / np.maximum(4.0 * np.pi * area, 1.0)
@@ -95,8 +115,9 @@ def size_shape(labels: np.ndarray) -> pd.DataFrame:
 def intensity(labels: np.ndarray, image: np.ndarray, name: str) -> pd.DataFrame:
     """Integrated, mean and std intensity of ``image`` over every object (index 1..N)."""
     n = int(labels.max(initial=0))
-    flat = labels.ravel()
-    values = image.ravel().astype(np.float64)
+    inside = labels > 0  # only labelled pixels matter; nuclei cover a few % of a field
+    flat = labels[inside]
+    values = image[inside].astype(np.float64)
     count = np.bincount(flat, minlength=n + 1)[1:].astype(float)
     total = np.bincount(flat, weights=values, minlength=n + 1)[1:]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -86,10 +86,27 @@ def find_maxima(image: np.ndarray, labels: np.ndarray, footprint: np.ndarray, re
     maxima = is_local_maximum(small, small_labels, footprint)
     maxima[small <= 0] = False
     if resize_factor < 1.0:
-        inverse = float(image.shape[0]) / float(maxima.shape[0])
-        grid = np.mgrid[0 : image.shape[0], 0 : image.shape[1]].astype(float) / inverse
-        maxima = ndi.map_coordinates(maxima.astype(float), grid) > 0.5
+        maxima = _upsample_maxima(maxima, image.shape)
     return binary_shrink(maxima)
+
+
+def _upsample_maxima(maxima: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``map_coordinates(maxima, full-resolution grid) > 0.5``, evaluated only near maxima.
+
+    The cubic interpolant of isolated ones falls below 0.003 three low-resolution pixels away,
+    so pixels farther than that from every maximum cannot exceed 0.5; skipping them gives the
+    same answer as CellProfiler's full-grid interpolation at a fraction of the cost.
+    """
+    inverse = float(shape[0]) / float(maxima.shape[0])  # CellProfiler scales both axes by rows
+    near = ndi.binary_dilation(maxima, np.ones((7, 7), bool))
+    rows = np.clip(np.round(np.arange(shape[0]) / inverse).astype(int), 0, maxima.shape[0] - 1)
+    cols = np.clip(np.round(np.arange(shape[1]) / inverse).astype(int), 0, maxima.shape[1] - 1)
+    ii, jj = np.nonzero(near[np.ix_(rows, cols)])
+    out = np.zeros(shape[:2], bool)
+    if ii.size:
+        coords = np.stack([ii, jj]).astype(float) / inverse
+        out[ii, jj] = ndi.map_coordinates(maxima.astype(float), coords) > 0.5
+    return out
 
 
 def declump(
