@@ -253,3 +253,13 @@ def test_bf16_autocast_on_cpu_runs_and_stays_close(name: str) -> None:
     assert torch.isfinite(got.float()).all()
     tolerance = 0.05 * (1 + expected.abs().max().item())
     assert (got.float() - expected).abs().max().item() < tolerance
+
+
+def test_blur_equals_replication_pad_then_average_pool() -> None:
+    from torch import nn
+
+    from vstain.models.layers import Blur2x2
+
+    x = torch.randn(2, 5, 9, 7, generator=torch.Generator().manual_seed(8))
+    reference = nn.Sequential(nn.ReplicationPad2d((1, 0, 1, 0)), nn.AvgPool2d(2, stride=1))
+    assert torch.equal(Blur2x2()(x), reference(x))

@@ -36,6 +36,7 @@ __all__ = [
     "DenseBlock",
     "TransitionDown",
     "TransitionUp",
+    "Blur2x2",
     "ScaledTanh",
     "make_output_activation",
     "icnr_",
@@ -199,6 +200,20 @@ def icnr_(weight: torch.Tensor, bias: torch.Tensor | None = None, *, scale: int 
     return weight
 
 
+class Blur2x2(nn.Module):
+    """2x2 box filter keeping the size: replicate-pad 1 px left and top, average-pool 2x2 stride 1.
+
+    Same numbers as ``ReplicationPad2d((1, 0, 1, 0))`` + ``AvgPool2d(2, stride=1)``; the padding is
+    written as a concatenation because torch.compile's inductor (torch 2.13) fails to compile a
+    replication pad fused after a pixel shuffle ("vr must not be None for symbol q1").
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x[..., :1, :], x], dim=-2)
+        x = torch.cat([x[..., :1], x], dim=-1)
+        return F.avg_pool2d(x, 2, stride=1)
+
+
 class TransitionUp(nn.Module):
     """×2 upsampling: conv3x3 (C → 4C) → ReLU → PixelShuffle(2) → blur.
 
@@ -211,7 +226,7 @@ class TransitionUp(nn.Module):
         self.conv = nn.Conv2d(channels, 4 * channels, kernel_size=3, padding=1, bias=True)
         icnr_(self.conv.weight, self.conv.bias, scale=2)
         self.shuffle = nn.PixelShuffle(2)
-        self.blur = nn.Sequential(nn.ReplicationPad2d((1, 0, 1, 0)), nn.AvgPool2d(2, stride=1))
+        self.blur = Blur2x2()
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
