@@ -79,6 +79,8 @@ class ModelConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
+    """Optimiser of the generator (Adam as the reference's regression and GAN recipes; AdamW for nuclei)."""
+
     name: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -87,6 +89,8 @@ class OptimizerConfig(_Strict):
 
 
 class SchedulerConfig(_Strict):
+    """Learning-rate schedule of the main stage (the fine-tune stage follows at a constant rate)."""
+
     name: Literal["none", "cosine_warm_restarts", "step"] = Field(
         "none", description="cosine_warm_restarts is stepped every iteration (fractional epochs), as the reference did"
     )
@@ -158,6 +162,8 @@ class TrainerConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
+    """Validation on held-out whole fields, through the same tiler as ``vstain predict``."""
+
     mode: Literal["reference", "tiles", "whole"] = Field("whole", description="tiler used for validation (same as vstain predict)")
     monitor: str = Field("auto", description="metric the best checkpoint is chosen on; auto = pixel relative MAE of the targets")
 
@@ -263,3 +269,75 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
 def config_to_yaml(config: BaseModel) -> str:
     """The resolved config as YAML (paths as strings), for ``config.resolved.yaml``."""
     return yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False)
+
+
+def schema_markdown(model: type[BaseModel] = TrainConfig, *, title: str = "Training configuration") -> str:
+    """Markdown reference of every key of ``model`` (nested sections flattened to dotted keys).
+
+    ``docs/configs.md`` is generated from this, and a test keeps the two equal, so the
+    documentation cannot drift from the schema.
+    """
+    lines = [
+        f"# {title}",
+        "",
+        "Generated from the pydantic schemas in `src/vstain/config.py` by",
+        "`python -m vstain.config > docs/configs.md`; a test fails if this file is stale.",
+        "Unknown keys, wrong types and missing files are refused with one line naming the key.",
+        "Override any key on the command line with `--set dotted.key=value`.",
+        "",
+        "| key | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += _schema_rows(model, prefix="")
+    return "\n".join(lines) + "\n"
+
+
+def _schema_rows(model: type[BaseModel], prefix: str) -> list[str]:
+    rows: list[str] = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = info.annotation
+        nested = _nested_model(annotation)
+        if info.is_required():
+            default = "required"
+        elif info.default_factory is not None:
+            default = "(section)" if nested else f"`{_default_text(info.default_factory())}`"
+        else:
+            default = f"`{_default_text(info.default)}`"
+        summary = ((nested.__doc__ or "").strip().splitlines() or [""])[0] if nested else ""
+        description = info.description or summary
+        description = description.replace("|", "\\|")
+        rows.append(f"| `{key}` | {_type_text(annotation)} | {default} | {description} |")
+        if nested is not None:
+            rows += _schema_rows(nested, prefix=f"{key}.")
+    return rows
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    import typing
+
+    candidates = [annotation, *typing.get_args(annotation)]
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _type_text(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "pathlib.", "vstain.config.", "__main__.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text.replace("|", "\\|")
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return "(section)"
+    if isinstance(value, Path):
+        return str(value)
+    return json.dumps(value) if isinstance(value, (list, dict, tuple, bool)) or value is None else str(value)
+
+
+if __name__ == "__main__":  # pragma: no cover - documentation generator
+    print(schema_markdown(), end="")
