@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from vstain.atomic import atomic_path
 from vstain.synth.field import RenderedField
 
 
-def save_preview(field: RenderedField, path: str | os.PathLike[str], *, dpi: int = 60) -> Path:
+def save_preview(field: RenderedField, path: str | os.PathLike[str], *, dpi: int = 72) -> Path:
     """Write a 2x3 PNG panel of ``field`` (each image stretched to its 0.5-99.5 percentiles)."""
     import matplotlib
 
@@ -26,7 +27,9 @@ def save_preview(field: RenderedField, path: str | os.PathLike[str], *, dpi: int
         (field.targets["lipids"], "C02 lipids (BODIPY)"),
         (field.targets["cytoplasm"], "C03 cytoplasm (CellTracker)"),
     ]
-    figure, axes = plt.subplots(2, 3, figsize=(12, 8.4))
+    rows, cols = field.labels.shape
+    panel_height = 4.0 * rows / cols
+    figure, axes = plt.subplots(2, 3, figsize=(12, 2 * panel_height + 1.0))
     for axis, (image, title) in zip(axes.ravel(), panels):
         low, high = np.percentile(image, [0.5, 99.5])
         axis.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1), interpolation="antialiased")
@@ -34,13 +37,20 @@ def save_preview(field: RenderedField, path: str | os.PathLike[str], *, dpi: int
         axis.set_axis_off()
     px = field.params.pixel_size_um
     figure.suptitle(
-        f"vstain synth, {field.params.magnification} ({px} µm/px, {field.labels.shape[0]}x{field.labels.shape[1]} px), "
+        f"vstain synth, {field.params.magnification} ({px} µm/px, {rows}x{cols} px), "
         f"{field.n_nuclei} nuclei",
         fontsize=12,
     )
     figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png")
+    plt.close(figure)
+    # Every panel is grey: an 8-bit greyscale PNG is a quarter of matplotlib's RGBA one.
+    from PIL import Image
+
+    buffer.seek(0)
+    grey = Image.open(buffer).convert("L")
     target = Path(path)
     with atomic_path(target) as tmp:
-        figure.savefig(tmp, dpi=dpi, format="png")
-    plt.close(figure)
+        grey.save(tmp, format="PNG", optimize=True)
     return target
