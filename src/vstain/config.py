@@ -190,6 +190,9 @@ class TrainConfig(_Strict):
             raise ValueError("gan: the gan recipe needs a gan section (at least gan.pretrained)")
         if self.recipe == "lupi" and self.model.name != "lupi":
             raise ValueError(f"model.name: the lupi recipe trains the 'lupi' model, not {self.model.name!r}")
+        if self.recipe == "gan" and self.trainer.accumulate_grad_batches > 1:
+            raise ValueError("trainer.accumulate_grad_batches: the gan recipe steps D and G once per batch, "
+                             "as the reference; raise data.batch_size instead")
         if self.recipe != "lupi" and self.model.name == "lupi":
             raise ValueError("model.name: the 'lupi' model is trained by the lupi recipe")
         return self

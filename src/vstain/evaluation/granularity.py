@@ -16,7 +16,8 @@ subsampled copy of the image:
 (538.5 x 638.5 for a 2154 x 2554 field) and the background shape is derived from it; pixels are
 float32 as Bio-Formats delivered them. ``semantics="cp5"`` is CellProfiler 5, the installable
 yardstick: the background shape comes from the integer subsampled array shape (the upsampling
-grid stays fractional) and pixels are float64. At sizes whose quarter is an integer the two agree.
+grid stays fractional), the upsampled background is float64, and pixels keep the input's float
+type (CellProfiler 5's imageio reader delivers float32 too; integers become float64). At sizes whose quarter is an integer the two agree.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def background_subtracted(
     """Steps 1-2 of MeasureGranularity: the subsampled image minus its opened background (>= 0)."""
     if semantics not in ("cp4", "cp5"):
         raise ValueError(f"semantics must be 'cp4' or 'cp5', not {semantics!r}")
-    dtype = np.float32 if semantics == "cp4" else np.float64
-    pixels = np.asarray(image, dtype=dtype)
+    pixels = np.asarray(image)
+    if semantics == "cp4" or not np.issubdtype(pixels.dtype, np.floating):
+        pixels = pixels.astype(np.float32 if semantics == "cp4" else np.float64)
     new_shape = np.array(pixels.shape, dtype=float)
     if subsample < 1:
         new_shape = new_shape * subsample
@@ -75,7 +77,9 @@ def background_subtracted(
         back = _restore(back, back_shape, new_shape)
         if semantics == "cp5":
             back = back.astype(np.float64)
-    pixels -= back.astype(pixels.dtype)
+    # In place, as CellProfiler does: CP 5's float64 background is subtracted from float32
+    # pixels in float64 and rounded back.
+    np.subtract(pixels, back, out=pixels, casting="same_kind")
     pixels[pixels < 0] = 0
     return pixels
 

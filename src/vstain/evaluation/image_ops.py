@@ -2,8 +2,9 @@
 
 The lipid-droplet branch chains these small operations; each mirrors one CellProfiler module as
 the challenge's ``.cppipe`` files configure it. Images are float arrays on CellProfiler's [0, 1]
-scale (raw counts / 65535); every function returns a new float64 array (label functions return
-int32 labels).
+scale (raw counts / 65535). Float32 stays float32 wherever CellProfiler keeps it (its image readers
+deliver float32, and several results, such as the 255-level median, depend on the exact float32
+values); other inputs become float64. Label functions return int32 labels.
 
 * :func:`stretch` — RescaleIntensity "Stretch each image to use the full intensity range".
 * :func:`image_math` — ImageMath Add / Average / Multiply / None with per-image factors, then
@@ -36,16 +37,22 @@ Operation = Literal["add", "average", "multiply", "none"]
 CROSS = disk(1).astype(bool)
 
 
+def _as_float(image: np.ndarray) -> np.ndarray:
+    data = np.asarray(image)
+    return data if np.issubdtype(data.dtype, np.floating) else data.astype(np.float64)
+
+
 def stretch(image: np.ndarray) -> np.ndarray:
     """RescaleIntensity "Stretch": ``(x - min) / (max - min)`` over the whole image.
 
     A constant image cannot be stretched; like CellProfiler 5 (scikit-image's
     ``rescale_intensity``) it is returned clipped to [0, 1].
     """
-    data = np.asarray(image, dtype=np.float64)
+    data = _as_float(image)
     low, high = float(data.min()), float(data.max())
     if high == low:
         return np.clip(data, 0.0, 1.0)
+    # Python-float scalars keep float32 data in float32, as in CellProfiler.
     return (data - low) / (high - low)
 
 
@@ -70,15 +77,19 @@ def image_math(
     factors = [1.0] * len(images) if factors is None else [float(f) for f in factors]
     if len(factors) != len(images):
         raise ValueError(f"image_math got {len(images)} images but {len(factors)} factors")
-    scaled = [np.asarray(x, dtype=np.float64) * f for x, f in zip(images, factors)]
+    # Factors of 1 are skipped and images combined left to right, so mixed float32/float64
+    # operands promote exactly as in CellProfiler.
+    scaled = [_as_float(x) * f if f != 1 else _as_float(x) for x, f in zip(images, factors)]
     if operation == "none":
+        result = scaled[0].copy()
+    elif operation in ("add", "average", "multiply"):
+        combine = np.multiply if operation == "multiply" else np.add
         result = scaled[0]
-    elif operation == "add":
-        result = np.sum(scaled, axis=0)
-    elif operation == "average":
-        result = np.sum(scaled, axis=0) / sum(factors)
-    elif operation == "multiply":
-        result = np.prod(scaled, axis=0)
+        for operand in scaled[1:]:
+            result = combine(result, operand)
+        result = np.array(result, copy=True)
+        if operation == "average":
+            result = result / sum(factors)
     else:
         raise ValueError(f"unknown ImageMath operation {operation!r}: use add, average, multiply or none")
     if multiply != 1.0:
@@ -102,7 +113,7 @@ def _disk_rank_filter(
     # the borders identical to scipy's 2-D footprint filter with mode="reflect".
     footprint = disk(radius).astype(bool)
     r = footprint.shape[0] // 2
-    data = np.asarray(image, dtype=np.float64)
+    data = _as_float(image)
     if r == 0:
         return data.copy()
     padded = np.pad(data, r, mode="symmetric")
@@ -138,7 +149,7 @@ def enhance_speckles(image: np.ndarray, *, feature_size: float = 10, fast: bool 
     ``white_tophat``.
     """
     radius = feature_size / 2
-    data = np.asarray(image, dtype=np.float64)
+    data = _as_float(image)
     if not fast or radius <= 3:
         return white_tophat(data, footprint=disk(radius))
     opened = disk_max_filter(disk_min_filter(data, radius=radius), radius=radius)
@@ -164,7 +175,7 @@ def enhance_dark_holes(image: np.ndarray, *, hole_size: tuple[float, float] = (3
     The morphology runs on the integer ranks of ``inv``; the result equals the float
     computation exactly.
     """
-    data = np.asarray(image, dtype=np.float64)
+    data = _as_float(image)
     min_radius = max(1, int(hole_size[0] / 2))
     max_radius = int((hole_size[1] + 1) / 2)
     ranks, values = _rank_image(data)
@@ -218,7 +229,7 @@ def median_smooth(image: np.ndarray, *, diameter: float = 2.0) -> np.ndarray:
     quantised to at most 255 levels (:func:`rank_quantise`), filtered in uint8 and mapped back,
     so the output holds at most 255 distinct values of the input.
     """
-    data = np.asarray(image, dtype=np.float64)
+    data = _as_float(image)
     ranks, values = rank_quantise(data, levels=255)
     # int64 ranks in 0..254 pass through centrosome's filter without being re-ranked.
     filtered = median_filter(ranks.astype(np.int64), np.ones(data.shape, bool), diameter / 2 + 1)
@@ -241,7 +252,7 @@ def circular_average_smooth(image: np.ndarray, *, diameter: float = 10.0) -> np.
     """Smooth "Circular Average Filter" with artifact ``diameter`` (pillbox radius ``diameter / 2 + 1``).
 
     Zero-padded convolution without edge renormalisation: border pixels come out darker, as in
-    CellProfiler.
+    CellProfiler. The result is float64 (centrosome convolves in float64).
     """
     kernel = pillbox_kernel(diameter / 2 + 1)
     return ndi.correlate(np.asarray(image, dtype=np.float64), kernel, mode="constant", cval=0.0)

@@ -61,8 +61,8 @@ def declump_smoothing(image: np.ndarray, filter_size: float) -> np.ndarray:
         return image
     sigma = filter_size / 2.35
     half = max(int(filter_size / 2.0), 1)
-    offsets = np.arange(-half, half + 1)
-    kernel = np.exp(-0.5 * offsets**2 / sigma**2) / np.sqrt(2.0 * np.pi) / sigma
+    # Same operation order as CellProfiler: maxima on plateaus depend on the last bit.
+    kernel = 1 / np.sqrt(2.0 * np.pi) / sigma * np.exp(-0.5 * np.arange(-half, half + 1) ** 2 / sigma**2)
 
     def blur(x: np.ndarray) -> np.ndarray:
         return ndi.convolve1d(ndi.convolve1d(x, kernel, axis=0, mode="constant"), kernel, axis=1, mode="constant")

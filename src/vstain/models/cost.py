@@ -66,7 +66,7 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     model.train()
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(x.requires_grad_(False))
+            out = model(x.detach())
         del out
     finally:
         for handle in handles:
