@@ -17,6 +17,10 @@ output is bit-identical to the first pass, and the module's running statistics a
 layer; no save/restore of module state and no momentum bookkeeping is needed, and the module's
 own forward (with its ``num_batches_tracked``/cumulative-average logic) stays the single source of
 truth for the one real update.
+
+Measured with :func:`vstain.models.cost.saved_activation_bytes` (one 256² sample, fp32): the
+reference Tiramisu keeps 936 MiB for backward, 345 MiB when efficient; LUPI 1,262 → 466 MiB
+(2.7x less; ×4 for a 512² crop), at the price of recomputing the dense layers' convs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "make_output_activation",
     "icnr_",
     "pad_to_multiple",
+    "crop_to",
 ]
 
 
