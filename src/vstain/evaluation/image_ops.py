@@ -195,21 +195,119 @@ def enhance_dark_holes(image: np.ndarray, *, hole_size: tuple[float, float] = (3
     return output
 
 
-def rank_quantise(image: np.ndarray, *, levels: int = 255) -> tuple[np.ndarray, np.ndarray]:
+TieOrder = Literal["classic", "numpy"]
+
+
+def classic_argsort(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``numpy.argsort(values)`` as NumPy < 1.25 computed it: introsort, ties in its order.
+
+    NumPy's default argsort is not stable, and since 1.25 it dispatches to SIMD sorts whose
+    order among equal values differs by version and CPU. CellProfiler 4.0.5 ran NumPy 1.19,
+    whose argsort was this median-of-three quicksort (insertion sort below 16 elements,
+    heapsort past depth ``2 floor(log2 n)``). Pure Python: meant for short arrays such as
+    histograms.
+    """
+    v = [int(x) for x in np.asarray(values).ravel()]
+    n = len(v)
+    a = list(range(n))
+    if n < 2:
+        return np.asarray(a, dtype=np.intp)
+
+    def heapsort(lo: int, count: int) -> None:
+        def sift(i: int, j: int, size: int, item: int) -> None:
+            while j <= size:
+                if j < size and v[a[lo + j - 1]] < v[a[lo + j]]:
+                    j += 1
+                if v[item] < v[a[lo + j - 1]]:
+                    a[lo + i - 1] = a[lo + j - 1]
+                    i, j = j, 2 * j
+                else:
+                    break
+            a[lo + i - 1] = item
+
+        for start in range(count >> 1, 0, -1):
+            sift(start, start << 1, count, a[lo + start - 1])
+        size = count
+        while size > 1:
+            item = a[lo + size - 1]
+            a[lo + size - 1] = a[lo]
+            size -= 1
+            sift(1, 2, size, item)
+
+    stack: list[tuple[int, int, int]] = []
+    left, right = 0, n - 1
+    depth = 2 * (n.bit_length() - 1)
+    while True:
+        if depth < 0:
+            heapsort(left, right - left + 1)
+        else:
+            while right - left > 15:
+                mid = left + ((right - left) >> 1)
+                if v[a[mid]] < v[a[left]]:
+                    a[mid], a[left] = a[left], a[mid]
+                if v[a[right]] < v[a[mid]]:
+                    a[right], a[mid] = a[mid], a[right]
+                if v[a[mid]] < v[a[left]]:
+                    a[mid], a[left] = a[left], a[mid]
+                pivot = v[a[mid]]
+                i, j = left, right - 1
+                a[mid], a[j] = a[j], a[mid]
+                while True:
+                    i += 1
+                    while v[a[i]] < pivot:
+                        i += 1
+                    j -= 1
+                    while pivot < v[a[j]]:
+                        j -= 1
+                    if i >= j:
+                        break
+                    a[i], a[j] = a[j], a[i]
+                a[i], a[right - 1] = a[right - 1], a[i]
+                depth -= 1
+                if i - left < right - i:
+                    stack.append((i + 1, right, depth))
+                    right = i - 1
+                else:
+                    stack.append((left, i - 1, depth))
+                    left = i + 1
+            for k in range(left + 1, right + 1):
+                item = a[k]
+                key = v[item]
+                j = k
+                while j > left and key < v[a[j - 1]]:
+                    a[j] = a[j - 1]
+                    j -= 1
+                a[j] = item
+        if not stack:
+            break
+        left, right, depth = stack.pop()
+    return np.asarray(a, dtype=np.intp)
+
+
+def rank_quantise(
+    image: np.ndarray, *, levels: int = 255, tie_order: TieOrder = "classic"
+) -> tuple[np.ndarray, np.ndarray]:
     """centrosome's ``rank_order(image, nbins=levels)``: ranks of ``image`` merged to < ``levels`` bins.
 
     Returns ``(ranks, values)`` with ``values[ranks]`` the quantised image. Bins are merged as
     centrosome does (the least populated adjacent ranks fold into their lower neighbour, a few
     at a time); because that only depends on the histogram, the merging runs on the histogram
     of distinct values instead of on every pixel, with the same result.
+
+    Which of several equally populated bins merge depends on ``numpy.argsort``'s order among
+    ties: ``tie_order="classic"`` reproduces NumPy < 1.25 (CellProfiler 4.0.5's;
+    :func:`classic_argsort`), ``"numpy"`` uses the installed NumPy's.
     """
+    if tie_order not in ("classic", "numpy"):
+        raise ValueError(f"tie_order must be 'classic' or 'numpy', not {tie_order!r}")
+    argsort = classic_argsort if tie_order == "classic" else np.argsort
     values, ranks = np.unique(np.asarray(image), return_inverse=True)
     ranks = ranks.reshape(np.shape(image))
     counts = np.bincount(ranks.ravel(), minlength=values.size)
     translation = np.arange(values.size)
     max_rank = values.size - 1
     while max_rank >= levels:
-        order = np.argsort(counts)
+        order = argsort(counts)
         to_delete = np.zeros(max_rank + 2, bool)
         to_delete[order[: max_rank + 2 - levels]] = True
         merge = to_delete[:-1] & (((np.arange(max_rank + 1) & 2) == 0) | ~to_delete[1:])
@@ -222,15 +320,16 @@ def rank_quantise(image: np.ndarray, *, levels: int = 255) -> tuple[np.ndarray, 
     return translation[ranks], values
 
 
-def median_smooth(image: np.ndarray, *, diameter: float = 2.0) -> np.ndarray:
+def median_smooth(image: np.ndarray, *, diameter: float = 2.0, tie_order: TieOrder = "classic") -> np.ndarray:
     """Smooth "Median Filter" with artifact ``diameter``: centrosome's octagonal median.
 
     The window radius is ``diameter / 2 + 1``. As in CellProfiler the data are first rank-order
     quantised to at most 255 levels (:func:`rank_quantise`), filtered in uint8 and mapped back,
-    so the output holds at most 255 distinct values of the input.
+    so the output holds at most 255 distinct values of the input. ``tie_order``: see
+    :func:`rank_quantise`.
     """
     data = _as_float(image)
-    ranks, values = rank_quantise(data, levels=255)
+    ranks, values = rank_quantise(data, levels=255, tie_order=tie_order)
     # int64 ranks in 0..254 pass through centrosome's filter without being re-ranked.
     filtered = median_filter(ranks.astype(np.int64), np.ones(data.shape, bool), diameter / 2 + 1)
     return values[np.asarray(filtered, dtype=np.intp)]
