@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vstain.cli import main
-from vstain.errors import PlateError
+from vstain.errors import ConfigError, PlateError
 from vstain.plate import index_plate, parse_name, read_tiff
 from vstain.synth import DEFAULT_PLATE_ID, generate_plate, well_names
 
@@ -30,7 +30,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_well_names_walk_the_inner_wells():
     assert well_names(3) == ["B02", "B03", "B04"]
     assert well_names(11)[-2:] == ["B11", "C02"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="wells: 0 is out of range"):
         well_names(0)
 
 
@@ -127,4 +127,6 @@ def test_cli_rejects_a_bad_size(tmp_path, capsys):
         main(["synth", "--out", str(tmp_path / "x"), "--size", "big"])
     assert exit_info.value.code == 2
     assert "must look like 512x640" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "x"), "--fields", "0"]) == 2
+    assert "fields: 0 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -56,10 +56,6 @@ def run(args: argparse.Namespace) -> int:
     from vstain.synth.field import render_field
     from vstain.synth.plate import field_seed, well_names
 
-    if args.wells < 1 or args.fields < 1:
-        from vstain.errors import ConfigError
-
-        raise ConfigError(f"--wells and --fields must be at least 1 (got {args.wells} and {args.fields})")
     started = time.perf_counter()
     manifest = generate_plate(
         args.out,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vstain.atomic import write_text_atomic
-from vstain.errors import PlateError
+from vstain.errors import ConfigError, PlateError
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
 from vstain.synth.field import RenderedField, field_shape, render_field
@@ -39,7 +39,7 @@ def well_names(count: int) -> list[str]:
     """The first ``count`` inner wells of a 96-well plate, row by row: B02, B03, ..., B11, C02, ..."""
     capacity = len(_ROWS) * len(_COLUMNS)
     if not 1 <= count <= capacity:
-        raise ValueError(f"wells must be between 1 and {capacity}, got {count}")
+        raise ConfigError(f"wells: {count} is out of range; a synthetic plate has 1 to {capacity} wells")
     return [f"{_ROWS[i // len(_COLUMNS)]}{_COLUMNS[i % len(_COLUMNS)]:02d}" for i in range(count)]
 
 
@@ -106,13 +106,15 @@ def generate_plate(
     ------
     PlateError
         If ``out`` already holds a plate and ``overwrite`` is False.
+    ConfigError
+        If ``wells`` or ``fields`` is out of range.
     """
     root = Path(out)
     mags = [magnification] if isinstance(magnification, str) else list(dict.fromkeys(magnification))
     for mag in mags:
         check_magnification(mag)
-    if fields < 1 or fields > 999:
-        raise ValueError(f"fields must be between 1 and 999, got {fields}")
+    if not 1 <= fields <= 999:
+        raise ConfigError(f"fields: {fields} is out of range; use 1 to 999 fields per well")
     well_list = well_names(wells)
     ImageName(plate=plate_id, well="B02", field=1, channel=1)  # validates the plate id early
     if holds_plate(root):
