@@ -109,14 +109,8 @@ def render_field(
     ])
     del intensity
 
-    expected = stain_counts(specimen, params)
-    targets = {}
-    for target in TARGETS:
-        background = {"nuclei": params.nuclei_background, "lipids": params.lipids_background,
-                      "cytoplasm": params.cytoplasm_background}[target]
-        crop = expected[target][fl_window]
-        # Vignetting dims the excitation, hence the stain signal above its background.
-        targets[target] = expose(background + (crop - background) * illumination, rng, **camera)
+    expected = stain_counts(specimen, params, window=fl_window, illumination=illumination)
+    targets = {target: expose(expected[target], rng, **camera) for target in TARGETS}
 
     labels, owners = _sequential(specimen.nucleus_labels[fl_window])
     in_view = layout.droplet_center / params.pixel_size_um

@@ -19,9 +19,18 @@ from vstain.synth.parameters import SynthParameters
 from vstain.synth.specimen import Specimen
 
 
-def stain_counts(specimen: Specimen, params: SynthParameters, *, illumination: np.ndarray | float = 1.0
-                 ) -> dict[str, np.ndarray]:
-    """Expected counts ``{nuclei, lipids, cytoplasm}`` (float32, canvas shape) of ``specimen``."""
+def stain_counts(
+    specimen: Specimen,
+    params: SynthParameters,
+    *,
+    window: tuple[slice, slice] = (slice(None), slice(None)),
+    illumination: np.ndarray | float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Expected counts ``{nuclei, lipids, cytoplasm}`` (float32) of ``specimen``.
+
+    The stains are blurred on the whole canvas, then cut to ``window``; ``illumination`` (the
+    vignetting, shaped like the window) dims the excitation, hence the signal above background.
+    """
     in_nucleus = np.clip(specimen.nucleus_thickness / 0.5, 0.0, 1.0)
     section = np.minimum(specimen.droplet_thickness, params.lipid_depth_of_field_um) / params.lipid_depth_of_field_um
     lipid = section + params.lipid_rim * specimen.droplet_rim + 0.02 * specimen.cytoplasm_thickness
@@ -40,6 +49,6 @@ def stain_counts(specimen: Specimen, params: SynthParameters, *, illumination: n
     weights = (1.0 - params.haze_fraction, params.haze_fraction)
     counts = {}
     for target, (level, background, signal) in signals.items():
-        blurred = gaussian_blur(np.float32(level) * signal, sigmas_px=sigmas, weights=weights)
+        blurred = gaussian_blur(np.float32(level) * signal, sigmas_px=sigmas, weights=weights)[window]
         counts[target] = (np.float32(background) + blurred * illumination).astype(np.float32)
     return counts
