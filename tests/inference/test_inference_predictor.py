@@ -110,6 +110,9 @@ def test_incompatible_plates_and_model_sets_are_refused(tmp_path, tiny_tiramisu,
         vstain.Predictor([lipids_bundle, twin])
     with pytest.raises(vstain.errors.VstainError, match="needs test-time augmentation"):
         vstain.Predictor([lipids_bundle], uncertainty=True)
+    plate20 = write_plate(tmp_path / "plate20", fields=(1,), shape=(32, 32))
+    with pytest.raises(vstain.errors.PlateError, match="is the plate's image folder"):
+        predictor.predict_plate(plate20, plate20 / "20x_images", progress=False)
     with pytest.raises(vstain.errors.VstainError, match=r"\(7, H, W\)"):
         predictor.predict_field(np.zeros((5, 16, 16), dtype=np.uint16))
 

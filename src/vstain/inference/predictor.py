@@ -351,6 +351,12 @@ class Predictor:
             )
         output = Path(output_dir)
         folders = {m: output / f"{m}_images" if len(plate_mags) > 1 else output for m in plate_mags}
+        inputs = {f.brightfield[0].parent.resolve() for f in fields}
+        if any(folder.resolve() in inputs for folder in folders.values()):
+            raise PlateError(
+                f"{output}: is the plate's image folder; predictions would mix with (or be mistaken "
+                "for) the measured stains - choose another --output"
+            )
 
         mine = shard(fields, rank.rank, rank.world_size)
         todo = [f for f in mine if overwrite or not all(
