@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import struct
 
-import numpy as np
 import pytest
 import torch
 from conftest import TINY_TIRAMISU, bundle_metadata

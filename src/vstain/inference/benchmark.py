@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from vstain.inference.engine import FieldEngine, StainNetworks
 from vstain.inference.tiler import Tiler
