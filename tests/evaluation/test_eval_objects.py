@@ -163,3 +163,21 @@ def test_seeds_keep_edge_objects_and_renumbering_drops_their_regions():
     regions = np.where(np.arange(100).reshape(10, 10) % 10 < 3, 5, 7)
     renumbered = renumber_to_primary(regions, primary)
     assert set(np.unique(renumbered)) == {0, 1} and renumbered[0, 0] == 0 and renumbered[5, 5] == 1
+
+
+def test_marker_watershed_labels_at_push_time_and_floods_plateaus_first_in_first_out():
+    from vstain.evaluation.objects import marker_watershed
+
+    # A ridge of 5 next to marker 1: marker 2 floods the low plateau and stops at the ridge.
+    landscape = np.array([[0.0, 5.0, 1.0, 1.0, 1.0, 0.0]])
+    markers = np.array([[1, 0, 0, 0, 0, 2]], np.int32)
+    components = np.ones_like(markers)
+    np.testing.assert_array_equal(marker_watershed(landscape, markers, components), [[1, 1, 2, 2, 2, 2]])
+    # On a flat plateau two markers split the strip evenly (first in, first out).
+    flat = np.zeros((1, 8))
+    markers = np.array([[1, 0, 0, 0, 0, 0, 0, 2]], np.int32)
+    np.testing.assert_array_equal(marker_watershed(flat, markers, np.ones_like(markers)), [[1, 1, 1, 1, 2, 2, 2, 2]])
+    # A component with one marker becomes that marker's region; one without stays 0.
+    components = np.array([[1, 1, 0, 2, 2, 2, 0, 3]])
+    markers = np.array([[0, 7, 0, 0, 0, 0, 0, 0]], np.int32)
+    np.testing.assert_array_equal(marker_watershed(flat, markers, components), [[7, 7, 0, 0, 0, 0, 0, 0]])

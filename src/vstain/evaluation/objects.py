@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+import heapq
+
 import numpy as np
 import scipy.ndimage as ndi
 from centrosome.cpmorphology import binary_shrink, fill_labeled_holes, is_local_maximum, relabel, strel_disk
-from skimage.segmentation import watershed
 
 from vstain.evaluation.threshold import Semantics, apply_threshold
 
@@ -146,10 +147,66 @@ def declump(
         landscape = landscape - landscape.min()
     else:
         raise ValueError(f"unknown declump method {method!r}")
-    marker_labels, count = ndi.label(maxima, EIGHT)
-    markers = -marker_labels.astype(np.int32)
-    flooded = watershed(landscape, markers=markers, mask=labels != 0, connectivity=EIGHT)
-    return (-flooded).astype(np.int32)
+    marker_labels, _ = ndi.label(maxima, EIGHT)
+    return marker_watershed(landscape, marker_labels.astype(np.int32), labels)
+
+
+def _flood(landscape: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """scikit-image <= 0.24's marker watershed on one small array (8-connected).
+
+    Markers enter a priority queue keyed by (value, age) with age 0; a neighbour takes its
+    label when it is *pushed* and enters with its own landscape value and the next age, so
+    plateaus flood first-in first-out. Neighbours are visited orthogonal first, then diagonal,
+    as scikit-image orders them.
+    """
+    width = landscape.shape[1] + 2
+    values = np.pad(landscape.astype(np.float64), 1).ravel().tolist()
+    inside = np.pad(mask, 1).ravel().tolist()
+    padded = np.pad(markers, 1).ravel()
+    out = padded.tolist()
+    offsets = (-width, -1, 1, width, -width - 1, -width + 1, width - 1, width + 1)
+    heap = [(values[i], 0, i) for i in np.flatnonzero(padded).tolist()]
+    heapq.heapify(heap)
+    age = 1
+    pop, push = heapq.heappop, heapq.heappush
+    while heap:
+        index = pop(heap)[2]
+        label = out[index]
+        for offset in offsets:
+            n = index + offset
+            if inside[n] and not out[n]:
+                age += 1
+                out[n] = label
+                push(heap, (values[n], age, n))
+    return np.asarray(out, dtype=markers.dtype).reshape(padded.shape[0] // width, width)[1:-1, 1:-1]
+
+
+def marker_watershed(landscape: np.ndarray, markers: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Flood ``landscape`` from ``markers`` within the labelled ``components`` (8-connected).
+
+    CellProfiler 4.0.5 and 5 call scikit-image's watershed of releases <= 0.24; 0.25 changed
+    its flooding order on plateaus, so vstain carries the older algorithm: a component holding
+    one marker becomes that marker's region, a component with several is flooded by
+    :func:`_flood`. Exact except where two markers of one component have identical landscape
+    values (scikit-image's heap then orders them by its internal layout; vstain by position).
+    """
+    out = np.zeros(markers.shape, np.int32)
+    n = int(components.max(initial=0))
+    if n == 0:
+        return out
+    has_marker = markers != 0
+    counts = np.bincount(components[has_marker], minlength=n + 1)
+    counts[0] = 0
+    single = counts[components[has_marker]] == 1
+    region = np.zeros(n + 1, np.int32)
+    region[components[has_marker][single]] = markers[has_marker][single]
+    out = region[components]
+    boxes = ndi.find_objects(components)
+    for k in np.flatnonzero(counts >= 2):
+        box = boxes[k - 1]
+        sub = components[box] == k
+        out[box][sub] = _flood(landscape[box], np.where(sub, markers[box], 0), sub)[sub]
+    return out
 
 
 def remove_by_size(labels: np.ndarray, diameter: tuple[int, int]) -> np.ndarray:
