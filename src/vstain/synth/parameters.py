@@ -80,7 +80,7 @@ class SynthParameters:
     condenser_na: float = 0.3
     plane_step_um: float = 2.0
     focus_jitter_um: float = 0.4  #: per-field autofocus error
-    lipid_index_step: float = 0.05  #: effective refractive-index excess of lipid (see optics.py)
+    lipid_index_step: float = 0.1  #: effective refractive-index excess of lipid (see optics.py)
     nucleus_index_step: float = 0.006
     cytoplasm_index_step: float = 0.015
     lipid_absorption_per_um: float = 0.004
