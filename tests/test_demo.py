@@ -1,0 +1,84 @@
+"""`vstain demo`: a reduced demo end to end, plus the pieces that need no training."""
+
+import json
+
+import pytest
+
+from vstain.cli import main
+from vstain.demo import PROFILES, SUMMARY_NAME, choose_subsets, feature_group, format_summary, run_demo
+from vstain.errors import PlateError
+
+
+def test_subsets_are_seeded_and_disjoint():
+    keys = [("20x", w, f) for w in ("B02", "B03", "B04", "B05") for f in (1, 2)]
+    a = choose_subsets(keys, test=2, validation=1, seed=0)
+    assert a == choose_subsets(list(reversed(keys)), test=2, validation=1, seed=0)
+    assert sorted(a.values()).count("test") == 2 and sorted(a.values()).count("validation") == 1
+    assert set(a) == set(keys)
+    others = [choose_subsets(keys, test=2, validation=1, seed=s) for s in range(1, 6)]
+    assert any(o != a for o in others)
+    with pytest.raises(PlateError, match="at least 4 fields"):
+        choose_subsets(keys[:3], test=2, validation=1, seed=0)
+
+
+def test_feature_groups():
+    assert feature_group("Count_nuclei_no_edge") == "counts"
+    assert feature_group("Mean_nuclei_no_edge_AreaShape_Area") == "nuclei"
+    assert feature_group("Mean_cells_no_edge_Intensity_MeanIntensity_Bodipy") == "cells"
+    assert feature_group("Mean_Lipids_no_edge_AreaShape_Area") == "lipids"
+    assert feature_group("Granularity_3_Bodipy") == "granularity"
+
+
+def test_profiles_fit_the_feature_pipeline():
+    for profile in PROFILES.values():
+        assert min(profile.size) >= 384, profile.name  # CellProfiler-equivalent evaluation needs it
+        assert profile.wells * profile.fields_per_well > profile.test_fields + profile.validation_fields
+
+
+def test_refuses_to_overwrite_a_previous_demo(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / SUMMARY_NAME).write_text("{}")
+    assert main(["demo", "--out", str(tmp_path / "out"), "--quick"]) == 2
+    assert "already holds a demo" in capsys.readouterr().err
+    assert (tmp_path / "out" / SUMMARY_NAME).read_text() == "{}"
+
+
+def test_help_shows_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "vstain demo --out demo-out" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_reduced_demo_end_to_end(tmp_path):
+    lines = []
+    out = tmp_path / "demo"
+    summary = run_demo(out, profile="test", seed=0, log=lines.append)
+
+    written = json.loads((out / SUMMARY_NAME).read_text())
+    assert written == summary
+    assert {"model", "baselines", "timings", "paths"} <= set(written)
+    assert set(written["baselines"]) == {"mean_image", "linear"}
+    for entry in (written["model"], *written["baselines"].values()):
+        assert {"score", "pixelwise", "featurewise", "pixelwise_per_channel"} <= set(entry)
+        assert entry["n_fields"] == 1
+        assert entry["score"] == pytest.approx((entry["pixelwise"] + entry["featurewise"]) / 2)
+    # Trained on 2 fields for a few steps, the models already beat the training-mean image.
+    assert written["model"]["score"] < written["baselines"]["mean_image"]["score"]
+    assert written["model_beats"]["mean_image"] is True
+
+    report = (out / "report.html").read_text()
+    assert "trained models against two baselines" in report and "mean_image" in report
+    assert (out / "plate" / "plate.json").is_file()
+    for stain, bundle in written["paths"]["models"].items():
+        assert bundle.endswith("model.safetensors") and (out / "runs").is_dir()
+    # the held-out field is not even listed in the split the training runs read
+    held_out = [line.split(",")[:3] for line in (out / "split.csv").read_text().splitlines() if line.endswith(",test")]
+    assert len(held_out) == 1
+    training_rows = [line.split(",")[:3] for line in (out / "training-split.csv").read_text().splitlines()[1:]]
+    assert len(training_rows) == 3 and held_out[0] not in training_rows
+    # progress: a line per stage and per validated epoch, each with the elapsed time
+    assert any("nuclei: epoch 1/" in line for line in lines)
+    assert all(line.startswith("[") for line in lines)
+    table = format_summary(written)
+    assert "mean_image" in table and "linear" in table and "report:" in table
