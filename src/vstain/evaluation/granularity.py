@@ -96,7 +96,9 @@ def granularity_spectrum(
     """The granular spectrum GS_1..GS_steps (percent of the mean signal) of ``image`` (float, 0-1 scale).
 
     Parameters are those of CellProfiler's MeasureGranularity; see the module docstring for the
-    ``semantics`` difference. A constant image gives all zeros.
+    ``semantics`` difference. A constant float32 image gives all zeros; in float64 the
+    interpolation leaves ~1e-17 residues that the division by ``max(mean, eps)`` amplifies, as in
+    CellProfiler 5.
     """
     pixels = background_subtracted(
         image, subsample=subsample, background_subsample=background_subsample, radius=radius, semantics=semantics
