@@ -73,13 +73,17 @@ def _hull_areas_and_mean_radii(labels: np.ndarray, n: int) -> tuple[np.ndarray, 
     global_edt: np.ndarray | None = None
     convex_area = np.full(n, np.nan)
     mean_radius = np.full(n, np.nan)
+    hull_cache: dict[tuple, float] = {}
     for k, box in enumerate(ndi.find_objects(labels)):
         if box is None:
             continue
         crop = tuple(slice(b.start, b.stop + 2) for b in box)  # bbox + 1 px, in padded coordinates
         sub = padded[crop]
         obj = sub == k + 1
-        convex_area[k] = convex_hull_image(obj[1:-1, 1:-1]).sum()
+        key = (obj.shape, obj.tobytes())  # small droplets repeat a handful of shapes
+        if key not in hull_cache:
+            hull_cache[key] = convex_hull_image(obj[1:-1, 1:-1]).sum()
+        convex_area[k] = hull_cache[key]
         if np.any(sub[~obj]):  # another object inside the padded box
             mean_radius[k] = ndi.distance_transform_edt(obj)[obj].mean()
         else:
