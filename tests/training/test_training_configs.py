@@ -28,7 +28,7 @@ def test_nine_reference_models_are_shipped():
         for channel in ("C2", "C3"):
             assert {f"{channel}_{mag}_pretrain", f"{channel}_{mag}_gan"} <= names
     smoke = {p.stem for p in (CONFIGS / "smoke").glob("*.yaml")}
-    assert smoke == {"nuclei", "lipids_pretrain", "lipids_gan", "cytoplasm_pretrain", "cytoplasm_gan"}
+    assert smoke == {"nuclei", "lipids_pretrain", "lipids_gan", "cytoplasm_pretrain", "cytoplasm_gan", "all_stains"}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
