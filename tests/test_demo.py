@@ -50,7 +50,7 @@ def test_help_shows_an_example(capsys):
 
 
 @pytest.mark.slow
-def test_reduced_demo_end_to_end(tmp_path):
+def test_reduced_demo_end_to_end(tmp_path, capsys):
     lines = []
     out = tmp_path / "demo"
     summary = run_demo(out, profile="test", seed=0, log=lines.append)
@@ -77,8 +77,9 @@ def test_reduced_demo_end_to_end(tmp_path):
     assert len(held_out) == 1
     training_rows = [line.split(",")[:3] for line in (out / "training-split.csv").read_text().splitlines()[1:]]
     assert len(training_rows) == 3 and held_out[0] not in training_rows
-    # progress: a line per stage and per validated epoch, each with the elapsed time
-    assert any("nuclei: epoch 1/" in line for line in lines)
-    assert all(line.startswith("[") for line in lines)
+    # progress: a line per stage with the elapsed time, and one per training epoch
+    assert all(line.startswith("[") and " s] " in line for line in lines)
+    assert any("training cytoplasm_gan" in line for line in lines)
+    assert "[nuclei] epoch 1/" in capsys.readouterr().out
     table = format_summary(written)
     assert "mean_image" in table and "linear" in table and "report:" in table

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field as dataclass_field
@@ -176,42 +175,6 @@ class _Stage:
             self.clock.say(f"  done: {self.name} ({seconds:.1f} s)")
 
 
-class _EpochWatcher:
-    """Prints one line per validated epoch of a running training (from its validation panels),
-    so a long run is never silent while Lightning's progress bar is off."""
-
-    def __init__(self, clock: _Clock, run: str, run_dir: Path, epochs: int, *, poll_s: float = 1.0) -> None:
-        self.clock, self.run, self.epochs, self.poll_s = clock, run, epochs, poll_s
-        self.panels = run_dir / "logs" / "panels"
-        self.seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"vstain-demo-{run}", daemon=True)
-        self.t0 = time.perf_counter()
-
-    def __enter__(self) -> "_EpochWatcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._check()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self._check()
-
-    def _check(self) -> None:
-        if not self.panels.is_dir():
-            return
-        for path in sorted(self.panels.glob("epoch*.png")):
-            if path.name not in self.seen:
-                self.seen.add(path.name)
-                epoch = int(path.stem.removeprefix("epoch")) + 1
-                self.clock.say(f"  {self.run}: epoch {epoch}/{self.epochs} trained and validated "
-                               f"({time.perf_counter() - self.t0:.0f} s)")
-
-
 def run_demo(
     out: str | os.PathLike[str],
     *,
@@ -295,7 +258,7 @@ def run_demo(
         from vstain.inference.predictor import Predictor
 
         predictor = Predictor([bundles[FINAL_RUNS[s]] for s in FINAL_RUNS], device="cpu", mode="whole")
-        predictor.predict_plate(heldout, predictions / "model", magnification=MAGNIFICATION, progress=False)
+        predictor.predict_plate(heldout, predictions / "model", magnification=MAGNIFICATION, progress=True)
     with clock.stage("baselines", f"fitting the mean-image and linear baselines on {len(fit_fields)} fields"):
         _predict_baselines(fit_fields, test_fields, predictions, seed=seed,
                            pixels_per_field=settings.baseline_pixels_per_field)
@@ -380,7 +343,6 @@ def _split_csv(subsets: Mapping[tuple[str, str, int], str]) -> str:
 
 def _train_all(settings: DemoProfile, *, plate: Path, split: Path, runs_dir: Path, seed: int,
                clock: _Clock) -> dict[str, Path]:
-    from vstain.config import load_config
     from vstain.training.fit import fit
 
     import lightning  # noqa: F401 - sets its loggers' levels on import; quieten them after
@@ -390,19 +352,39 @@ def _train_all(settings: DemoProfile, *, plate: Path, split: Path, runs_dir: Pat
     for lightning_logger in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(lightning_logger).setLevel(logging.ERROR)
     for run, stain, pretrained in RUNS:
-        overrides = [f"data.root={plate}", f"data.split={split}", f"seed={seed}", *settings.run_overrides(run)]
+        # Paths are set as strings, not `--set` text, so any folder name works (no YAML parsing).
+        paths = {"data.root": str(plate), "data.split": str(split)}
         if pretrained is not None:
-            overrides.append(f"gan.pretrained={bundles[pretrained]}")
-        config = load_config(configs / f"{run}.yaml", overrides)
+            paths["gan.pretrained"] = str(bundles[pretrained])
+        config = _load_run_config(configs / f"{run}.yaml", [f"seed={seed}", *settings.run_overrides(run)], paths)
         epochs = config.trainer.max_epochs + config.finetune.epochs
         run_dir = runs_dir / run
         described = (f"training {run} ({config.recipe} recipe, {stain}): {epochs} epochs x "
                      f"{config.data.samples_per_epoch} crops of {config.data.crop_size} px")
-        with clock.stage(f"train_{run}", described), _EpochWatcher(clock, run, run_dir, epochs), \
-                warnings.catch_warnings():
+        # fit() prints one line per epoch itself when the progress bar is off.
+        with clock.stage(f"train_{run}", described), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Lightning's advice on workers and logging is noise here
             bundles[run] = fit(config, run_dir)
     return bundles
+
+
+def _load_run_config(path: Path, overrides: Sequence[str], values: Mapping[str, str]) -> Any:
+    """A smoke config with ``--set``-style overrides and exact string values for dotted keys."""
+    from pydantic import ValidationError
+
+    from vstain.config import TrainConfig, apply_overrides, read_config_file, validation_message
+
+    data = apply_overrides(read_config_file(path), overrides)
+    for key, value in values.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {validation_message(error)}") from None
 
 
 def _link_fields(fields: Sequence[Any], folder: Path) -> None:
