@@ -506,7 +506,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     for name, entry in rows:
         lines.append(f"{name:<17}{num(entry['score']):>9}{num(entry['pixelwise']):>11}{num(entry['featurewise']):>13}"
                      + "".join(f"{num(entry['pixelwise_per_channel'].get(c)):>14}" for c in channels))
-    verdicts = [f"{'beats' if ok else 'does NOT beat'} {name}" for name, ok in summary["model_beats"].items()]
+    verdicts = [f"{'beats' if ok else 'cannot be compared with' if ok is None else 'does NOT beat'} {name}"
+                for name, ok in summary["model_beats"].items()]
     lines.append("model " + " and ".join(verdicts) + " on the challenge score")
     for note in summary["evaluation_notes"]:
         lines.append(f"note: {note}")
