@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,8 @@ def inference_variants(device: torch.device) -> list[Variant]:
         variants.append(Variant("whole bf16 channels_last", "whole", "bf16", channels_last=True))
     if device.type == "cuda":
         variants.append(Variant("whole bf16 channels_last compile", "whole", "bf16", channels_last=True, compile=True))
+    elif shutil.which("g++") or shutil.which("c++"):  # inductor's CPU backend needs a C++ compiler
+        variants.append(Variant("whole fp32 channels_last compile", "whole", channels_last=True, compile=True))
     return variants
 
 
@@ -199,11 +202,14 @@ def bench_inference(
                 channels_last=variant.channels_last, compile=variant.compile, batch_size=batch,
             )
             try:
-                with torch.inference_mode(), engine._autocast():  # warm-up: thread pools, kernel choice
-                    engine.network(torch.rand(1, 7, 32, 32, device=device))
-                if device.type == "cuda":
-                    engine(field)  # compiled graphs and cuDNN plans are per shape
+                warm_start = time.perf_counter()
+                if variant.compile or device.type == "cuda":
+                    engine(field)  # compiled graphs and cuDNN plans are per shape: warm up on the field
+                else:
+                    with torch.inference_mode(), engine._autocast():  # thread pools, kernel choice
+                        engine.network(torch.rand(1, 7, 32, 32, device=device))
                 _sync(device)
+                warmup = time.perf_counter() - warm_start
                 _clean(device)
                 times = []
                 with _PeakMemory(device) as memory:
@@ -216,6 +222,7 @@ def bench_inference(
                 error = None
             except Exception as exc:  # a variant the device cannot run is reported, not fatal
                 seconds, error, memory = float("nan"), f"{exc.__class__.__name__}: {str(exc)[:200]}", _PeakMemory(device)
+                warmup = float("nan")
             finally:
                 network.to(memory_format=torch.contiguous_format)
                 network.channels_last = False
@@ -231,12 +238,13 @@ def bench_inference(
                 "batch": batch,
                 "tiles": len(Tiler(variant.mode).grid(height, width)),
                 "seconds_per_field": seconds,
+                "warmup_seconds": warmup,  # includes torch.compile's one-off compilation
                 "speedup_vs_reference": (baseline / seconds) if baseline and seconds == seconds else None,
                 "peak_memory_gib": _gib(memory.peak_bytes),
                 "error": error,
             }
             rows.append(row)
-            log(f"  inference {row['field']:>10}  {variant.label:<40} {seconds:8.3f} s/field"
+            log(f"  inference {row['field']:>10}  {variant.label:<40} {seconds:8.3f} s/field (warm-up {warmup:.0f} s)"
                 + (f"  x{row['speedup_vs_reference']:.2f}" if row["speedup_vs_reference"] else "")
                 + (f"  [{error}]" if error else ""))
             _clean(device)
