@@ -3,8 +3,9 @@
 * :func:`identify_primary_objects` — IdentifyPrimaryObjects in advanced mode as the challenge's
   pipelines use it: threshold (:mod:`vstain.evaluation.threshold`), first hole fill (holes smaller
   than Dmax²), 8-connected labelling, shape or intensity declumping (maxima on a low-resolution
-  copy via centrosome's ``is_local_maximum`` / ``strel_disk`` / ``binary_shrink``, then a
-  watershed), optional size filter, second hole fill, relabel 1..N.
+  copy via centrosome's ``is_local_maximum`` / ``strel_disk`` / ``binary_shrink``, then
+  :func:`marker_watershed`, scikit-image's <= 0.24 flooding that CellProfiler relies on),
+  optional size filter, second hole fill, relabel 1..N.
   Returns :class:`PrimaryObjects` with the final ``labels`` and the watershed's
   ``unedited_labels`` (IdentifySecondaryObjects needs them).
 * :func:`remove_border_objects` — FilterObjects "Image or mask border": drop objects with a pixel
