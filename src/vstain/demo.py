@@ -96,12 +96,17 @@ def _sized(epochs: int, samples: int, *, crop: int, batch: int = 4, extra: Seque
 
 
 def _recipes(*, epochs: int, samples: int, gan_epochs: int, gan_samples: int, crop: int,
-             finetune: int) -> dict[str, tuple[str, ...]]:
-    """Overrides of the five runs: nuclei (one cosine cycle, then fine-tuning), pretrain, GAN."""
-    pretrain = _sized(epochs, samples, crop=crop, extra=_PRETRAIN)
+             finetune: int, lr: float = 1e-3) -> dict[str, tuple[str, ...]]:
+    """Overrides of the five runs: nuclei (one cosine cycle, then fine-tuning), pretrain, GAN.
+
+    ``lr`` is the learning rate of the nuclei and pretrain runs; short runs need a larger one
+    to move the (tanh+1)/2 output from 0.5 down to the stains' dark background in a few steps.
+    """
+    pretrain = _sized(epochs, samples, crop=crop, extra=(*_PRETRAIN, f"optimizer.lr={lr}"))
     gan = _sized(gan_epochs, gan_samples, crop=crop)
     return {
-        "nuclei": _sized(epochs, samples, crop=crop, extra=(f"finetune.epochs={finetune}", f"scheduler.t0={epochs}")),
+        "nuclei": _sized(epochs, samples, crop=crop, extra=(f"finetune.epochs={finetune}", f"scheduler.t0={epochs}",
+                                                            f"optimizer.lr={lr}")),
         "lipids_pretrain": pretrain,
         "lipids_gan": gan,
         "cytoplasm_pretrain": pretrain,
@@ -119,12 +124,12 @@ PROFILES: dict[str, DemoProfile] = {
     "quick": DemoProfile(
         name="quick", wells=3, fields_per_well=2, size=(384, 384), test_fields=2, validation_fields=1,
         common=_COMMON,
-        overrides=_recipes(epochs=4, samples=16, gan_epochs=1, gan_samples=4, crop=128, finetune=0),
+        overrides=_recipes(epochs=6, samples=16, gan_epochs=1, gan_samples=4, crop=128, finetune=0, lr=3e-3),
     ),
     "test": DemoProfile(
         name="test", wells=2, fields_per_well=2, size=(384, 384), test_fields=1, validation_fields=1,
         common=_COMMON,
-        overrides=_recipes(epochs=3, samples=12, gan_epochs=1, gan_samples=4, crop=96, finetune=0),
+        overrides=_recipes(epochs=5, samples=12, gan_epochs=1, gan_samples=4, crop=96, finetune=0, lr=3e-3),
         report_fields=1,
         baseline_pixels_per_field=5_000,
     ),
