@@ -6,7 +6,8 @@ import argparse
 
 EXAMPLE = """\
 example:
-  vstain bench --quick                          # CPU-sized: 512² and 1024² fields, 256² crops
+  vstain bench --quick                          # CPU-sized: one 1024² field, 128² training crops
+  vstain bench --quick --field 256x256 --no-training   # a smoke run in seconds
   vstain bench --device cuda --out bench.json   # full 2154x2554 fields, batch 4/6 at 512²
   PYTHONPATH=src python -m vstain bench --device cuda --no-training
 
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-training", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--field", metavar="HxW", help="inference field size (default: 1024x1024 with --quick, 2154x2554 without)")
+    parser.add_argument("--compile", action="store_true",
+                        help="on a CPU, also time torch.compile (minutes of warm-up; always timed on CUDA)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
     parser.set_defaults(run=run)
@@ -44,7 +48,17 @@ def run(args: argparse.Namespace) -> int:
         raise VstainError("--device cuda asked for but no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_benchmark(quick=args.quick, device=args.device, training=not args.no_training)
+    field = None
+    if args.field:
+        try:
+            height, width = (int(v) for v in args.field.lower().split("x"))
+        except ValueError:
+            raise VstainError(f"--field {args.field!r}: expected HxW, e.g. 1024x1024") from None
+        if height < 16 or width < 16:
+            raise VstainError(f"--field {args.field}: each side must be at least 16 pixels")
+        field = (height, width)
+    result = run_benchmark(quick=args.quick, device=args.device, training=not args.no_training,
+                           field=field, cpu_compile=args.compile)
     print()
     print(format_table(result))
     if args.out:

@@ -23,6 +23,7 @@ bench runs on a GPU box with only ``PYTHONPATH=src``.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import platform
@@ -160,8 +161,12 @@ def stain_networks(*, tiny: bool = False, seed: int = 0) -> StainNetworks:
     return StainNetworks(networks).eval()
 
 
-def inference_variants(device: torch.device) -> list[Variant]:
-    """Reference first, then the fast modes and the settings this device supports."""
+def inference_variants(device: torch.device, *, cpu_compile: bool = False) -> list[Variant]:
+    """Reference first, then the fast modes and the settings this device supports.
+
+    On a CPU the ``torch.compile`` variant is opt-in (``cpu_compile``): its one-off warm-up takes
+    minutes there and only pays off over many fields.
+    """
     variants = [
         Variant("reference (512/256 pyramid, fp32)", "reference"),
         Variant("tiles 1024/128 fp32", "tiles"),
@@ -172,7 +177,7 @@ def inference_variants(device: torch.device) -> list[Variant]:
         variants.append(Variant("whole bf16 channels_last", "whole", "bf16", channels_last=True))
     if device.type == "cuda":
         variants.append(Variant("whole bf16 channels_last compile", "whole", "bf16", channels_last=True, compile=True))
-    elif shutil.which("g++") or shutil.which("c++"):  # inductor's CPU backend needs a C++ compiler
+    elif cpu_compile and (shutil.which("g++") or shutil.which("c++")):  # inductor's CPU backend needs a C++ compiler
         variants.append(Variant("whole fp32 channels_last compile", "whole", channels_last=True, compile=True))
     return variants
 
@@ -385,6 +390,8 @@ def run_benchmark(
     sizes: BenchSizes | None = None,
     training: bool = True,
     tiny: bool = False,
+    field: tuple[int, int] | None = None,
+    cpu_compile: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the inference and training benchmarks; returns a JSON-ready dict.
@@ -401,9 +408,15 @@ def run_benchmark(
         Also time the training steps.
     tiny
         Tiny networks (tests of the bench itself; the numbers mean nothing).
+    field
+        Inference field ``(H, W)`` replacing the sizes' fields (e.g. a small one for a smoke run).
+    cpu_compile
+        Also time ``torch.compile`` on a CPU (minutes of warm-up).
     """
     target = torch.device(device)
     sizes = sizes or (BenchSizes.quick() if quick else BenchSizes.full())
+    if field is not None:
+        sizes = dataclasses.replace(sizes, fields=(tuple(field),))
     log(f"vstain bench on {_describe_device(target)}: fields {sizes.fields}, crops {sizes.crop}²")
     started = time.perf_counter()
     network = stain_networks(tiny=tiny)
@@ -417,7 +430,7 @@ def run_benchmark(
         "networks": {"nuclei": "lupi", "lipids": "tiramisu", "cytoplasm": "tiramisu",
                      "parameters": sum(p.numel() for p in network.parameters())},
         "inference": bench_inference(network, device=target, sizes=sizes,
-                                     variants=inference_variants(target), log=log),
+                                     variants=inference_variants(target, cpu_compile=cpu_compile), log=log),
     }
     if training:
         result["training"] = bench_training(device=target, sizes=sizes, tiny=tiny, log=log)
