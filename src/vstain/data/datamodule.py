@@ -65,11 +65,16 @@ class PlateDataModule(L.LightningDataModule):
                              "(hold out at least one field: data.holdout_fields)")
         stats = self._stats()
         self._input = Normalizer.from_stats(stats, data.magnification, kind=data.normalization)
-        self._targets = Normalizer.from_stats(stats, data.magnification, channels=data.targets, kind=data.normalization)
+        # Targets are clipped to [0, 1] whatever the normalisation: the networks end in a scaled
+        # tanh with range (0, 1), and the log-squared loss is undefined below 0. (Inputs keep
+        # the percentile normaliser's unclipped tails.)
+        self._targets = Normalizer.from_stats(stats, data.magnification, channels=data.targets,
+                                              kind=data.normalization, clip=True)
         self.normalization = {
             "input": self._input.to_dict(),
             "targets": {
-                t: Normalizer.from_stats(stats, data.magnification, channels=(t,), kind=data.normalization).to_dict()
+                t: Normalizer.from_stats(stats, data.magnification, channels=(t,), kind=data.normalization,
+                                         clip=True).to_dict()
                 for t in data.targets
             },
         }
