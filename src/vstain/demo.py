@@ -96,13 +96,15 @@ def _sized(epochs: int, samples: int, *, crop: int, batch: int = 4, extra: Seque
 
 
 def _recipes(*, epochs: int, samples: int, gan_epochs: int, gan_samples: int, crop: int,
-             finetune: int, lr: float = 1e-3) -> dict[str, tuple[str, ...]]:
+             finetune: int, lr: float = 1e-3, pretrain_epochs: int | None = None) -> dict[str, tuple[str, ...]]:
     """Overrides of the five runs: nuclei (one cosine cycle, then fine-tuning), pretrain, GAN.
 
     ``lr`` is the learning rate of the nuclei and pretrain runs; short runs need a larger one
     to move the (tanh+1)/2 output from 0.5 down to the stains' dark background in a few steps.
+    ``pretrain_epochs`` (default ``epochs``): a regression step costs about a fifth of a LUPI
+    step on a CPU, so the pretrain runs can afford more epochs.
     """
-    pretrain = _sized(epochs, samples, crop=crop, extra=(*_PRETRAIN, f"optimizer.lr={lr}"))
+    pretrain = _sized(pretrain_epochs or epochs, samples, crop=crop, extra=(*_PRETRAIN, f"optimizer.lr={lr}"))
     gan = _sized(gan_epochs, gan_samples, crop=crop)
     return {
         "nuclei": _sized(epochs, samples, crop=crop, extra=(f"finetune.epochs={finetune}", f"scheduler.t0={epochs}",
