@@ -126,7 +126,7 @@ PROFILES: dict[str, DemoProfile] = {
     "quick": DemoProfile(
         name="quick", wells=3, fields_per_well=2, size=(384, 384), test_fields=2, validation_fields=1,
         common=_COMMON,
-        overrides=_recipes(epochs=6, samples=16, gan_epochs=1, gan_samples=4, crop=128, finetune=0, lr=3e-3),
+        overrides=_recipes(epochs=5, samples=16, gan_epochs=1, gan_samples=4, crop=128, finetune=0, lr=3e-3),
     ),
     "test": DemoProfile(
         name="test", wells=2, fields_per_well=2, size=(384, 384), test_fields=1, validation_fields=1,
