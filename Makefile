@@ -25,7 +25,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/vstain demo --out $(DEMO_OUT)
+	$(BIN)/vstain demo --out $(DEMO_OUT) --overwrite
 
 bench: install
 	$(BIN)/vstain bench --quick --out bench.json
