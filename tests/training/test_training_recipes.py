@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 import yaml
