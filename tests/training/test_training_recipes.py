@@ -193,7 +193,9 @@ def test_exported_bundle_loads_and_predicts(tmp_path, random_plate):
     bundle = fit(load_config(_config(tmp_path, random_plate, "lupi")), tmp_path / "run")
     loaded = load_model(bundle)
     assert loaded.metadata.targets == ("nuclei",)
-    assert loaded.metadata.validation  # chosen on validation
+    # chosen on validation: the best checkpoint's validation score is recorded, not a training loss
+    assert loaded.metadata.validation["checkpoint"] == "best.ckpt"
+    assert 0 <= loaded.metadata.validation["val/pixel_rel_mae"] < float("inf")
     seg, image = loaded.model(torch.rand(1, 7, 48, 40))
     assert image.shape == (1, 1, 48, 40) and seg.shape == (1, 2, 48, 40)
     run = tmp_path / "run"

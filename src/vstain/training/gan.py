@@ -136,12 +136,6 @@ class GanModule(StainingModule):
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda=self.lr_factor) for o in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
 
-    def steps_per_epoch(self) -> int:
-        trainer = self._trainer
-        if trainer is None or not trainer.num_training_batches:
-            return 1
-        return max(1, int(trainer.num_training_batches))
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         pools = {}

@@ -11,20 +11,9 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from vstain.evaluation.metric import histogram_median
+
 _BINS = 65536
-
-
-def histogram_median(histogram: torch.Tensor) -> torch.Tensor:
-    """Median of the values counted in ``histogram`` (…, 65536), as numpy's median (mean of the two middle values)."""
-    counts = histogram.to(torch.float64)
-    total = counts.sum(-1, keepdim=True)
-    cumulative = counts.cumsum(-1)
-    # 0-based ranks of the two middle elements: floor((n-1)/2) and ceil((n-1)/2).
-    low_rank = torch.floor((total - 1) / 2)
-    high_rank = torch.ceil((total - 1) / 2)
-    low = torch.searchsorted(cumulative, low_rank + 1)
-    high = torch.searchsorted(cumulative, high_rank + 1)
-    return ((low + high).to(torch.float64) / 2).squeeze(-1)
 
 
 class PixelRelativeMAE(Metric):
@@ -55,7 +44,9 @@ class PixelRelativeMAE(Metric):
             self.histogram[k] += torch.bincount(target_counts[:, k].reshape(-1), minlength=_BINS).to(torch.float64)
 
     def compute(self) -> torch.Tensor:
-        median = histogram_median(self.histogram)
+        # The same exact histogram median the evaluation's pixel metric uses.
+        median = torch.tensor([histogram_median(h) for h in self.histogram.cpu().numpy()],
+                              dtype=torch.float64, device=self.abs_error.device)
         # A zero median (e.g. an empty channel) would divide by zero: report the plain MAE then.
         return (self.abs_error / self.pixels.clamp_min(1)) / median.clamp_min(1.0)
 
