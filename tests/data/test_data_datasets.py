@@ -60,6 +60,7 @@ def test_nucleus_crops_are_centred_on_nuclei_without_augmentation(random_plate):
     assert len(centres) == 2 * len(store)  # two labelled squares per field
     dataset = NucleusCropDataset(store, crop=16, augment=None)
     assert len(dataset) == len(centres)
+    assert not store._cache  # centring read only the masks, no field's images
     sample = dataset[0]
     assert sample["mask"][8, 8] == 1  # the crop centre lies on the nucleus
 

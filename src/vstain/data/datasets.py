@@ -149,7 +149,9 @@ def nucleus_centres(store: FieldStore) -> np.ndarray:
 
     rows: list[np.ndarray] = []
     for index in range(len(store)):
-        labels = store.arrays(index).labels
+        # Only the masks are needed here: decoding every field's 10 images just for them
+        # would read the whole training set once more than training does.
+        labels = store.field_labels(index)
         if labels is None:
             raise ValueError(f"{store.fields[index].label}: no nucleus labels to centre crops on")
         ids = np.unique(labels)

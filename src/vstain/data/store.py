@@ -83,6 +83,12 @@ class FieldStore:
             self._cache.popitem(last=False)
         return arrays
 
+    def field_labels(self, index: int) -> np.ndarray | None:
+        """The label image of field ``index`` without decoding its brightfield and targets."""
+        if index in self._cache:
+            return self._cache[index].labels
+        return self.labels(self.fields[index]) if self.labels is not None else None
+
     def shape(self, index: int) -> tuple[int, int]:
         """``(H, W)`` of field ``index``."""
         field = self.fields[index]
