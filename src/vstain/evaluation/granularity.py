@@ -26,9 +26,9 @@ from typing import Literal
 
 import numpy as np
 import scipy.ndimage as ndi
-from skimage.morphology import reconstruction
 
-from vstain.evaluation.image_ops import CROSS, disk_max_filter, disk_min_filter
+from vstain.evaluation.image_ops import disk_max_filter, disk_min_filter
+from vstain.evaluation.reconstruction import CROSS, reconstruct_ranks
 
 Semantics = Literal["cp4", "cp5"]
 
@@ -106,15 +106,15 @@ def granularity_spectrum(
     start = float(np.mean(pixels))
     current = start
     start = max(start, float(np.finfo(float).eps))
-    # Reconstruction only compares values, so it runs on integer ranks (exact) in float32.
+    # Reconstruction only compares values, so it runs on integer ranks (exact).
     values, ranks = np.unique(pixels, return_inverse=True)
-    ranks = ranks.reshape(pixels.shape).astype(np.float32 if values.size < 2**24 else np.float64)
+    ranks = ranks.reshape(pixels.shape)
     eroded = ranks
     spectrum = []
     for _ in range(steps):
         previous = current
         eroded = ndi.grey_erosion(eroded, footprint=CROSS, mode="reflect")
-        rebuilt = reconstruction(eroded, ranks, method="dilation", footprint=CROSS)
+        rebuilt = reconstruct_ranks(eroded, ranks)
         current = float(np.mean(values[rebuilt.astype(np.intp)].astype(np.float64)))
         spectrum.append((previous - current) * 100 / start)
     return spectrum

@@ -30,12 +30,12 @@ import numpy as np
 import scipy.ndimage as ndi
 from centrosome.filter import circular_average_filter, median_filter
 from skimage.measure import label as label_components
-from skimage.morphology import disk, reconstruction, white_tophat
+from skimage.morphology import disk, white_tophat
+
+from vstain.evaluation.reconstruction import CROSS, reconstruct_ranks
 
 Operation = Literal["add", "average", "multiply", "none"]
 
-#: 4-connected structuring element, ``skimage.morphology.disk(1)``.
-CROSS = disk(1).astype(bool)
 
 
 def _as_float(image: np.ndarray) -> np.ndarray:
@@ -157,14 +157,6 @@ def enhance_speckles(image: np.ndarray, *, feature_size: float = 10, fast: bool 
     return data - opened
 
 
-def _rank_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # Grey erosion and reconstruction only compare values, so they can run on integer ranks
-    # (exact) in float32, which halves the memory traffic of scikit-image's downhill filter.
-    values, ranks = np.unique(image, return_inverse=True)
-    rank_dtype = np.float32 if values.size < 2**24 else np.float64
-    return ranks.reshape(image.shape).astype(rank_dtype), values
-
-
 def enhance_dark_holes(image: np.ndarray, *, hole_size: tuple[float, float] = (3, 10)) -> np.ndarray:
     """EnhanceOrSuppressFeatures "Dark holes" for holes of ``hole_size`` = (min, max) diameter.
 
@@ -179,18 +171,18 @@ def enhance_dark_holes(image: np.ndarray, *, hole_size: tuple[float, float] = (3
     data = _as_float(image)
     min_radius = max(1, int(hole_size[0] / 2))
     max_radius = int((hole_size[1] + 1) / 2)
-    ranks, values = _rank_image(data)
-    top = ranks.dtype.type(values.size - 1)
-    inverted = top - ranks  # ranks of max(x) - x
+    # Erosion and reconstruction only compare values, so they run on integer ranks (exact).
+    values, ranks = np.unique(data, return_inverse=True)
+    inverted = (values.size - 1) - ranks.reshape(data.shape).astype(np.int32)  # ranks of max(x) - x
     inverted_values = values[-1] - values[::-1]  # ascending values of max(x) - x
     eroded = inverted
     previous = inverted
     output = np.zeros(data.shape, np.float64)
     for i in range(max_radius + 1):
         eroded = ndi.grey_erosion(eroded, footprint=CROSS, mode="reflect")
-        rebuilt = reconstruction(eroded, inverted, method="dilation", footprint=CROSS)
+        rebuilt = reconstruct_ranks(eroded, inverted)
         if i >= min_radius:
-            difference = inverted_values[previous.astype(np.intp)] - inverted_values[rebuilt.astype(np.intp)]
+            difference = inverted_values[previous] - inverted_values[rebuilt]
             np.maximum(output, difference, out=output)
         previous = rebuilt
     return output

@@ -1,0 +1,67 @@
+"""Rank reconstruction against scikit-image's public ``reconstruction`` (the definition)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from skimage.morphology import disk, reconstruction
+
+from vstain.evaluation import reconstruction as rank_reconstruction
+from vstain.evaluation.reconstruction import CROSS, reconstruct_ranks
+
+
+def _cases(seed: int, count: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        height, width = (int(v) for v in rng.integers(1, 40, 2))
+        levels = int(rng.integers(1, 30))
+        mask = rng.integers(0, levels, (height, width))
+        if rng.random() < 0.5:  # eroded seeds, as dark holes and granularity use them
+            seed_image = ndi.grey_erosion(mask, footprint=CROSS, mode="reflect")
+        else:  # arbitrary seeds below the mask, with plateaus
+            seed_image = np.minimum(mask, rng.integers(0, levels, (height, width)))
+        yield seed_image, mask
+
+
+def test_equals_scikit_image_on_random_images_with_ties():
+    for seed_image, mask in _cases(0, 300):
+        expected = reconstruction(seed_image, mask, method="dilation", footprint=disk(1))
+        np.testing.assert_array_equal(reconstruct_ranks(seed_image, mask), expected)
+
+
+def test_a_single_seed_fills_its_basin_up_to_the_pass():
+    # Two basins of height 5 and 7 joined by a pass at 2; a seed of 4 in the left one.
+    mask = np.array([[5, 5, 2, 7, 7]])
+    seed_image = np.array([[4, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(reconstruct_ranks(seed_image, mask), [[4, 4, 2, 2, 2]])
+
+
+def test_fallback_without_the_compiled_loop_gives_the_same(monkeypatch):
+    cases = list(_cases(1, 20))
+    fast = [reconstruct_ranks(s, m) for s, m in cases]
+    monkeypatch.setattr(rank_reconstruction, "_downhill_loop", None)
+    for (s, m), expected in zip(cases, fast):
+        np.testing.assert_array_equal(reconstruct_ranks(s, m), expected)
+
+
+def test_large_rank_range_uses_wide_keys():
+    rng = np.random.default_rng(2)
+    mask = rng.integers(0, 100_000, (60, 70))
+    seed_image = ndi.grey_erosion(mask, footprint=CROSS, mode="reflect")
+    expected = reconstruction(seed_image, mask, method="dilation", footprint=disk(1))
+    np.testing.assert_array_equal(reconstruct_ranks(seed_image, mask), expected)
+
+
+@pytest.mark.parametrize(
+    ("seed_image", "mask", "message"),
+    [
+        (np.zeros((3, 3)), np.zeros((3, 3), int), "integer ranks"),
+        (np.zeros((3, 3), int), np.zeros((3, 4), int), "one shape"),
+        (np.full((3, 3), 2), np.ones((3, 3), int), "must not exceed"),
+        (np.full((3, 3), -1), np.ones((3, 3), int), "non-negative"),
+    ],
+)
+def test_refuses_bad_input(seed_image, mask, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        reconstruct_ranks(seed_image, mask)
