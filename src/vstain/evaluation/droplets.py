@@ -101,9 +101,12 @@ def segmentation_images(
 
 
 def defect_image(
-    bodipy_rescaled: np.ndarray, settings: DropletSettings, warnings: list[str] | None = None
+    bodipy_rescaled: np.ndarray, settings: DropletSettings, warnings: list[str] | None = None, *, threads: int = 1
 ) -> np.ndarray:
-    """Modules 40-47 and 50-51: ``Defect_image_rescaled`` from ``Bodipy_rescaled``."""
+    """Modules 40-47 and 50-51: ``Defect_image_rescaled`` from ``Bodipy_rescaled``.
+
+    ``threads`` > 1 runs the dark-hole reconstructions concurrently (same result).
+    """
     notes: list[str] = [] if warnings is None else warnings
     speckles = enhance_speckles(bodipy_rescaled, feature_size=settings.speckle_feature_size)
     speckles = _stretch_noting(speckles, "Enhance_speckles_rescale", notes)
@@ -111,7 +114,7 @@ def defect_image(
         [bodipy_rescaled, speckles], operation="average", factors=(1.0, settings.defect_speckle_weight)
     )
     step1 = _stretch_noting(step1, "Enhance_holes_step1_rescaled", notes)
-    holes = enhance_dark_holes(step1, hole_size=settings.dark_hole_size)
+    holes = enhance_dark_holes(step1, hole_size=settings.dark_hole_size, threads=threads)
     holes = _stretch_noting(holes, "Enhance_holes_step2_rescaled", notes)
     defects = image_math(
         [bodipy_rescaled, holes], operation="multiply", factors=(settings.defect_lipid_factor, 1.0)
@@ -160,9 +163,13 @@ def measure_droplet_branch(
     settings: PipelineSettings,
     semantics: Semantics = "cp4",
     warnings: list[str] | None = None,
+    threads: int = 1,
 ) -> DropletBranch:
-    """:func:`measure_lipid_branch` with explicit ``settings``; appends its notes to ``warnings``."""
-    branch = _lipid_branch(bodipy, settings, semantics)
+    """:func:`measure_lipid_branch` with explicit ``settings``; appends its notes to ``warnings``.
+
+    ``threads > 1`` runs the dark-hole reconstructions concurrently (same result).
+    """
+    branch = _lipid_branch(bodipy, settings, semantics, threads)
     if warnings is not None:
         warnings.extend(branch.warnings)
     return DropletBranch(
@@ -173,7 +180,9 @@ def measure_droplet_branch(
     )
 
 
-def _lipid_branch(bodipy: np.ndarray, settings: PipelineSettings, semantics: Semantics) -> LipidBranch:
+def _lipid_branch(
+    bodipy: np.ndarray, settings: PipelineSettings, semantics: Semantics, threads: int = 1
+) -> LipidBranch:
     droplet_settings = settings.droplets
     warnings: list[str] = []
     # Both CellProfiler 4.0.5 (Bio-Formats) and 5 (imageio) hand modules float32 pixels; the
@@ -201,7 +210,7 @@ def _lipid_branch(bodipy: np.ndarray, settings: PipelineSettings, semantics: Sem
     (labels,) = remove_border_objects(merged)
     labels = labels.astype(np.int32)
 
-    defects = defect_image(bodipy_rescaled, droplet_settings, warnings)
+    defects = defect_image(bodipy_rescaled, droplet_settings, warnings, threads=threads)
     count = int(labels.max(initial=0))
     integrated = np.asarray(ndi.sum_labels(defects, labels, index=np.arange(1, count + 1)), dtype=np.float64)
     defective = int(np.count_nonzero(~(integrated < droplet_settings.defective_min_integrated_intensity)))

@@ -17,6 +17,9 @@ through Bio-Formats) or float64 with ``semantics="cp5"``.
 from __future__ import annotations
 
 import importlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +56,19 @@ class FieldMeasurements:
     objects: dict[str, pd.DataFrame] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+
+def default_threads() -> int:
+    """Threads :func:`measure_field` uses by default: 2 if this process may use 2 CPUs, else 1.
+
+    One field has two independent branches (nuclei/cells and lipids), so more than 2 threads
+    gain little; spread fields over processes for more (``vstain evaluate --workers``).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
 
 
 def to_cellprofiler_scale(image: np.ndarray, *, semantics: Semantics = "cp4") -> np.ndarray:
@@ -104,6 +120,7 @@ def measure_field(
     *,
     magnification: str,
     semantics: Semantics = "cp4",
+    threads: int | None = None,
 ) -> FieldMeasurements:
     """The 99 challenge features of one field (``Adipocytes_Image.csv`` minus the metadata).
 
@@ -112,15 +129,78 @@ def measure_field(
     nuclei, lipids, cytoplasm : (H, W) uint16 raw-count images (C01, C02, C03).
     magnification : ``"20x"``, ``"40x"`` or ``"60x"``: picks the pipeline's settings.
     semantics : ``"cp4"`` (CellProfiler 4.0.5, the challenge's release) or ``"cp5"``.
+    threads : threads for one field (default :func:`default_threads`). With 2 or more the lipid
+        branch runs beside the nuclei/cell branch and the dark-hole reconstructions run
+        concurrently; the heavy steps are compiled code that releases the GIL. The results do
+        not depend on it.
     """
     settings = pipeline_settings(magnification)
     if not (nuclei.shape == lipids.shape == cytoplasm.shape) or nuclei.ndim != 2:
         raise ValueError(f"C01/C02/C03 must be 2-D images of one shape, got {nuclei.shape}, {lipids.shape}, {cytoplasm.shape}")
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     warnings: list[str] = []
     hoechst = to_cellprofiler_scale(nuclei, semantics=semantics)
     bodipy = to_cellprofiler_scale(lipids, semantics=semantics)
     ctr = to_cellprofiler_scale(cytoplasm, semantics=semantics)
 
+    branch = _droplet_branch()
+    lipid_warnings: list[str] = []
+    with ExitStack() as stack:
+        lipid_job: Future | None = None
+        if branch is not None and threads > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-lipids"))
+            lipid_job = pool.submit(_lipids, branch, bodipy, settings, semantics, lipid_warnings, threads)
+        measurements = _nuclei_and_cells(hoechst, bodipy, ctr, settings, semantics, warnings)
+        lipids = None
+        if lipid_job is not None:
+            lipids = lipid_job.result()
+        elif branch is not None:
+            lipids = _lipids(branch, bodipy, settings, semantics, lipid_warnings, 1)
+    warnings.extend(lipid_warnings)
+    features, objects, labels = measurements
+
+    if lipids is not None:
+        droplets, objects["Lipids_no_edge"] = lipids
+        lipid_labels = droplets.lipid_labels
+        features["Count_Lipids_no_edge"] = float(lipid_labels.max(initial=0))
+        features["Count_Defective_lipid_droplets"] = float(droplets.defective_count)
+        features.update({f"Granularity_{k}_Bodipy": float(v) for k, v in droplets.granularity.items()})
+        labels["lipids"] = lipid_labels
+    else:
+        warnings.append("lipid branch unavailable (vstain.evaluation.droplets missing): lipid features are NaN")
+        labels["lipids"] = np.zeros(hoechst.shape, np.int32)
+
+    for name, table in objects.items():
+        exported = [c for c in table.columns if not (name == "cells_no_edge" and c.endswith("_Hoechst"))]
+        features.update(aggregate(table[exported], name))
+    ordered = {column: float(features.get(column, np.nan)) for column in FEATURE_COLUMNS}
+    return FieldMeasurements(features=ordered, objects=objects, labels=labels, warnings=warnings)
+
+
+def _lipids(
+    branch: Any, bodipy: np.ndarray, settings: PipelineSettings, semantics: Semantics, warnings: list[str], threads: int
+) -> tuple[Any, pd.DataFrame]:
+    """Modules 21-53 and the droplets' measurements -> (DropletBranch, Lipids_no_edge table)."""
+    droplets = branch.measure_droplet_branch(
+        bodipy, settings=settings, semantics=semantics, warnings=warnings, threads=threads
+    )
+    table = measure_objects(
+        droplets.lipid_labels, {"Bodipy": bodipy, "Defect_image_rescaled": droplets.defect_image}
+    )
+    return droplets, table
+
+
+def _nuclei_and_cells(
+    hoechst: np.ndarray,
+    bodipy: np.ndarray,
+    ctr: np.ndarray,
+    settings: PipelineSettings,
+    semantics: Semantics,
+    warnings: list[str],
+) -> tuple[dict[str, float], dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """Modules 8-20: nuclei, cells and their measurements -> (features, objects, labels)."""
     primary = identify_primary_objects(
         hoechst, settings=settings.nuclei, semantics=semantics, warnings=warnings, module="IdentifyPrimaryObjects(nuclei)"
     )
@@ -157,25 +237,4 @@ def measure_field(
         "cells": cells_no_edge,
     }
 
-    branch = _droplet_branch()
-    if branch is not None:
-        droplets = branch.measure_droplet_branch(
-            bodipy, settings=settings, semantics=semantics, warnings=warnings
-        )
-        lipid_labels = droplets.lipid_labels
-        objects["Lipids_no_edge"] = measure_objects(
-            lipid_labels, {"Bodipy": bodipy, "Defect_image_rescaled": droplets.defect_image}
-        )
-        features["Count_Lipids_no_edge"] = float(lipid_labels.max(initial=0))
-        features["Count_Defective_lipid_droplets"] = float(droplets.defective_count)
-        features.update({f"Granularity_{k}_Bodipy": float(v) for k, v in droplets.granularity.items()})
-        labels["lipids"] = lipid_labels
-    else:
-        warnings.append("lipid branch unavailable (vstain.evaluation.droplets missing): lipid features are NaN")
-        labels["lipids"] = np.zeros(hoechst.shape, np.int32)
-
-    for name, table in objects.items():
-        exported = [c for c in table.columns if not (name == "cells_no_edge" and c.endswith("_Hoechst"))]
-        features.update(aggregate(table[exported], name))
-    ordered = {column: float(features.get(column, np.nan)) for column in FEATURE_COLUMNS}
-    return FieldMeasurements(features=ordered, objects=objects, labels=labels, warnings=warnings)
+    return features, objects, labels
