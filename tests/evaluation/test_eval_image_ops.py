@@ -202,3 +202,11 @@ def test_merge_gives_disputed_pixels_to_the_nearest_big_droplet():
     assert np.all(out[5:8, 0:6] == left)  # columns 4, 5 are nearer the left droplet
     assert np.all(out[5:8, 6:12] == right)  # columns 6, 7 are nearer the right one
     assert out.max() == 2
+
+
+def test_dark_holes_in_threads_equals_serial():
+    rng = np.random.default_rng(3)
+    x = ndi.gaussian_filter(rng.random((64, 57)), 1.5).astype(np.float32)
+    serial = image_ops.enhance_dark_holes(x, threads=1)
+    np.testing.assert_array_equal(image_ops.enhance_dark_holes(x, threads=2), serial)
+    np.testing.assert_allclose(serial, _dark_holes_by_definition(x.astype(np.float64)), atol=1e-7, rtol=0)

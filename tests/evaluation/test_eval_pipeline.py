@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -27,7 +28,7 @@ def read_field(magnification: str, field: int = 1) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def measured():
     images = read_field("20x")
-    return images, measure_field(*images, magnification="20x")
+    return images, measure_field(*images, magnification="20x", threads=2)
 
 
 def test_features_are_the_99_columns_in_cellprofiler_order(measured):
@@ -95,3 +96,21 @@ def test_mismatched_shapes_are_refused():
     images = read_field("20x")
     with pytest.raises(ValueError, match="one shape"):
         measure_field(images[0], images[1][:100], images[2], magnification="20x")
+
+
+def test_threads_do_not_change_the_result(measured):
+    images, threaded = measured
+    serial = measure_field(*images, magnification="20x", threads=1)
+    assert threaded.features.keys() == serial.features.keys()
+    np.testing.assert_array_equal(list(threaded.features.values()), list(serial.features.values()))
+    for name, table in serial.objects.items():
+        pd.testing.assert_frame_equal(threaded.objects[name], table)
+    for name, labels in serial.labels.items():
+        np.testing.assert_array_equal(threaded.labels[name], labels)
+    assert threaded.warnings == serial.warnings
+
+
+def test_threads_must_be_positive():
+    images = [im[:64, :64] for im in read_field("20x")]
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        measure_field(*images, magnification="20x", threads=0)

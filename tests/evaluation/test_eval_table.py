@@ -139,6 +139,24 @@ def test_feature_table_workers_give_the_same_table(tmp_path):
     pd.testing.assert_frame_equal(serial.objects["nuclei_no_edge"], parallel.objects["nuclei_no_edge"])
 
 
+def threaded_fake_measure(nuclei, lipids, cytoplasm, *, magnification, threads=None):
+    """fake_measure that reports the threads it was given as its warning."""
+    result = fake_measure(nuclei, lipids, cytoplasm, magnification=magnification)
+    return FakeMeasurements(result.features, result.objects, result.labels, [f"threads={threads}"])
+
+
+def test_feature_table_shares_the_cpus_between_worker_processes(tmp_path, monkeypatch):
+    rng = np.random.default_rng(6)
+    for fov in (1, 2):
+        write_field(tmp_path, "E05", fov, rng)
+    fields, _ = find_fields(tmp_path, magnification="60x")
+    monkeypatch.setattr("vstain.evaluation.pipeline.usable_cpus", lambda: 8)
+    serial = FeatureTable.measure(fields, magnification="60x", measure=threaded_fake_measure)
+    assert serial.warnings == ["E05 F001, E05 F002: threads=None"]  # measure_field's own default
+    parallel = FeatureTable.measure(fields, magnification="60x", measure=threaded_fake_measure, workers=2)
+    assert parallel.warnings == ["E05 F001, E05 F002: threads=4"]  # 8 CPUs over 2 processes
+
+
 def test_feature_table_refuses_a_measurement_without_all_features(tmp_path):
     rng = np.random.default_rng(5)
     write_field(tmp_path, "D02", 1, rng)

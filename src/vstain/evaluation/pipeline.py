@@ -58,17 +58,21 @@ class FieldMeasurements:
     warnings: list[str] = field(default_factory=list)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """Threads :func:`measure_field` uses by default: 2 if this process may use 2 CPUs, else 1.
 
     One field has two independent branches (nuclei/cells and lipids), so more than 2 threads
     gain little; spread fields over processes for more (``vstain evaluate --workers``).
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cpus = os.cpu_count() or 1
-    return 2 if cpus >= 2 else 1
+    return 2 if usable_cpus() >= 2 else 1
 
 
 def to_cellprofiler_scale(image: np.ndarray, *, semantics: Semantics = "cp4") -> np.ndarray:

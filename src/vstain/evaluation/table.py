@@ -13,6 +13,7 @@ implementation with the same contract.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -170,7 +171,14 @@ class FeatureTable:
         check_magnification(magnification)
         ordered = sorted(fields, key=lambda f: f.key)
         keep = set(keep_labels)
-        jobs = [(f, magnification, measure, f.key in keep) for f in ordered]
+        # Each field may use threads of its own (see measure_field); with several worker
+        # processes they share the CPUs instead of oversubscribing them.
+        threads = None
+        if workers > 1 and len(fields) > 1:
+            from vstain.evaluation.pipeline import usable_cpus
+
+            threads = max(1, usable_cpus() // min(workers, len(fields)))
+        jobs = [(f, magnification, measure, f.key in keep, threads) for f in ordered]
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
                 results = list(pool.map(_measure_job, jobs, chunksize=1))
@@ -257,13 +265,17 @@ def default_measure() -> MeasureFunction:
     return measure_field
 
 
-def _measure_job(job: tuple[FieldImages, str, MeasureFunction | None, bool]):
+def _measure_job(job: tuple[FieldImages, str, MeasureFunction | None, bool, int | None]):
     """Measure one field (runs in a worker process): (features, objects, labels, warnings)."""
-    images, magnification, measure, keep_labels = job
+    images, magnification, measure, keep_labels, threads = job
     measure = measure or default_measure()
+    options: dict[str, Any] = {"magnification": magnification}
+    # Functions that take ``threads`` (measure_field does) are told this field's share of CPUs.
+    if threads is not None and "threads" in inspect.signature(measure).parameters:
+        options["threads"] = threads
     pixels = images.read()
     try:
-        result = measure(pixels["C01"], pixels["C02"], pixels["C03"], magnification=magnification)
+        result = measure(pixels["C01"], pixels["C02"], pixels["C03"], **options)
     except PlateError:
         raise
     except Exception as exc:  # keep the field's name with the failure, across processes
