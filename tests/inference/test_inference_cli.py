@@ -77,3 +77,15 @@ def test_bench_machinery_on_tiny_networks():
     assert all(r["error"] is None and r["images_per_s"] > 0 for r in training), training
     table = format_table({"device": "cpu", "torch": torch.__version__, "inference": rows, "training": training})
     assert "reference" in table and "img/s" in table
+
+
+def test_bench_reports_the_evaluation_with_one_and_the_default_threads():
+    from vstain.evaluation.pipeline import default_threads
+    from vstain.inference.benchmark import bench_evaluation
+
+    rows = bench_evaluation((96, 112), log=lambda _: None)
+    assert [r["threads"] for r in rows] == sorted({1, default_threads()})
+    assert all(r["field"] == "96x112" and r["seconds"] > 0 and r["cpu_seconds"] > 0 for r in rows)
+    assert rows[0]["objects"] == rows[-1]["objects"]  # threads change the time, not the result
+    table = format_table({"device": "cpu", "torch": torch.__version__, "inference": [], "evaluation": rows})
+    assert "measure_field" in table and "96x112" in table

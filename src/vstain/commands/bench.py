@@ -12,8 +12,9 @@ example:
   PYTHONPATH=src python -m vstain bench --device cuda --no-training
 
 Times all three stains per field (random-weight reference networks) in reference mode (512/256
-pyramid tiles, fp32) and in the fast modes/settings the device supports, and the training steps
-(GAN G+D batch 4, nuclei LUPI batch 6) in fp32 eager vs bf16 + channels_last (+ compile on CUDA).
+pyramid tiles, fp32) and in the fast modes/settings the device supports, the training steps
+(GAN G+D batch 4, nuclei LUPI batch 6) in fp32 eager vs bf16 + channels_last (+ compile on CUDA),
+and the evaluation's measurements of one synthetic 20x field (1 thread and the default).
 Prints a table; --out also writes the numbers as JSON.
 """
 
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-training", action="store_true", help="skip the training-step benchmark")
+    parser.add_argument("--no-evaluation", action="store_true",
+                        help="skip timing the CellProfiler-equivalent measurements of one field")
     parser.add_argument("--field", metavar="HxW", help="inference field size (default: 1024x1024 with --quick, 2154x2554 without)")
     parser.add_argument("--compile", action="store_true",
                         help="on a CPU, also time torch.compile (minutes of warm-up; always timed on CUDA)")
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             raise VstainError(f"--field {args.field}: each side must be at least 16 pixels")
         field = (height, width)
     result = run_benchmark(quick=args.quick, device=args.device, training=not args.no_training,
-                           field=field, cpu_compile=args.compile)
+                           field=field, cpu_compile=args.compile, evaluation=not args.no_evaluation)
     print()
     print(format_table(result))
     if args.out:

@@ -31,7 +31,7 @@ from vstain.evaluation.metric import PIXEL_CHANNELS, field_label
 from vstain.plate.index import image_folders
 from vstain.plate.naming import parse_name
 from vstain.plate.tiff import read_tiff
-from vstain.vocabulary import FIELD_SHAPE, PIXEL_SIZE_UM, check_magnification
+from vstain.vocabulary import FIELD_SHAPE, TARGET_CHANNELS, check_magnification
 
 #: ``measure(nuclei, lipids, cytoplasm, *, magnification) -> FieldMeasurements``
 MeasureFunction = Callable[..., Any]
@@ -296,41 +296,16 @@ def synthetic_field(
     magnification: str = "20x",
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
-    """A plausible adipocyte field for timing: ``{"C01", "C02", "C03"}`` uint16 raw counts.
+    """One field of ``vstain synth`` as ``{"C01", "C02", "C03"}`` uint16 raw counts, for timing.
 
-    Nuclei (about 8 µm), cells around them and lipid droplets inside the cells, scaled by the
-    magnification's pixel size, at the count levels of the challenge's images (nuclei below the
-    pipeline's brightness cap). Not a substitute for ``vstain synth``: only for benchmarks.
+    The same generator as the demo's plates (:func:`vstain.synth.field.render_field`), so the
+    benchmark sees realistic nuclei, cells and droplets; same arguments, same arrays.
     """
-    from scipy import ndimage
+    from vstain.synth.field import render_field
 
     check_magnification(magnification)
-    rng = np.random.default_rng(seed)
-    px = PIXEL_SIZE_UM[magnification]
-    r_nucleus, r_cell, r_drop = 4.5 / px, 13.0 / px, 1.2 / px
-    spacing = 2 * r_cell
-    rows, cols = shape
-    # Cells on a jittered grid, so they touch like a confluent culture.
-    yy, xx = np.meshgrid(np.arange(spacing / 2, rows, spacing), np.arange(spacing / 2, cols, spacing), indexing="ij")
-    centres = np.stack([yy.ravel(), xx.ravel()], axis=1) + rng.normal(0, spacing / 8, (yy.size, 2))
-    centres = np.clip(np.round(centres), 0, [rows - 1, cols - 1]).astype(int)
-    seeds = np.ones(shape, bool)
-    seeds[centres[:, 0], centres[:, 1]] = False
-    distance = ndimage.distance_transform_edt(seeds)
-    nuclei = 300 + 1700 * np.clip(r_nucleus + 0.5 - distance, 0, 1)
-    cytoplasm = 400 + 1200 * np.clip((r_cell - distance) / r_cell, 0, 1)
-    n_drops = int(rows * cols / (spacing * spacing) * 12)
-    drops = np.stack([rng.integers(0, rows, n_drops), rng.integers(0, cols, n_drops)], axis=1)
-    inside = (distance[drops[:, 0], drops[:, 1]] > r_nucleus + r_drop) & (distance[drops[:, 0], drops[:, 1]] < r_cell)
-    drop_seeds = np.ones(shape, bool)
-    drop_seeds[drops[inside, 0], drops[inside, 1]] = False
-    lipids = 500 + 2000 * np.clip(r_drop + 0.5 - ndimage.distance_transform_edt(drop_seeds), 0, 1)
-    out = {}
-    for channel, image in (("C01", nuclei), ("C02", lipids), ("C03", cytoplasm)):
-        blurred = ndimage.gaussian_filter(image, 1.0)
-        noisy = blurred + rng.normal(0, 0.03, shape) * np.sqrt(blurred) * 10
-        out[channel] = np.clip(np.round(noisy), 0, 65535).astype(np.uint16)
-    return out
+    rendered = render_field(magnification=magnification, seed=seed, size=tuple(shape))
+    return {f"C{TARGET_CHANNELS[target]:02d}": np.asarray(image, np.uint16) for target, image in rendered.targets.items()}
 
 
 def benchmark_measure_field(
@@ -341,6 +316,7 @@ def benchmark_measure_field(
     field: Mapping[str, np.ndarray] | None = None,
     measure: MeasureFunction | None = None,
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Time the per-field measurements (what ``vstain bench`` reports).
 
@@ -356,28 +332,39 @@ def benchmark_measure_field(
         ``{"C01", "C02", "C03"}`` uint16 images to measure instead of a synthetic field.
     measure
         Measurement function; default :func:`vstain.evaluation.pipeline.measure_field`.
+    seed
+        Seed of the synthetic field.
+    threads
+        Passed to ``measure`` (``None``: its default).
 
     Returns
     -------
     dict
-        ``magnification``, ``shape``, ``repeats``, ``seconds`` (each run), ``seconds_per_field``
-        (mean), ``seconds_min`` and ``objects`` (object counts of the last run, by table).
+        ``magnification``, ``shape``, ``repeats``, ``threads``, ``seconds`` (wall, each run),
+        ``cpu_seconds`` (this process's CPU time, each run), ``seconds_per_field`` (mean wall),
+        ``seconds_min`` and ``objects`` (object counts of the last run, by table).
     """
     measure = measure or default_measure()
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     images = dict(field) if field is not None else synthetic_field(shape, magnification=magnification, seed=seed)
-    seconds = []
+    options: dict[str, Any] = {"magnification": magnification}
+    if threads is not None:
+        options["threads"] = threads
+    seconds, cpu_seconds = [], []
     result = None
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = measure(images["C01"], images["C02"], images["C03"], magnification=magnification)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = measure(images["C01"], images["C02"], images["C03"], **options)
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
     return {
         "magnification": magnification,
         "shape": tuple(int(s) for s in images["C01"].shape),
         "repeats": repeats,
+        "threads": threads,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "seconds_per_field": float(np.mean(seconds)),
         "seconds_min": float(np.min(seconds)),
         "objects": {name: int(len(table)) for name, table in dict(result.objects).items()},

@@ -382,6 +382,34 @@ def bench_training(
     return rows
 
 
+# ---------------------------------------------------------------------------- evaluation
+def bench_evaluation(
+    field: tuple[int, int], *, magnification: str = "20x", log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """Time ``measure_field`` on one ``vstain synth`` field: one thread, then the default threads.
+
+    Rows hold ``field``, ``threads``, ``seconds`` (wall), ``cpu_seconds`` and the object counts.
+    """
+    from vstain.evaluation.pipeline import default_threads
+    from vstain.evaluation.table import benchmark_measure_field, synthetic_field
+
+    images = synthetic_field(tuple(field), magnification=magnification, seed=0)
+    rows = []
+    for threads in sorted({1, default_threads()}):
+        timing = benchmark_measure_field(magnification=magnification, field=images, threads=threads)
+        rows.append({
+            "field": f"{field[0]}x{field[1]}",
+            "magnification": magnification,
+            "threads": threads,
+            "seconds": timing["seconds"][0],
+            "cpu_seconds": timing["cpu_seconds"][0],
+            "objects": timing["objects"],
+        })
+        log(f"  evaluation {rows[-1]['field']} {magnification} threads={threads}: "
+            f"{rows[-1]['seconds']:.1f} s wall, {rows[-1]['cpu_seconds']:.1f} s CPU")
+    return rows
+
+
 # ---------------------------------------------------------------------------- driver
 def run_benchmark(
     *,
@@ -392,9 +420,10 @@ def run_benchmark(
     tiny: bool = False,
     field: tuple[int, int] | None = None,
     cpu_compile: bool = False,
+    evaluation: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the inference and training benchmarks; returns a JSON-ready dict.
+    """Run the inference, training and evaluation benchmarks; returns a JSON-ready dict.
 
     Parameters
     ----------
@@ -412,6 +441,9 @@ def run_benchmark(
         Inference field ``(H, W)`` replacing the sizes' fields (e.g. a small one for a smoke run).
     cpu_compile
         Also time ``torch.compile`` on a CPU (minutes of warm-up).
+    evaluation
+        Also time the CellProfiler-equivalent measurements of one synthetic 20x field of the
+        first field size (:func:`bench_evaluation`).
     """
     target = torch.device(device)
     sizes = sizes or (BenchSizes.quick() if quick else BenchSizes.full())
@@ -434,6 +466,8 @@ def run_benchmark(
     }
     if training:
         result["training"] = bench_training(device=target, sizes=sizes, tiny=tiny, log=log)
+    if evaluation:
+        result["evaluation"] = bench_evaluation(sizes.fields[0], log=log)
     result["total_seconds"] = time.perf_counter() - started
     return result
 
@@ -458,6 +492,12 @@ def format_table(result: dict[str, Any]) -> str:
             speed = f"x{row['speedup_vs_reference']:.2f}" if row["speedup_vs_reference"] else "-"
             lines.append(f"{row['recipe']:<12} {row['settings']:<48} {row['batch']:>5} {row['crop']:>5} "
                          f"{row['images_per_s']:>8.2f} {speed:>8} {row['peak_memory_gib']!s:>9}")
+    if result.get("evaluation"):
+        lines += ["", f"{'evaluation':<12} {'field':>10} {'threads':>7} {'s wall':>8} {'s CPU':>8}  objects"]
+        for row in result["evaluation"]:
+            counts = ", ".join(f"{k} {v}" for k, v in row["objects"].items())
+            lines.append(f"{'measure_field':<12} {row['field']:>10} {row['threads']:>7} {row['seconds']:>8.2f} "
+                         f"{row['cpu_seconds']:>8.2f}  {counts}")
     return "\n".join(lines)
 
 
