@@ -65,3 +65,14 @@ def test_large_rank_range_uses_wide_keys():
 def test_refuses_bad_input(seed_image, mask, message):
     with pytest.raises((TypeError, ValueError), match=message):
         reconstruct_ranks(seed_image, mask)
+
+
+def test_wide_rank_sort_is_a_valid_ascending_order():
+    from vstain.evaluation.reconstruction import _argsort
+
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 2**31 - 1, 5000).astype(np.uint32)
+    values[:100] = values[100:200]  # ties
+    order = _argsort(values, int(values.max()))
+    assert sorted(order.tolist()) == list(range(values.size))
+    np.testing.assert_array_equal(values[order], np.sort(values))

@@ -5,12 +5,15 @@ CellProfiler's dark-hole enhancement and granularity spectrum call
 seed. Most of scikit-image's time per call goes to two comparison sorts of the stacked
 seed + mask (an ``argsort`` and ``rank_order``), not to Robinson's downhill filter itself. Here the
 images are integer ranks already (grey morphology only compares values, so ranking them first is
-exact), which lets one linear-time radix sort replace both, and the filter is scikit-image's own
-compiled loop. The result equals ``reconstruction(seed, mask, method="dilation")`` exactly; the
+exact): the mask is sorted once for all seeds, each seed with one integer sort, the two merged by
+counting, and list entries that can never act are left out (:class:`RankReconstructor`). The
+filter is scikit-image's own compiled loop, which releases the GIL, so reconstructions can run
+in threads. The result equals ``reconstruction(seed, mask, method="dilation")`` exactly; the
 tests check it against scikit-image on random images with plateaus and ties.
 
-If a future scikit-image renames its private loop, :func:`reconstruct_ranks` falls back to the
-public ``reconstruction`` (same result, about 2.5x slower).
+On a full 20x field (5.5 Mpx, 0.8 M distinct values) the six dark-hole reconstructions take
+21 s instead of 53 s. If a future scikit-image renames its private loop, the public
+``reconstruction`` is used instead (same result, slower).
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
 def _argsort(values: np.ndarray, top: int) -> np.ndarray:
-    # Ties may come in any order (equal ranks never propagate to each other). Below 2**16 ranks
-    # a stable argsort of uint16 is NumPy's linear-time radix sort; above, its SIMD quicksort.
+    """An ascending order of ``values`` (integers in 0..top < 2**32); ties in any order."""
+    # A stable argsort of uint16 is NumPy's linear-time radix sort. Wider ranks take two such
+    # passes, low half then high half (least significant digit first), which beats the
+    # comparison sort by ~1.7x on a 20x field's 0.8 M distinct values.
     if top < 2**16:
         return np.argsort(values.astype(np.uint16), kind="stable")
-    return np.argsort(values)
+    order = np.argsort((values & 0xFFFF).astype(np.uint16), kind="stable")
+    return order[np.argsort((values[order] >> 16).astype(np.uint16), kind="stable")]
 
 
 def _neighbour_extreme(padded: np.ndarray, reduce: np.ufunc) -> np.ndarray:
