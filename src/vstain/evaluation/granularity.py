@@ -28,7 +28,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from vstain.evaluation.image_ops import disk_max_filter, disk_min_filter
-from vstain.evaluation.reconstruction import CROSS, reconstruct_ranks
+from vstain.evaluation.reconstruction import CROSS, RankReconstructor
 
 Semantics = Literal["cp4", "cp5"]
 
@@ -109,12 +109,13 @@ def granularity_spectrum(
     # Reconstruction only compares values, so it runs on integer ranks (exact).
     values, ranks = np.unique(pixels, return_inverse=True)
     ranks = ranks.reshape(pixels.shape)
+    reconstruct = RankReconstructor(ranks)  # one mask for all steps: sorted once
     eroded = ranks
     spectrum = []
     for _ in range(steps):
         previous = current
         eroded = ndi.grey_erosion(eroded, footprint=CROSS, mode="reflect")
-        rebuilt = reconstruct_ranks(eroded, ranks)
+        rebuilt = reconstruct(eroded)
         current = float(np.mean(values[rebuilt.astype(np.intp)].astype(np.float64)))
         spectrum.append((previous - current) * 100 / start)
     return spectrum

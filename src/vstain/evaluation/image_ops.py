@@ -38,7 +38,6 @@ from vstain.evaluation.reconstruction import CROSS, RankReconstructor
 Operation = Literal["add", "average", "multiply", "none"]
 
 
-
 def _as_float(image: np.ndarray) -> np.ndarray:
     data = np.asarray(image)
     return data if np.issubdtype(data.dtype, np.floating) else data.astype(np.float64)
