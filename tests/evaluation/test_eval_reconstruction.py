@@ -45,6 +45,26 @@ def test_fallback_without_the_compiled_loop_gives_the_same(monkeypatch):
         np.testing.assert_array_equal(reconstruct_ranks(s, m), expected)
 
 
+@pytest.mark.parametrize(
+    "changed_loop",
+    [
+        lambda *args: None,  # a loop that no longer does the work: caught by the self-check
+        lambda ranks, strides: None,  # a loop with another signature
+    ],
+)
+def test_a_changed_private_loop_costs_speed_not_results(monkeypatch, changed_loop):
+    cases = list(_cases(3, 10))
+    monkeypatch.setattr(rank_reconstruction, "_downhill_loop", changed_loop)
+    for s, m in cases:
+        expected = reconstruction(s, m, method="dilation", footprint=disk(1))
+        np.testing.assert_array_equal(reconstruct_ranks(s, m), expected)
+    assert rank_reconstruction._fast_loop_usable() is False
+
+
+def test_the_installed_loop_passes_the_self_check():
+    assert rank_reconstruction._fast_loop_usable() is True
+
+
 def test_large_rank_range_uses_wide_keys():
     rng = np.random.default_rng(2)
     mask = rng.integers(0, 100_000, (60, 70))
