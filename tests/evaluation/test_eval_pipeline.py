@@ -114,3 +114,25 @@ def test_threads_must_be_positive():
     images = [im[:64, :64] for im in read_field("20x")]
     with pytest.raises(ValueError, match="threads must be at least 1"):
         measure_field(*images, magnification="20x", threads=0)
+
+
+def test_two_threads_run_the_lipid_branch_beside_the_nuclei(monkeypatch):
+    import threading
+
+    import vstain.evaluation.pipeline as pipeline
+
+    seen = {}
+    for name in ("_lipids", "_nuclei_and_cells"):
+        original = getattr(pipeline, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            seen[_name] = threading.current_thread().name
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, name, spy)
+    images = [im[:128, :128] for im in read_field("20x")]
+    measure_field(*images, magnification="20x", threads=2)
+    assert seen["_nuclei_and_cells"] == threading.current_thread().name
+    assert seen["_lipids"].startswith("vstain-lipids")
+    measure_field(*images, magnification="20x", threads=1)
+    assert seen["_lipids"] == threading.current_thread().name

@@ -116,7 +116,7 @@ def granularity_spectrum(
         previous = current
         eroded = ndi.grey_erosion(eroded, footprint=CROSS, mode="reflect")
         rebuilt = reconstruct(eroded)
-        current = float(np.mean(values[rebuilt.astype(np.intp)].astype(np.float64)))
+        current = float(np.mean(values[rebuilt].astype(np.float64)))
         spectrum.append((previous - current) * 100 / start)
     return spectrum
 

@@ -25,6 +25,7 @@ values); other inputs become float64. Label functions return int32 labels.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -184,17 +185,14 @@ def enhance_dark_holes(
         eroded = ndi.grey_erosion(eroded, footprint=CROSS, mode="reflect")
         seeds.append(eroded)
     reconstruct = RankReconstructor(inverted)
-    if threads > 1 and len(seeds) > 1:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            rebuilt = list(pool.map(reconstruct, seeds))
-    else:
-        rebuilt = [reconstruct(seed) for seed in seeds]
     output = np.zeros(data.shape, np.float64)
     previous = inverted
-    for i, current in enumerate(rebuilt):
-        if i >= min_radius:
-            np.maximum(output, inverted_values[previous] - inverted_values[current], out=output)
-        previous = current
+    with ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext() as pool:
+        # Results arrive in order and are folded in one by one, so at most a few are held.
+        for i, current in enumerate(pool.map(reconstruct, seeds) if pool else map(reconstruct, seeds)):
+            if i >= min_radius:
+                np.maximum(output, inverted_values[previous] - inverted_values[current], out=output)
+            previous = current
     return output
 
 

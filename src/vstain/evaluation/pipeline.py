@@ -16,17 +16,15 @@ through Bio-Formats) or float64 with ``semantics="cp5"``.
 
 from __future__ import annotations
 
-import importlib
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from vstain.evaluation.columns import FEATURE_COLUMNS
+from vstain.evaluation.droplets import DropletBranch, measure_droplet_branch
 from vstain.evaluation.measure import aggregate, intensity, measure_objects, size_shape
 from vstain.evaluation.objects import PrimaryObjects, filter_by_limits, identify_primary_objects, remove_border_objects
 from vstain.evaluation.secondary import propagate_cells
@@ -110,13 +108,6 @@ def filter_nuclei(nuclei: PrimaryObjects, hoechst: np.ndarray, settings: Pipelin
     return kept
 
 
-def _droplet_branch() -> Any | None:
-    try:
-        return importlib.import_module("vstain.evaluation.droplets")
-    except ImportError:  # the lipid branch lives in its own module; absent → NaN features
-        return None
-
-
 def measure_field(
     nuclei: np.ndarray,
     lipids: np.ndarray,
@@ -149,32 +140,20 @@ def measure_field(
     bodipy = to_cellprofiler_scale(lipids, semantics=semantics)
     ctr = to_cellprofiler_scale(cytoplasm, semantics=semantics)
 
-    branch = _droplet_branch()
     lipid_warnings: list[str] = []
-    with ExitStack() as stack:
-        lipid_job: Future | None = None
-        if branch is not None and threads > 1:
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-lipids"))
-            lipid_job = pool.submit(_lipids, branch, bodipy, settings, semantics, lipid_warnings, threads)
-        measurements = _nuclei_and_cells(hoechst, bodipy, ctr, settings, semantics, warnings)
-        lipids = None
-        if lipid_job is not None:
-            lipids = lipid_job.result()
-        elif branch is not None:
-            lipids = _lipids(branch, bodipy, settings, semantics, lipid_warnings, 1)
-    warnings.extend(lipid_warnings)
-    features, objects, labels = measurements
-
-    if lipids is not None:
-        droplets, objects["Lipids_no_edge"] = lipids
-        lipid_labels = droplets.lipid_labels
-        features["Count_Lipids_no_edge"] = float(lipid_labels.max(initial=0))
-        features["Count_Defective_lipid_droplets"] = float(droplets.defective_count)
-        features.update({f"Granularity_{k}_Bodipy": float(v) for k, v in droplets.granularity.items()})
-        labels["lipids"] = lipid_labels
+    if threads > 1:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-lipids") as pool:
+            lipid_job = pool.submit(_lipids, bodipy, settings, semantics, lipid_warnings, threads)
+            features, objects, labels = _nuclei_and_cells(hoechst, bodipy, ctr, settings, semantics, warnings)
+            droplets, objects["Lipids_no_edge"] = lipid_job.result()
     else:
-        warnings.append("lipid branch unavailable (vstain.evaluation.droplets missing): lipid features are NaN")
-        labels["lipids"] = np.zeros(hoechst.shape, np.int32)
+        features, objects, labels = _nuclei_and_cells(hoechst, bodipy, ctr, settings, semantics, warnings)
+        droplets, objects["Lipids_no_edge"] = _lipids(bodipy, settings, semantics, lipid_warnings, 1)
+    warnings.extend(lipid_warnings)  # after the nuclei's notes, in pipeline order
+    features["Count_Lipids_no_edge"] = float(droplets.lipid_labels.max(initial=0))
+    features["Count_Defective_lipid_droplets"] = float(droplets.defective_count)
+    features.update({f"Granularity_{k}_Bodipy": float(v) for k, v in droplets.granularity.items()})
+    labels["lipids"] = droplets.lipid_labels
 
     for name, table in objects.items():
         exported = [c for c in table.columns if not (name == "cells_no_edge" and c.endswith("_Hoechst"))]
@@ -184,10 +163,10 @@ def measure_field(
 
 
 def _lipids(
-    branch: Any, bodipy: np.ndarray, settings: PipelineSettings, semantics: Semantics, warnings: list[str], threads: int
-) -> tuple[Any, pd.DataFrame]:
+    bodipy: np.ndarray, settings: PipelineSettings, semantics: Semantics, warnings: list[str], threads: int
+) -> tuple[DropletBranch, pd.DataFrame]:
     """Modules 21-53 and the droplets' measurements -> (DropletBranch, Lipids_no_edge table)."""
-    droplets = branch.measure_droplet_branch(
+    droplets = measure_droplet_branch(
         bodipy, settings=settings, semantics=semantics, warnings=warnings, threads=threads
     )
     table = measure_objects(

@@ -171,16 +171,17 @@ class FeatureTable:
         check_magnification(magnification)
         ordered = sorted(fields, key=lambda f: f.key)
         keep = set(keep_labels)
+        processes = min(workers, len(ordered))
         # Each field may use threads of its own (see measure_field); with several worker
         # processes they share the CPUs instead of oversubscribing them.
         threads = None
-        if workers > 1 and len(fields) > 1:
+        if processes > 1:
             from vstain.evaluation.pipeline import usable_cpus
 
-            threads = max(1, usable_cpus() // min(workers, len(fields)))
+            threads = max(1, usable_cpus() // processes)
         jobs = [(f, magnification, measure, f.key in keep, threads) for f in ordered]
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        if processes > 1:
+            with ProcessPoolExecutor(max_workers=processes) as pool:
                 results = list(pool.map(_measure_job, jobs, chunksize=1))
         else:
             results = [_measure_job(job) for job in jobs]
