@@ -12,8 +12,8 @@ import pytest
 from skimage.measure import label
 
 from vstain import cli
+from vstain.bench.evaluation import synthetic_field
 from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS
-from vstain.evaluation.table import synthetic_field
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
 

@@ -13,12 +13,7 @@ from skimage.segmentation import expand_labels
 
 from vstain.errors import PlateError
 from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS, METADATA_COLUMNS
-from vstain.evaluation.table import (
-    FeatureTable,
-    benchmark_measure_field,
-    find_fields,
-    synthetic_field,
-)
+from vstain.evaluation.table import FeatureTable, find_fields
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
 
@@ -187,17 +182,6 @@ def test_csv_round_trip_keeps_nan_as_cellprofiler_writes_it(tmp_path):
     (tmp_path / "bad.csv").write_text("ImageNumber,Metadata_Well\n1,D02\n")
     with pytest.raises(PlateError, match="bad.csv: missing column"):
         FeatureTable.read_csv(tmp_path / "bad.csv", magnification="20x")
-
-
-def test_synthetic_field_and_benchmark_hook():
-    images = synthetic_field((96, 128), magnification="40x", seed=0)
-    assert set(images) == {"C01", "C02", "C03"}
-    assert all(im.dtype == np.uint16 and im.shape == (96, 128) for im in images.values())
-    assert images["C01"].max() > 1311  # nuclei above the 20x threshold floor (0.02 * 65535)
-    assert np.array_equal(images["C02"], synthetic_field((96, 128), magnification="40x", seed=0)["C02"])
-    timing = benchmark_measure_field((96, 128), "40x", repeats=2, measure=fake_measure)
-    assert timing["shape"] == (96, 128) and timing["repeats"] == 2 and len(timing["seconds"]) == 2
-    assert timing["seconds_per_field"] > 0 and timing["objects"]["nuclei_no_edge"] >= 1
 
 
 def test_evaluation_modules_never_import_torch():

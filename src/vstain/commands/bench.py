@@ -1,4 +1,4 @@
-"""``vstain bench``: inference and training speed, reference settings vs fast ones."""
+"""``vstain bench``: inference, training and evaluation speed (wrapper over :mod:`vstain.bench.run`)."""
 
 from __future__ import annotations
 
@@ -6,34 +6,46 @@ import argparse
 
 EXAMPLE = """\
 example:
-  vstain bench --quick                          # CPU-sized: one 1024² field, 128² training crops
-  vstain bench --quick --field 256x256 --no-training   # a smoke run in seconds
+  vstain bench --quick                          # all sections, CPU-sized: one 1024² field, 128² crops
+  vstain bench training --quick                 # only the recipes' real training steps
+  vstain bench inference --quick --field 256x256   # a smoke run in seconds
   vstain bench --device cuda --out bench.json   # full 2154x2554 fields, batch 4/6 at 512²
-  PYTHONPATH=src python -m vstain bench --device cuda --no-training
+  PYTHONPATH=src python -m vstain bench inference --device cuda
 
-Times all three stains per field (random-weight reference networks) in reference mode (512/256
-pyramid tiles, fp32) and in the fast modes/settings the device supports, the training steps
-(GAN G+D batch 4, nuclei LUPI batch 6) in fp32 eager vs bf16 + channels_last (+ compile on CUDA),
-and the evaluation's measurements of one synthetic 20x field (1 thread and the default).
-Prints a table; --out also writes the numbers as JSON.
+Sections (default: all):
+  inference   all three stains of one field (random-weight reference networks) in reference mode
+              (512/256 pyramid tiles, fp32) and the fast modes/settings the device supports
+  training    the recipe modules vstain train runs (GanModule, LupiModule, RegressionModule)
+              through their training_step, built from configs/train/ (GAN batch 4, nuclei LUPI
+              batch 6, pretraining batch 4 at 512²): the shipped config (fp32 eager) vs bf16 +
+              channels_last (+ compile on CUDA), with and without memory-efficient dense layers
+  evaluation  the CellProfiler-equivalent measurements of one synthetic 20x field (1 thread and
+              the default)
+Prints a table per section; --out also writes the numbers as JSON.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from vstain.bench.run import SECTIONS
+
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark inference and training speed",
-        description="Benchmark inference seconds per field and training images/s, reference vs fast settings.",
+        help="benchmark inference, training and evaluation speed",
+        description="Benchmark inference seconds per field, training images/s of the real recipe steps and "
+                    "the evaluation's measurements, reference vs fast settings.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all"], default=["all"],
+                        help=f"what to time: {', '.join(SECTIONS)} or all (default all)")
     parser.add_argument("--quick", action="store_true", help="small sizes that run in minutes on a CPU")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--no-training", action="store_true", help="skip the training-step benchmark")
-    parser.add_argument("--no-evaluation", action="store_true",
-                        help="skip timing the CellProfiler-equivalent measurements of one field")
-    parser.add_argument("--field", metavar="HxW", help="inference field size (default: 1024x1024 with --quick, 2154x2554 without)")
+    parser.add_argument("--no-training", action="store_true", help="leave out the training section")
+    parser.add_argument("--no-evaluation", action="store_true", help="leave out the evaluation section")
+    parser.add_argument("--field", metavar="HxW",
+                        help="field size for inference and evaluation "
+                             "(default: 1024x1024 with --quick, 2154x2554 without)")
     parser.add_argument("--compile", action="store_true",
                         help="on a CPU, also time torch.compile (minutes of warm-up; always timed on CUDA)")
     parser.add_argument("--threads", type=int, metavar="N",
@@ -44,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from vstain.bench.run import SECTIONS, format_table, run_benchmark, save_result
     from vstain.errors import VstainError
-    from vstain.inference.benchmark import format_table, run_benchmark, save_result
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise VstainError("--device cuda asked for but no CUDA device is available")
@@ -60,8 +72,15 @@ def run(args: argparse.Namespace) -> int:
         if height < 16 or width < 16:
             raise VstainError(f"--field {args.field}: each side must be at least 16 pixels")
         field = (height, width)
-    result = run_benchmark(quick=args.quick, device=args.device, training=not args.no_training,
-                           field=field, cpu_compile=args.compile, evaluation=not args.no_evaluation)
+    sections = set(SECTIONS) if not args.sections or "all" in args.sections else set(args.sections)
+    if args.no_training:
+        sections.discard("training")
+    if args.no_evaluation:
+        sections.discard("evaluation")
+    if not sections:
+        raise VstainError("nothing to benchmark: every section was left out")
+    result = run_benchmark(tuple(sections), quick=args.quick, device=args.device, field=field,
+                           cpu_compile=args.compile)
     print()
     print(format_table(result))
     if args.out:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
@@ -31,7 +30,7 @@ from vstain.evaluation.metric import PIXEL_CHANNELS, field_label
 from vstain.plate.index import image_folders
 from vstain.plate.naming import parse_name
 from vstain.plate.tiff import read_tiff
-from vstain.vocabulary import FIELD_SHAPE, TARGET_CHANNELS, check_magnification
+from vstain.vocabulary import check_magnification
 
 #: ``measure(nuclei, lipids, cytoplasm, *, magnification) -> FieldMeasurements``
 MeasureFunction = Callable[..., Any]
@@ -289,84 +288,3 @@ def _measure_job(job: tuple[FieldImages, str, MeasureFunction | None, bool, int 
     objects = {name: pd.DataFrame(table) for name, table in dict(result.objects).items()}
     labels = dict(result.labels) if keep_labels else {}
     return features, objects, labels, list(result.warnings)
-
-
-def synthetic_field(
-    shape: tuple[int, int] = FIELD_SHAPE["20x"],
-    *,
-    magnification: str = "20x",
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """One field of ``vstain synth`` as ``{"C01", "C02", "C03"}`` uint16 raw counts, for timing.
-
-    The same generator as the demo's plates (:func:`vstain.synth.field.render_field`), so the
-    benchmark sees realistic nuclei, cells and droplets; same arguments, same arrays.
-    """
-    from vstain.synth.field import render_field
-
-    check_magnification(magnification)
-    rendered = render_field(magnification=magnification, seed=seed, size=tuple(shape))
-    return {f"C{TARGET_CHANNELS[target]:02d}": np.asarray(image, np.uint16) for target, image in rendered.targets.items()}
-
-
-def benchmark_measure_field(
-    shape: tuple[int, int] = FIELD_SHAPE["20x"],
-    magnification: str = "20x",
-    repeats: int = 1,
-    *,
-    field: Mapping[str, np.ndarray] | None = None,
-    measure: MeasureFunction | None = None,
-    seed: int = 0,
-    threads: int | None = None,
-) -> dict[str, Any]:
-    """Time the per-field measurements (what ``vstain bench`` reports).
-
-    Parameters
-    ----------
-    shape
-        Size of the synthesised field (ignored when ``field`` is given).
-    magnification
-        Pipeline settings to use.
-    repeats
-        Timed runs (no warm-up run: the first run is what a user waits for).
-    field
-        ``{"C01", "C02", "C03"}`` uint16 images to measure instead of a synthetic field.
-    measure
-        Measurement function; default :func:`vstain.evaluation.pipeline.measure_field`.
-    seed
-        Seed of the synthetic field.
-    threads
-        Passed to ``measure`` (``None``: its default).
-
-    Returns
-    -------
-    dict
-        ``magnification``, ``shape``, ``repeats``, ``threads``, ``seconds`` (wall, each run),
-        ``cpu_seconds`` (this process's CPU time, each run), ``seconds_per_field`` (mean wall),
-        ``seconds_min`` and ``objects`` (object counts of the last run, by table).
-    """
-    measure = measure or default_measure()
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    images = dict(field) if field is not None else synthetic_field(shape, magnification=magnification, seed=seed)
-    options: dict[str, Any] = {"magnification": magnification}
-    if threads is not None:
-        options["threads"] = threads
-    seconds, cpu_seconds = [], []
-    result = None
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = measure(images["C01"], images["C02"], images["C03"], **options)
-        seconds.append(time.perf_counter() - start)
-        cpu_seconds.append(time.process_time() - cpu_start)
-    return {
-        "magnification": magnification,
-        "shape": tuple(int(s) for s in images["C01"].shape),
-        "repeats": repeats,
-        "threads": threads,
-        "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
-        "seconds_per_field": float(np.mean(seconds)),
-        "seconds_min": float(np.min(seconds)),
-        "objects": {name: int(len(table)) for name, table in dict(result.objects).items()},
-    }

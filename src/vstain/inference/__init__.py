@@ -9,7 +9,6 @@
   or a plate streamed to CV7000-named uint16 TIFFs with a ``predictions.json`` manifest.
 * :mod:`~vstain.inference.distributed` - sharding fields across ``torchrun`` ranks.
 * :mod:`~vstain.inference.export` - ONNX export checked with onnxruntime.
-* :mod:`~vstain.inference.benchmark` - ``vstain bench``.
 
 Submodules are imported on demand (``import vstain.inference`` does not load torch).
 """

@@ -91,9 +91,7 @@ class StainingModule(L.LightningModule):
         self.val_pixel = PixelRelativeMAE(len(self.targets))
         self.val_iou = BinaryIoU() if self.segments else None
         self.tiler = Tiler(self.cfg.validation.mode)
-        self._forward = self.generator
-        if self.cfg.trainer.compile:
-            self._forward = torch.compile(self.generator)
+        self.compile_network(self.generator)
         self.validation_panel: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -101,9 +99,20 @@ class StainingModule(L.LightningModule):
         """Put a batch in the memory format the network was set up for."""
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.trainer.channels_last else x
 
+    def compile_network(self, network: nn.Module) -> None:
+        """``torch.compile`` ``network`` in place when ``trainer.compile`` is set.
+
+        In place (:meth:`torch.nn.Module.compile`), so every call of the network - the training
+        steps, validation, the GAN's discriminator scores - runs the compiled code, and the
+        network's ``state_dict`` keys stay its own (no ``_orig_mod.`` prefix in checkpoints or
+        bundles, and a checkpoint resumes with compile on or off).
+        """
+        if self.cfg.trainer.compile:
+            network.compile()
+
     def network_output(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode map ``(B, 7, h, w) -> (B, K [+2 seg logits], h, w)`` used by the tiler."""
-        out = self._forward(self.prepare_input(x))
+        out = self.generator(self.prepare_input(x))
         return out if isinstance(out, torch.Tensor) else out[-1]
 
     def to_counts(self, normalised: torch.Tensor) -> torch.Tensor:

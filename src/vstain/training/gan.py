@@ -43,6 +43,7 @@ class GanModule(StainingModule):
         self.discriminator = build_model(gan.discriminator.name, **d_args)
         if self.cfg.trainer.channels_last:
             self.discriminator = self.discriminator.to(memory_format=torch.channels_last)
+        self.compile_network(self.discriminator)
         self.d_loss = RaLSGANDiscriminatorLoss()
         self.g_loss = RaLSGANGeneratorLoss()
         self.gradient_loss = GradientLoss()

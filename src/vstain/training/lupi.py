@@ -30,7 +30,7 @@ class LupiModule(StainingModule):
 
     def network_output(self, x: torch.Tensor) -> torch.Tensor:
         # The tiler blends the image and the segmentation logits together: (B, 1 + 2, h, w).
-        seg_logits, image = self._forward(self.prepare_input(x))[:2]
+        seg_logits, image = self.generator(self.prepare_input(x))[:2]
         return torch.cat([image, seg_logits], dim=1)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
