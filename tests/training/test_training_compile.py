@@ -141,3 +141,19 @@ def test_compiled_checkpoints_and_bundles_keep_plain_keys_and_resume_either_way(
     from safetensors.torch import load_file
 
     assert set(load_file(str(bundle))) == set(plain.generator.state_dict())
+
+
+def test_checkpoints_of_earlier_versions_still_resume(monkeypatch):
+    """They duplicated the generator under ``_forward.`` (``_forward._orig_mod.`` when compiled)."""
+    monkeypatch.setattr(torch, "compile", CompileRecorder())
+    saved = _module("regression", compile=False)
+    state = dict(saved.state_dict())
+    generator = saved.generator.state_dict()
+    state.update({f"_forward.{k}": v for k, v in generator.items()})
+    state.update({f"_forward._orig_mod.{k}": v for k, v in generator.items()})
+    checkpoint = {"state_dict": state}
+    module = _module("regression", compile=True)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    for name, value in generator.items():
+        torch.testing.assert_close(module.generator.state_dict()[name], value)

@@ -144,11 +144,13 @@ def format_table(result: dict[str, Any]) -> str:
                          f"{speed:>8} {row['peak_memory_gib']!s:>9}")
     if result.get("training"):
         lines += ["", f"{'recipe':<22} {'settings':<48} {'batch':>5} {'crop':>5} {'img/s':>8} {'speedup':>8} "
-                  f"{'peak GiB':>9}"]
+                  f"{'CPU s/step':>10} {'peak GiB':>9}"]
         for row in result["training"]:
             speed = f"x{row['speedup_vs_reference']:.2f}" if row["speedup_vs_reference"] else "-"
+            cpu = row.get("cpu_seconds_per_step", float("nan"))
             lines.append(f"{row['recipe']:<22} {row['settings']:<48} {row['batch']:>5} {row['crop']:>5} "
-                         f"{row['images_per_s']:>8.2f} {speed:>8} {row['peak_memory_gib']!s:>9}"
+                         f"{row['images_per_s']:>8.2f} {speed:>8} {cpu:>10.2f} "
+                         f"{row['peak_memory_gib']!s:>9}"
                          + (f"  [{row['error']}]" if row.get("error") else ""))
     if result.get("evaluation"):
         lines += ["", f"{'evaluation':<12} {'field':>10} {'threads':>7} {'s wall':>8} {'s CPU':>8}  objects"]

@@ -226,25 +226,27 @@ class _RandomBatches(torch.utils.data.Dataset):
 
 
 class _StepTimer(Callback):
-    """Wall time of each training step after ``warmup`` and the peak memory over those steps."""
+    """Wall and process CPU time of each training step after ``warmup``, and the peak memory over them."""
 
     def __init__(self, device: torch.device, *, warmup: int = 1) -> None:
         self.device, self.warmup = device, warmup
         self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
         self.memory = PeakMemory(device)
-        self._start = 0.0
+        self._start = self._cpu_start = 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         synchronize(self.device)
         if batch_idx == self.warmup:
             self.memory.reset()
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         synchronize(self.device)
         if batch_idx >= self.warmup:
             self.seconds.append(time.perf_counter() - self._start)
+            self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.seconds:
@@ -265,7 +267,7 @@ def _lightning_quiet():
             logger.setLevel(level)
 
 
-def time_recipe_steps(module, config, *, device: torch.device, steps: int) -> tuple[list[float], int | None]:
+def time_recipe_steps(module, config, *, device: torch.device, steps: int) -> dict[str, Any]:
     """Run ``1 + steps`` training steps of ``module`` under a Lightning ``Trainer``.
 
     Parameters
@@ -281,8 +283,9 @@ def time_recipe_steps(module, config, *, device: torch.device, steps: int) -> tu
 
     Returns
     -------
-    (seconds, peak_bytes)
-        Wall seconds of each timed step and the peak memory over them.
+    dict
+        ``seconds`` and ``cpu_seconds`` (this process, all threads) of each timed step, and
+        ``peak_bytes``, the peak memory over them.
     """
     trainer_cfg = config.trainer
     data = _RandomBatches(batch=config.data.batch_size, crop=config.data.crop_size, targets=len(config.data.targets),
@@ -323,7 +326,7 @@ def time_recipe_steps(module, config, *, device: torch.device, steps: int) -> tu
         torch.backends.cudnn.benchmark = cudnn_benchmark
     if len(timer.seconds) != steps:
         raise RuntimeError(f"expected {steps} timed steps, the trainer ran {len(timer.seconds)}")
-    return timer.seconds, timer.memory.peak_bytes
+    return {"seconds": timer.seconds, "cpu_seconds": timer.cpu_seconds, "peak_bytes": timer.memory.peak_bytes}
 
 
 def bench_training(
@@ -357,7 +360,9 @@ def bench_training(
     list of dict
         One row per recipe and setting: ``recipe``, ``module`` (the LightningModule class),
         ``config``, ``settings``, ``overrides``, ``batch``, ``crop``, ``images_per_s``,
-        ``seconds_per_step``, ``speedup_vs_reference``, ``peak_memory_gib``, ``error``.
+        ``seconds_per_step`` (wall), ``cpu_seconds_per_step`` (this process's CPU time, the steadier
+        measure on a shared machine), ``speedup_vs_reference`` (images/s), ``peak_memory_gib``,
+        ``error``.
     """
     rows: list[dict[str, Any]] = []
     for recipe in recipes:
@@ -367,12 +372,13 @@ def bench_training(
             clean(device)
             module_name: list[str] = []
             try:
-                seconds, peak = _measure(recipe, setting, batch=batch, sizes=sizes, device=device, tiny=tiny,
-                                         built=module_name)
-                step = sum(seconds) / len(seconds)
-                throughput, error = batch / step, None
+                timing = _measure(recipe, setting, batch=batch, sizes=sizes, device=device, tiny=tiny,
+                                  built=module_name)
+                step = sum(timing["seconds"]) / len(timing["seconds"])
+                cpu_step = sum(timing["cpu_seconds"]) / len(timing["cpu_seconds"])
+                throughput, peak, error = batch / step, timing["peak_bytes"], None
             except Exception as exc:  # a setting the device cannot run is reported, not fatal
-                step, throughput, peak = float("nan"), float("nan"), None
+                step, cpu_step, throughput, peak = float("nan"), float("nan"), float("nan"), None
                 error = f"{exc.__class__.__name__}: {str(exc)[:200]}"
             if baseline is None and error is None:
                 baseline = throughput
@@ -386,18 +392,19 @@ def bench_training(
                 "crop": sizes.crop,
                 "images_per_s": throughput,
                 "seconds_per_step": step,
+                "cpu_seconds_per_step": cpu_step,
                 "speedup_vs_reference": throughput / baseline if baseline and throughput == throughput else None,
                 "peak_memory_gib": gib(peak),
                 "error": error,
             }
             rows.append(row)
             log(f"  training  {recipe.label:<22} {setting.label:<48} {throughput:8.2f} img/s  "
-                f"peak {row['peak_memory_gib']} GiB" + (f"  [{error}]" if error else ""))
+                f"{cpu_step:7.1f} CPU s/step  peak {row['peak_memory_gib']} GiB" + (f"  [{error}]" if error else ""))
     return rows
 
 
 def _measure(recipe: Recipe, setting: TrainingSetting, *, batch: int, sizes: BenchSizes, device: torch.device,
-             tiny: bool, built: list[str]) -> tuple[list[float], int | None]:
+             tiny: bool, built: list[str]) -> dict[str, Any]:
     # In its own frame, so the module and its optimiser states are freed before the next setting.
     module, config = recipe_module(recipe, batch=batch, crop=sizes.crop, overrides=setting.overrides, tiny=tiny)
     built.append(type(module).__name__)

@@ -203,6 +203,12 @@ class StainingModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "vstain_rng" in checkpoint:
             restore_random_states(checkpoint["vstain_rng"])
+        # Checkpoints of earlier versions also held every generator weight a second time, under
+        # ``_forward.`` (``_forward._orig_mod.`` when compiled); the generator's own keys hold them.
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            for key in [k for k in state if k.startswith("_forward.")]:
+                del state[key]
 
     # ------------------------------------------------------------------ export
     def export_network(self) -> nn.Module:
