@@ -18,6 +18,22 @@ def test_bench_runs_the_named_section_only(tmp_path, capsys):
     assert "measure_field" in capsys.readouterr().out
 
 
+def test_no_section_named_means_all_and_the_flags_leave_sections_out(tmp_path, monkeypatch):
+    import vstain.bench.run as run
+
+    ran = []
+    monkeypatch.setattr(run, "SECTIONS", {name: (lambda context, name=name: ran.append(name) or [])
+                                          for name in run.SECTIONS})
+    assert main(["bench", "--field", "32x32"]) == 0
+    assert ran == ["inference", "training", "evaluation"]
+    ran.clear()
+    assert main(["bench", "--no-training", "--out", str(tmp_path / "b.json")]) == 0
+    assert ran == ["inference", "evaluation"]
+    ran.clear()
+    assert main(["bench", "all", "--no-evaluation"]) == 0
+    assert ran == ["inference", "training"]
+
+
 def test_leaving_out_every_section_is_a_one_line_error(capsys):
     assert main(["bench", "training", "--no-training"]) == 2
     assert capsys.readouterr().err.strip() == "error: nothing to benchmark: every section was left out"

@@ -39,7 +39,12 @@ class Variant:
 def stain_networks(*, tiny: bool = False, seed: int = 0) -> StainNetworks:
     """Nuclei (LUPI-32) + lipids + cytoplasm (Tiramisu-48), random weights, eval mode.
 
-    ``tiny`` shrinks them (8 filters, 1-1 blocks) for tests of the bench itself.
+    Parameters
+    ----------
+    tiny
+        Shrink them (8 filters, 1-1 blocks) for tests of the bench itself.
+    seed
+        Seed of the random weights.
     """
     from vstain.models import build_model
 
@@ -56,8 +61,13 @@ def stain_networks(*, tiny: bool = False, seed: int = 0) -> StainNetworks:
 def inference_variants(device: torch.device, *, cpu_compile: bool = False) -> list[Variant]:
     """Reference first, then the fast modes and the settings this device supports.
 
-    On a CPU the ``torch.compile`` variant is opt-in (``cpu_compile``): its one-off warm-up takes
-    minutes there and only pays off over many fields.
+    Parameters
+    ----------
+    device
+        Where the fields run.
+    cpu_compile
+        On a CPU, add the ``torch.compile`` variant (opt-in: its one-off warm-up takes minutes
+        there and only pays off over many fields).
     """
     variants = [
         Variant("reference (512/256 pyramid, fp32)", "reference"),
@@ -82,7 +92,28 @@ def bench_inference(
     variants: list[Variant],
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Seconds per field (all stains) and peak memory of each variant on each field size."""
+    """Seconds per field (all stains) and peak memory of each variant on each field size.
+
+    Parameters
+    ----------
+    network
+        The three stains' networks (:func:`stain_networks`).
+    device
+        Where they run.
+    sizes
+        Field sizes, tile batches and timed repeats (the fastest repeat is reported).
+    variants
+        Configurations to time (:func:`inference_variants`); the ``reference`` one first.
+    log
+        Receives one line per row.
+
+    Returns
+    -------
+    list of dict
+        One row per field and variant: ``field``, ``variant``, ``mode``, ``precision``,
+        ``channels_last``, ``compile``, ``batch``, ``tiles``, ``seconds_per_field``,
+        ``warmup_seconds``, ``speedup_vs_reference``, ``peak_memory_gib``, ``error``.
+    """
     rows: list[dict[str, Any]] = []
     generator = torch.Generator().manual_seed(0)
     for height, width in sizes.fields:

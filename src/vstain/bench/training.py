@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import Callback
 
 from vstain.bench.measure import PeakMemory, bf16_supported, clean, gib, synchronize
 from vstain.bench.sizes import BenchSizes
+from vstain.config import TrainConfig
 
 __all__ = ["RECIPES", "Recipe", "TrainingSetting", "bench_training", "recipe_module", "training_settings"]
 
@@ -150,7 +151,9 @@ def shipped_config(relative: str) -> Path:
     raise ConfigError(f"configs/{relative}: shipped config not found (neither in the package nor in a checkout)")
 
 
-def recipe_module(recipe: Recipe, *, batch: int, crop: int, overrides: tuple[str, ...] = (), tiny: bool = False):
+def recipe_module(
+    recipe: Recipe, *, batch: int, crop: int, overrides: tuple[str, ...] = (), tiny: bool = False
+) -> tuple[L.LightningModule, TrainConfig]:
     """Build a recipe's LightningModule from its shipped config.
 
     Parameters
@@ -172,7 +175,7 @@ def recipe_module(recipe: Recipe, *, batch: int, crop: int, overrides: tuple[str
     """
     from pydantic import ValidationError
 
-    from vstain.config import TrainConfig, apply_overrides, read_config_file, validation_message
+    from vstain.config import apply_overrides, read_config_file, validation_message
     from vstain.errors import ConfigError
     from vstain.training.fit import recipe_class
 
@@ -267,7 +270,9 @@ def _lightning_quiet():
             logger.setLevel(level)
 
 
-def time_recipe_steps(module, config, *, device: torch.device, steps: int) -> dict[str, Any]:
+def time_recipe_steps(
+    module: L.LightningModule, config: TrainConfig, *, device: torch.device, steps: int
+) -> dict[str, Any]:
     """Run ``1 + steps`` training steps of ``module`` under a Lightning ``Trainer``.
 
     Parameters

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all"], default=["all"],
+    # The default is a string: argparse checks a list default of nargs="*" against the choices as a whole.
+    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all"], default="all",
                         help=f"what to time: {', '.join(SECTIONS)} or all (default all)")
     parser.add_argument("--quick", action="store_true", help="small sizes that run in minutes on a CPU")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if height < 16 or width < 16:
             raise VstainError(f"--field {args.field}: each side must be at least 16 pixels")
         field = (height, width)
-    sections = set(SECTIONS) if not args.sections or "all" in args.sections else set(args.sections)
+    named = [args.sections] if isinstance(args.sections, str) else list(args.sections)
+    sections = set(SECTIONS) if not named or "all" in named else set(named)
     if args.no_training:
         sections.discard("training")
     if args.no_evaluation:
