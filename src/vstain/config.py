@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from vstain.errors import ConfigError
+from vstain.vocabulary import Magnification, Target
 
 Recipe = Literal["regression", "gan", "lupi"]
 
@@ -46,13 +47,13 @@ class DataConfig(_Strict):
     """Where the plate is and how training samples are drawn from it."""
 
     root: Path = Field(..., description="plate folder (<root>/<mag>_images/ layout or a flat folder)")
-    magnification: Literal["20x", "40x", "60x"] = Field("20x", description="magnification to train on")
-    targets: list[Literal["nuclei", "lipids", "cytoplasm"]] = Field(
+    magnification: Magnification = Field("20x", description="magnification to train on")
+    targets: list[Target] = Field(
         ..., min_length=1, description="stains the model predicts, in output-channel order"
     )
-    split: Path | None = Field(None, description="split CSV (magnification, well, field, subset); none: hold out fields at random")
-    holdout_fields: int = Field(1, ge=0, description="fields held out for validation per magnification when no split is given (reference: 3/4/6)")
-    holdout_wells: list[str] = Field(default_factory=list, description="wells held out for validation (overrides holdout_fields)")
+    split: Path | None = Field(None, description="split CSV (magnification, well, field, subset: train, validation, test or calibration; docs/splits.md); training fits train and picks checkpoints on validation; none: hold out validation fields at random")
+    holdout_fields: int = Field(1, ge=0, description="fields drawn as validation per magnification when no split is given (reference: 3/4/6)")
+    holdout_wells: list[str] = Field(default_factory=list, description="wells whose fields are validation when no split is given (overrides holdout_fields)")
     stats: Path | None = Field(None, description="statistics JSON from `vstain stats`; none: computed on the training fields")
     normalization: Literal["minmax", "percentile"] = Field("minmax", description="minmax is the reference; percentile is robust to outliers")
     sampling: Literal["random", "nuclei"] = Field("random", description="random crops, or crops centred on nuclei (nuclei recipe)")

@@ -74,9 +74,9 @@ def test_check_flat_folder_and_bad_arguments(tmp_path: Path, capsys):
     assert "60x" in capsys.readouterr().out
     assert main(["check", str(tmp_path / "flat")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "give the magnification" in err
+    assert err.count("\n") == 1 and "give the magnification (--magnification: 20x | 40x | 60x)" in err
     assert main(["check", str(tmp_path / "nowhere")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "nowhere: no such folder" in capsys.readouterr().err
 
 
 def test_stats_writes_json_equal_to_the_library(plate: Path, tmp_path: Path, capsys):
@@ -91,20 +91,20 @@ def test_stats_make_split_then_describe_its_train_subset(tmp_path: Path, capsys)
     make_plate(root, wells=("B03", "C02", "D02"), fields=2)
     split_csv, out = tmp_path / "split.csv", tmp_path / "stats.json"
     assert main(["stats", str(root), "--make-split", str(split_csv), "--holdout-wells", "B03", "--out", str(out)]) == 0
-    assert "20x 4 train / 2 test" in capsys.readouterr().out
+    assert "20x 4 train / 2 validation" in capsys.readouterr().out
     split = Split.load(split_csv)
-    assert {w for _, w, _ in split.keys("test")} == {"B03"}
+    assert {w for _, w, _ in split.keys("validation")} == {"B03"}
     stats = PlateStats.load(out)
     assert stats.source["subset"] == "train" and stats.source["fields"] == {"20x": 4}
     train = [f for f in index_plate(root).fields if f.key in split.keys("train")]
     assert stats.channels == compute_stats(train).channels
-    # the same split file read back describes the test subset
-    out_test = tmp_path / "test.json"
-    assert main(["stats", str(root), "--split", str(split_csv), "--subset", "test", "--out", str(out_test)]) == 0
+    # the same split file read back describes the validation subset
+    out_test = tmp_path / "validation.json"
+    assert main(["stats", str(root), "--split", str(split_csv), "--subset", "validation", "--out", str(out_test)]) == 0
     assert PlateStats.load(out_test).source["fields"] == {"20x": 2}
     # random fields per magnification, seeded
     assert main(["stats", str(root), "--make-split", str(tmp_path / "r.csv"), "--holdout-fields", "2", "--seed", "3"]) == 0
-    assert len(Split.load(tmp_path / "r.csv").keys("test")) == 2
+    assert len(Split.load(tmp_path / "r.csv").keys("validation")) == 2
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_stats_make_split_then_describe_its_train_subset(tmp_path: Path, capsys)
         ([], "nothing to do"),
         (["--out", "{out}", "--split", "{missing}"], "no such split file"),
         (["--out", "{out}", "--split", "{bad_split}"], "lacks column"),
-        (["--out", "{out}", "--split", "{foreign_split}"], "20x H01 F001 (1 field(s) in all) is not a valid field"),
+        (["--out", "{out}", "--split", "{foreign_split}"], "1 field(s) of the split are not on the plate: 20x H01 F001"),
         (["--make-split", "{split}"], "needs --holdout-wells"),
         (["--holdout-wells", "B03", "--out", "{out}"], "need --make-split"),
         (["--make-split", "{split}", "--holdout-fields", "all"], "give a number of fields or 'reference'"),

@@ -61,7 +61,7 @@ def test_several_magnifications_and_selection(tmp_path: Path):
 
 def test_flat_folder_needs_the_magnification(tmp_path: Path):
     make_plate(tmp_path / "flat", flat=True, wells=("D02",), fields=1)
-    with pytest.raises(PlateError, match="--magnification"):
+    with pytest.raises(PlateError, match="give the magnification \\(`magnification`: 20x \\| 40x \\| 60x\\)"):
         index_plate(tmp_path / "flat")
     index = index_plate(tmp_path / "flat", magnification="40x")
     assert index.issues == [] and [f.key for f in index.fields] == [("40x", "D02", 1)]
@@ -70,8 +70,12 @@ def test_flat_folder_needs_the_magnification(tmp_path: Path):
 
 
 def test_not_a_folder(tmp_path: Path):
-    with pytest.raises(PlateError, match="not a folder"):
+    with pytest.raises(PlateError, match="missing: no such folder") as info:
         index_plate(tmp_path / "missing")
+    assert isinstance(info.value, FileNotFoundError)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PlateError, match="file: not a folder"):
+        index_plate(tmp_path / "file")
 
 
 def test_empty_folder_is_an_error(tmp_path: Path):

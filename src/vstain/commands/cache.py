@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vstain.vocabulary import MAGNIFICATIONS
+
 EXAMPLE = """\
 example:
   vstain cache data/plate                  # writes data/plate.vstain-cache/
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="DIR", help="cache folder (default: <plate>.vstain-cache beside the plate)")
     parser.add_argument(
         "--magnification",
-        choices=("20x", "40x", "60x"),
+        choices=MAGNIFICATIONS,
         help="only this magnification (required for a flat folder)",
     )
     parser.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vstain.vocabulary import MAGNIFICATIONS
+
 EXAMPLE = """\
 example:
   vstain check data/plate                       # <plate>/{20x,40x,60x}_images layout
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/ or a flat folder of TIFFs)")
     parser.add_argument(
         "--magnification",
-        choices=("20x", "40x", "60x"),
+        choices=MAGNIFICATIONS,
         help="magnification of a flat folder; with the <mag>_images layout, check only this one",
     )
     parser.add_argument("--fields", action="store_true", help="print one line per field instead of per well")

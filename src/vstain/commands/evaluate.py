@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from vstain.vocabulary import MAGNIFICATIONS
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pred", required=True, metavar="DIR", help="folder of the predicted images (same names)")
     parser.add_argument(
         "--magnification",
-        choices=("20x", "40x", "60x"),
+        choices=MAGNIFICATIONS,
         help="magnification (required for flat folders; default: every <mag>_images of --truth)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")

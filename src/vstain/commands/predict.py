@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vstain.vocabulary import MAGNIFICATIONS
+
 EXAMPLE = """\
 example:
   vstain predict --models models/20x/ --input data/plate --output predicted/ --device cuda
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="model bundles (.safetensors) or folders of them; one per stain or multi-output")
     parser.add_argument("--input", required=True, metavar="PLATE", help="plate folder (only brightfield C04 is read)")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder (created)")
-    parser.add_argument("--magnification", choices=("20x", "40x", "60x"),
+    parser.add_argument("--magnification", choices=MAGNIFICATIONS,
                         help="magnification of a flat folder, or the one to predict from a multi-magnification plate")
     parser.add_argument("--mode", choices=("whole", "tiles", "reference"), default="whole",
                         help="whole field in one pass (default), large blended tiles, or the reference 512/256 tiling")

@@ -1,11 +1,13 @@
 """``vstain stats PLATE --out stats.json``: exact intensity statistics of (a split of) a plate.
 
-Also makes train/test splits (``--make-split``), since statistics belong to the training subset.
+Also makes train/validation splits (``--make-split``), since statistics belong to the training subset.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from vstain.vocabulary import MAGNIFICATIONS, SPLIT_SUBSETS, TRAIN, VALIDATION
 
 EXAMPLE = """\
 examples:
@@ -17,14 +19,16 @@ examples:
 
 Statistics per magnification and channel (C04Z01..C04Z07, C01, C02, C03): min, max, mean, std and
 the 0.01/0.1/1/50/99/99.9/99.99 percentiles, exact (65536-bin histograms, one image in memory at a
-time). A split CSV has columns magnification,well,field,subset (subset: train or test).
+time). A split CSV has columns magnification,well,field,subset; subset is train (fitted),
+validation (picks checkpoints), test or calibration (never read by training); see docs/splits.md.
+--make-split writes train and validation rows.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "stats",
-        help="intensity statistics of a plate (and train/test splits)",
+        help="intensity statistics of a plate (and train/validation splits)",
         description="Compute exact per-channel statistics of a plate, optionally on one subset of a split; "
         "optionally make the split first.",
         epilog=EXAMPLE,
@@ -34,12 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="JSON", help="where to write the statistics (JSON)")
     parser.add_argument(
         "--magnification",
-        choices=("20x", "40x", "60x"),
+        choices=MAGNIFICATIONS,
         help="only this magnification (required for a flat folder)",
     )
     parser.add_argument("--split", metavar="CSV", help="describe only the fields of --subset in this split file")
     parser.add_argument(
-        "--subset", choices=("train", "test"), default="train", help="subset of the split (default: train)"
+        "--subset", choices=SPLIT_SUBSETS, default=TRAIN, help=f"subset of the split (default: {TRAIN})"
     )
     parser.add_argument(
         "--skip-invalid",
@@ -47,13 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use the valid fields of a plate that has errors (default: refuse; see `vstain check`)",
     )
     group = parser.add_argument_group("making a split")
-    group.add_argument("--make-split", metavar="CSV", help="write a train/test split of the plate's fields to CSV")
+    group.add_argument("--make-split", metavar="CSV", help="write a train/validation split of the plate's fields to CSV")
     hold = group.add_mutually_exclusive_group()
-    hold.add_argument("--holdout-wells", nargs="+", metavar="WELL", help="wells whose fields are all test")
+    hold.add_argument("--holdout-wells", nargs="+", metavar="WELL", help="wells whose fields are all validation")
     hold.add_argument(
         "--holdout-fields",
         metavar="N|reference",
-        help="random fields held out per magnification: a number, or 'reference' for 3/4/6 at 20x/40x/60x",
+        help="random validation fields per magnification: a number, or 'reference' for 3/4/6 at 20x/40x/60x",
     )
     group.add_argument("--seed", type=int, default=0, help="seed of --holdout-fields (default: 0)")
     parser.set_defaults(run=run)
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         split.save(args.make_split)
         counts = split.counts()
         summary = ", ".join(
-            f"{mag} {counts.get((mag, 'train'), 0)} train / {counts.get((mag, 'test'), 0)} test"
+            f"{mag} {counts.get((mag, TRAIN), 0)} {TRAIN} / {counts.get((mag, VALIDATION), 0)} {VALIDATION}"
             for mag in index.magnifications
         )
         print(f"wrote {args.make_split}: {summary}")
@@ -105,14 +109,8 @@ def run(args: argparse.Namespace) -> int:
     source: dict[str, object] = {"plate": str(index.root)}
     if split is not None:
         wanted = split.keys(args.subset)
-        on_plate = {f.key for f in fields}
-        missing = sorted(k for k in wanted if k[0] in index.magnifications and k not in on_plate)
-        if missing:
-            mag, well, number = missing[0]
-            raise VstainError(
-                f"{args.split or args.make_split}: {mag} {well} F{number:03d} ({len(missing)} field(s) in all) "
-                f"is not a valid field of {index.root}"
-            )
+        split.check_fields([f.key for f in fields], source=args.split or args.make_split,
+                           magnifications=index.magnifications)
         fields = [f for f in fields if f.key in wanted]
         source |= {"split": str(args.split or args.make_split), "subset": args.subset}
     stats = compute_stats(fields, source=source)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vstain.vocabulary import MAGNIFICATIONS
+
 EXAMPLE = """example:
   vstain synth --out plates/synthetic --magnification 20x --wells 2 --fields 3 --seed 0
   vstain synth --out /tmp/tiny --magnification 20x 40x --size 256x256 --preview
@@ -34,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="plate folder to write")
-    parser.add_argument("--magnification", nargs="+", default=["20x"], choices=["20x", "40x", "60x"],
+    parser.add_argument("--magnification", nargs="+", default=["20x"], choices=MAGNIFICATIONS,
                         help="one or more of 20x 40x 60x (default 20x)")
     parser.add_argument("--wells", type=int, default=2, help="number of wells: B02, B03, ... (default 2)")
     parser.add_argument("--fields", type=int, default=3, help="fields per well: F001, ... (default 3)")

@@ -18,12 +18,13 @@ from vstain.config import TrainConfig
 from vstain.data.augment import AugmentSettings
 from vstain.data.datasets import EpochSampler, FieldDataset, NucleusCropDataset, RandomCropDataset
 from vstain.data.store import FieldStore
-from vstain.errors import PlateError
+from vstain.errors import PlateError, SplitError
 from vstain.plate.index import Field, index_plate
 from vstain.plate.normalize import Normalizer
 from vstain.plate.splits import Split, leave_wells_out, random_fields_out
 from vstain.plate.stats import PlateStats, compute_stats
 from vstain.plate.tiff import read_tiff, write_tiff
+from vstain.vocabulary import TRAIN, VALIDATION
 
 
 class PlateDataModule(L.LightningDataModule):
@@ -54,15 +55,23 @@ class PlateDataModule(L.LightningDataModule):
         if not fields:
             index.raise_for_errors()
             raise PlateError(f"{data.root}: no {data.magnification} field has all of {', '.join(data.targets)}")
-        split = self._split(fields)
-        train_keys, val_keys = split.keys("train"), split.keys("test")
+        split, source = self._split(fields)
+        # A split naming fields that are not there is a typo or another plate's split: say so.
+        try:
+            split.check_fields([f.key for f in index.fields], source=source, magnifications=[data.magnification])
+        except SplitError:
+            index.raise_for_errors()  # the fields may be there but broken: that is the problem to name
+            raise
+        lacking = sorted(k for k in split.assignments if k[0] == data.magnification
+                         and k not in {f.key for f in fields} and split.assignments[k] in (TRAIN, VALIDATION))
+        if lacking:
+            raise SplitError(f"{source}: {len(lacking)} {TRAIN}/{VALIDATION} field(s) lack one of "
+                             f"{', '.join(data.targets)}: " + ", ".join(f"{w} F{n:03d}" for _, w, n in lacking[:5]))
+        split.check_trainable(data.magnification, source=source)
+        split.save(self.run_dir / "split.csv")
+        train_keys, val_keys = split.keys(TRAIN), split.keys(VALIDATION)
         self.train_fields = [f for f in fields if f.key in train_keys]
         self.val_fields = [f for f in fields if f.key in val_keys]
-        if not self.train_fields:
-            raise PlateError(f"{data.root}: the split leaves no {data.magnification} field to train on")
-        if not self.val_fields:
-            raise PlateError(f"{data.root}: the split leaves no {data.magnification} field to validate on "
-                             "(hold out at least one field: data.holdout_fields)")
         stats = self._stats()
         self._input = Normalizer.from_stats(stats, data.magnification, kind=data.normalization)
         # Targets are clipped to [0, 1] whatever the normalisation: the networks end in a scaled
@@ -82,19 +91,20 @@ class PlateDataModule(L.LightningDataModule):
             for field in self.train_fields + self.val_fields:
                 self._mask_path(field)  # computes and stores missing masks once
 
-    def _split(self, fields: list[Field]) -> Split:
+    def _split(self, fields: list[Field]) -> tuple[Split, str]:
+        """The split and where it came from (for messages): the config's file, the run's, or a new one."""
         data = self.config.data
         saved = self.run_dir / "split.csv"
         if data.split is not None:
-            split = Split.load(data.split)
+            split, source = Split.load(data.split), str(data.split)
         elif saved.exists():
-            split = Split.load(saved)
+            split, source = Split.load(saved), str(saved)
         elif data.holdout_wells:
-            split = leave_wells_out([f.key for f in fields], data.holdout_wells)
+            split, source = leave_wells_out([f.key for f in fields], data.holdout_wells), "data.holdout_wells"
         else:
             split = random_fields_out([f.key for f in fields], data.holdout_fields, seed=self.config.seed)
-        split.save(saved)
-        return split
+            source = "data.holdout_fields"
+        return split, source
 
     def _stats(self) -> PlateStats:
         data = self.config.data

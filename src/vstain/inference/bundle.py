@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from vstain.atomic import atomic_path
-from vstain.errors import VstainError
+from vstain.errors import BundleError, VstainError
 from vstain.vocabulary import MAGNIFICATIONS, N_PLANES, TARGET_CHANNELS, TARGETS
 
 __all__ = [
@@ -53,10 +53,6 @@ BUNDLE_FORMAT = "vstain-bundle"
 BUNDLE_FORMAT_VERSION = 1
 BUNDLE_SUFFIX = ".safetensors"
 _METADATA_KEY = "vstain"
-
-
-class BundleError(VstainError):
-    """A model bundle that cannot be read or does not fit the data it is asked to process."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,14 @@ from vstain.plate.cache import CachedField, PlateCache, cache_plate, default_cac
 from vstain.plate.index import Field, FieldKey, PlateIndex, PlateIssue, index_plate
 from vstain.plate.naming import ImageName, format_name, parse_name
 from vstain.plate.normalize import Normalizer
-from vstain.plate.splits import REFERENCE_HOLDOUT, Split, leave_wells_out, random_fields_out, read_split_keys
+from vstain.plate.splits import (
+    REFERENCE_HOLDOUT,
+    Split,
+    leave_wells_out,
+    random_fields_out,
+    random_split,
+    read_split_keys,
+)
 from vstain.plate.stats import ChannelStats, PlateStats, compute_stats, reference_stats
 from vstain.plate.tiff import read_tiff, tiff_header, write_tiff
 
@@ -33,6 +40,7 @@ __all__ = [
     "open_cached_field",
     "parse_name",
     "random_fields_out",
+    "random_split",
     "read_split_keys",
     "read_tiff",
     "reference_stats",

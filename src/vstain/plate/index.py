@@ -14,7 +14,6 @@ error are left out of :attr:`PlateIndex.fields`. Inference needs only the bright
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field as dataclass_field, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Iterable, Literal, Mapping
 
 import numpy as np
 
-from vstain.errors import InvalidName, PlateError
+from vstain.errors import InvalidName, PlateError, PlateNotFound
 from vstain.plate.naming import ImageName, format_name, parse_name
 from vstain.plate.tiff import read_tiff, tiff_header
 from vstain.vocabulary import (
@@ -33,9 +32,10 @@ from vstain.vocabulary import (
     TARGET_CHANNELS,
     TARGETS,
     check_magnification,
+    magnification_folder_pattern,
 )
 
-_MAG_DIR = re.compile(r"^(20x|40x|60x)_images$")
+_MAG_DIR = magnification_folder_pattern()
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 FieldKey = tuple[str, str, int]
@@ -170,6 +170,8 @@ class PlateIndex:
 def image_folders(root: str | os.PathLike[str], magnification: str | None = None) -> list[tuple[str, Path]]:
     """The ``(magnification, folder)`` pairs of a plate root, by layout (see module docstring)."""
     root = Path(root)
+    if not root.exists():
+        raise PlateNotFound(f"{root}: no such folder")
     if not root.is_dir():
         raise PlateError(f"{root}: not a folder")
     if magnification is not None:
@@ -180,7 +182,7 @@ def image_folders(root: str | os.PathLike[str], magnification: str | None = None
     own = _MAG_DIR.match(root.name)
     if own:
         if magnification not in (None, own.group(1)):
-            raise PlateError(f"{root}: folder name says {own.group(1)} but --magnification is {magnification}")
+            raise PlateError(f"{root}: folder name says {own.group(1)} but `magnification` is {magnification}")
         return [(own.group(1), root)]
     subdirs = sorted(
         (m.group(1), p) for p in root.iterdir() if p.is_dir() and (m := _MAG_DIR.match(p.name))
@@ -194,7 +196,7 @@ def image_folders(root: str | os.PathLike[str], magnification: str | None = None
     if magnification is None:
         raise PlateError(
             f"{root}: flat folder without <mag>_images subfolders; give the magnification "
-            "(--magnification 20x|40x|60x)"
+            f"(`magnification`: {' | '.join(MAGNIFICATIONS)})"
         )
     return [(magnification, root)]
 
