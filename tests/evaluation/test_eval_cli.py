@@ -13,6 +13,8 @@ from skimage.measure import label
 
 from vstain import cli
 from vstain.bench.evaluation import synthetic_field
+from vstain.evaluation import evaluate_folders
+from vstain.evaluation.report import ReportSection
 from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
@@ -87,6 +89,22 @@ def test_identical_prediction_scores_zero_and_writes_every_file(tmp_path, fake, 
     assert "20x" in printed and "total" in printed and "1 features excluded" in printed
 
 
+def test_library_function_takes_report_sections_from_a_hook(tmp_path):
+    truth, pred, out = tmp_path / "truth", tmp_path / "pred", tmp_path / "eval"
+    write_triplet(truth, "D02", 1, make_images(1))
+    write_triplet(pred, "D02", 1, make_images(2))
+    seen = []
+
+    def sections(scores):
+        seen.extend(scores)
+        return [ReportSection("Hooked", f"<p>{len(scores)} score(s), n_fields {scores[0].n_fields}</p>")]
+
+    scores = evaluate_folders(truth, pred, out=out, magnification="20x", measure=fake_measure,
+                              report_sections=sections, report_fields=0)
+    assert seen == scores and scores[0].n_fields == 1 and scores[0].pixelwise.value > 0
+    assert "<h2>Hooked</h2>\n<p>1 score(s), n_fields 1</p>" in (out / "report.html").read_text()
+
+
 def test_missing_and_extra_predictions_are_reported_not_shifted(tmp_path, fake):
     truth, pred, out = tmp_path / "truth", tmp_path / "pred", tmp_path / "eval"
     for fov in (1, 2, 3):
@@ -121,10 +139,11 @@ def test_several_magnifications_are_weighted_by_field_count(tmp_path, fake):
 @pytest.mark.parametrize(
     "setup, args, expected",
     [
-        ("none", ["--magnification", "20x"], "missing_truth: no such folder"),
-        ("empty", ["--magnification", "20x"], "no C01/C02/C03 image triplets"),
-        ("flat", [], "give the magnification"),
-        ("flat", ["--magnification", "20x", "--workers", "0"], "--workers must be at least 1"),
+        ("none", ["--magnification", "20x"], "missing_truth: no such folder (--truth)"),
+        ("empty", ["--magnification", "20x"], "truth: no CV7000 images found"),
+        ("flat", [], "give the magnification (--magnification: 20x | 40x | 60x)"),
+        ("flat", ["--magnification", "20x", "--workers", "0"], "--workers must be at least 1, got 0"),
+        ("flat", ["--magnification", "20x", "--report-fields", "-1"], "--report-fields must be 0 or more"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(tmp_path, fake, capsys, setup, args, expected):

@@ -15,7 +15,7 @@ from skimage.segmentation import expand_labels
 
 from vstain.evaluation.columns import FEATURE_COLUMNS
 from vstain.evaluation.metric import ChallengeScore, featurewise_score, pixelwise_score
-from vstain.evaluation.report import FieldPanel, render_report, write_report
+from vstain.evaluation.report import FieldPanel, ReportSection, render_report, write_report
 
 
 class Collector(HTMLParser):
@@ -109,3 +109,12 @@ def test_report_lists_scores_exclusions_and_warnings(score_and_panels):
     assert re.search(r"Extra predictions \(1;", text) and "H12 F001" in text
     assert "&lt;field too small&gt;" in text  # warnings are escaped
     assert "Policy" in text
+
+
+def test_extra_sections_open_the_report_after_the_title(score_and_panels):
+    score, _ = score_and_panels
+    text = render_report([score], title="t", sources={"truth": "/plate"},
+                         sections=[ReportSection("Demo & baselines", "<p id='extra'>x</p>"), ReportSection("Two", "")])
+    assert text.index("<h1>t</h1>") < text.index("<h2>Demo &amp; baselines</h2>") < text.index("id='extra'")
+    assert text.index("id='extra'") < text.index("<h2>Two</h2>") < text.index("<dt>truth</dt>")
+    assert render_report([score]).count("<h2>") == render_report([score], sections=()).count("<h2>")

@@ -13,7 +13,7 @@ from skimage.segmentation import expand_labels
 
 from vstain.errors import PlateError
 from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS, METADATA_COLUMNS
-from vstain.evaluation.table import FeatureTable, find_fields
+from vstain.evaluation.table import FeatureTable, read_stains, target_fields
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
 
@@ -65,50 +65,69 @@ def test_columns_are_cellprofilers_102_sorted_names():
     assert "Mean_cells_no_edge_Intensity_MeanIntensity_Hoechst" not in FEATURE_COLUMNS  # measured, not exported
 
 
-def test_find_fields_flat_folder_ignores_brightfield_and_reports_incomplete(tmp_path):
+def test_target_fields_flat_folder_ignores_brightfield_and_reports_incomplete(tmp_path):
     rng = np.random.default_rng(0)
     write_field(tmp_path, "D02", 7, rng)
     write_field(tmp_path, "B02", 2, rng)
     write_field(tmp_path, "B02", 3, rng, channels=(1, 2))  # C03 missing
     bf = ImageName(plate="AssayPlate_Greiner_#655090", well="D02", field=7, channel=4, action=4, z=3)
     write_tiff(tmp_path / format_name(bf), rng.integers(0, 9, (48, 64), dtype=np.uint16))
+    (tmp_path / "notes.txt").write_text("not an image: not read")
+    fields, warnings = target_fields(tmp_path, magnification="20x")
+    assert [f.key for f in fields] == [("20x", "B02", 2), ("20x", "D02", 7)]
+    assert set(fields[1].targets) == {"nuclei", "lipids", "cytoplasm"} and fields[1].brightfield == ()
+    assert set(read_stains(fields[1])) == {"C01", "C02", "C03"}
+    assert fields[1].target_filename("lipids") == fields[1].targets["lipids"].name
+    (warning,) = warnings
+    assert "field B02 F003 lacks C03 (cytoplasm); left out" in warning
+    # a file the index cannot read as a CV7000 image is an error naming it, as for every command
     (tmp_path / "notes.tif").write_bytes(b"")
-    fields, warnings = find_fields(tmp_path, magnification="20x")
-    assert [f.key for f in fields] == [("B02", 2), ("D02", 7)]
-    assert set(fields[1].paths) == {"C01", "C02", "C03"}
-    assert any("B02 F003: C03 missing" in w for w in warnings)
-    assert any("notes.tif" in w for w in warnings)
+    with pytest.raises(PlateError, match="notes.tif: not a CV7000 image name"):
+        target_fields(tmp_path, magnification="20x")
 
 
 def test_find_fields_plate_layout_and_errors(tmp_path):
     rng = np.random.default_rng(1)
     write_field(tmp_path / "plate" / "40x_images", "C04", 1, rng)
-    fields, _ = find_fields(tmp_path / "plate", magnification="40x")
-    assert [f.label for f in fields] == ["C04 F001"]
+    fields, _ = target_fields(tmp_path / "plate", magnification="40x")
+    assert [f.key for f in fields] == [("40x", "C04", 1)]
     with pytest.raises(PlateError, match="no 20x_images"):
-        find_fields(tmp_path / "plate", magnification="20x")
+        target_fields(tmp_path / "plate", magnification="20x")
     with pytest.raises(PlateError, match="nowhere: no such folder"):
-        find_fields(tmp_path / "nowhere", magnification="20x")
+        target_fields(tmp_path / "nowhere", magnification="20x")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PlateError, match="no C01/C02/C03 image triplets"):
-        find_fields(tmp_path / "empty", magnification="20x")
+    with pytest.raises(PlateError, match="empty: no CV7000 images found"):
+        target_fields(tmp_path / "empty", magnification="20x")
+    write_field(tmp_path / "partial", "D02", 1, rng, channels=(1,))
+    with pytest.raises(PlateError, match="partial: no C01/C02/C03 image triplets found for 20x"):
+        target_fields(tmp_path / "partial", magnification="20x")
 
 
-def test_find_fields_refuses_two_images_for_one_slot(tmp_path):
+def test_target_fields_refuses_two_images_for_one_slot(tmp_path):
     rng = np.random.default_rng(2)
     write_field(tmp_path, "D02", 1, rng)
-    other = ImageName(plate="OtherPlate", well="D02", field=1, channel=2, action=2)
-    write_tiff(tmp_path / format_name(other), rng.integers(0, 9, (48, 64), dtype=np.uint16))
-    with pytest.raises(PlateError, match="second C02 image for field D02 F001"):
-        find_fields(tmp_path, magnification="20x")
+    copy = ImageName(plate="AssayPlate_Greiner_#655090", well="D02", field=1, channel=2, action=2, extension=".tiff")
+    write_tiff(tmp_path / format_name(copy), rng.integers(0, 9, (48, 64), dtype=np.uint16))
+    with pytest.raises(PlateError, match="C02.tiff: duplicate of .*C02.tif; remove one of the two"):
+        target_fields(tmp_path, magnification="20x")
+
+
+def test_target_fields_refuses_two_plates_in_one_folder(tmp_path):
+    rng = np.random.default_rng(2)
+    write_field(tmp_path, "D02", 1, rng)
+    for channel in (1, 2, 3):
+        other = ImageName(plate="OtherPlate", well="D02", field=1, channel=channel, action=channel)
+        write_tiff(tmp_path / format_name(other), rng.integers(0, 9, (48, 64), dtype=np.uint16))
+    with pytest.raises(PlateError, match="second 20x D02 F001 in the folder"):
+        target_fields(tmp_path, magnification="20x")
 
 
 def test_feature_table_has_the_102_columns_one_row_per_field(tmp_path):
     rng = np.random.default_rng(3)
     for well, fov in [("D02", 7), ("B02", 2), ("B10", 1)]:
         write_field(tmp_path, well, fov, rng)
-    fields, _ = find_fields(tmp_path, magnification="20x")
-    result = FeatureTable.measure(fields, magnification="20x", measure=fake_measure, keep_labels=[("D02", 7)])
+    fields, _ = target_fields(tmp_path, magnification="20x")
+    result = FeatureTable.measure(fields, magnification="20x", measure=fake_measure, keep_labels=[("20x", "D02", 7)])
     frame = result.frame
     assert list(frame.columns) == list(IMAGE_COLUMNS)
     assert frame["ImageNumber"].tolist() == [1, 2, 3]
@@ -118,8 +137,8 @@ def test_feature_table_has_the_102_columns_one_row_per_field(tmp_path):
     nuclei = result.objects["nuclei_no_edge"]
     assert list(nuclei.columns[:3]) == ["ImageNumber", "Metadata_Well", "Metadata_FoV"]
     assert len(nuclei) == 6 and sorted(nuclei["AreaShape_Area"].unique()) == [60, 100]
-    assert list(result.labels) == [("D02", 7)]
-    assert set(result.labels[("D02", 7)]) == {"nuclei", "cells", "lipids"}
+    assert list(result.labels) == [("20x", "D02", 7)]
+    assert set(result.labels[("20x", "D02", 7)]) == {"nuclei", "cells", "lipids"}
     assert result.warnings == ["B02 F002, B10 F001, D02 F007: fake 20x"]  # one line per distinct message
 
 
@@ -127,7 +146,7 @@ def test_feature_table_workers_give_the_same_table(tmp_path):
     rng = np.random.default_rng(4)
     for fov in (1, 2, 3):
         write_field(tmp_path, "E05", fov, rng)
-    fields, _ = find_fields(tmp_path, magnification="60x")
+    fields, _ = target_fields(tmp_path, magnification="60x")
     serial = FeatureTable.measure(fields, magnification="60x", measure=fake_measure)
     parallel = FeatureTable.measure(list(reversed(fields)), magnification="60x", measure=fake_measure, workers=2)
     pd.testing.assert_frame_equal(serial.frame, parallel.frame)
@@ -144,7 +163,7 @@ def test_feature_table_shares_the_cpus_between_worker_processes(tmp_path, monkey
     rng = np.random.default_rng(6)
     for fov in (1, 2):
         write_field(tmp_path, "E05", fov, rng)
-    fields, _ = find_fields(tmp_path, magnification="60x")
+    fields, _ = target_fields(tmp_path, magnification="60x")
     monkeypatch.setattr("vstain.evaluation.pipeline.usable_cpus", lambda: 8)
     serial = FeatureTable.measure(fields, magnification="60x", measure=threaded_fake_measure)
     assert serial.warnings == ["E05 F001, E05 F002: threads=None"]  # measure_field's own default
@@ -155,7 +174,7 @@ def test_feature_table_shares_the_cpus_between_worker_processes(tmp_path, monkey
 def test_feature_table_refuses_a_measurement_without_all_features(tmp_path):
     rng = np.random.default_rng(5)
     write_field(tmp_path, "D02", 1, rng)
-    fields, _ = find_fields(tmp_path, magnification="20x")
+    fields, _ = target_fields(tmp_path, magnification="20x")
 
     def incomplete(nuclei, lipids, cytoplasm, *, magnification):
         result = fake_measure(nuclei, lipids, cytoplasm, magnification=magnification)
@@ -169,7 +188,7 @@ def test_feature_table_refuses_a_measurement_without_all_features(tmp_path):
 def test_csv_round_trip_keeps_nan_as_cellprofiler_writes_it(tmp_path):
     rng = np.random.default_rng(6)
     write_field(tmp_path, "D02", 1, rng)
-    fields, _ = find_fields(tmp_path, magnification="20x")
+    fields, _ = target_fields(tmp_path, magnification="20x")
     result = FeatureTable.measure(fields, magnification="20x", measure=fake_measure)
     result.frame.loc[0, "Mean_cells_no_edge_AreaShape_Area"] = np.nan
     path = result.write_csv(tmp_path / "out" / "features.csv")

@@ -1,4 +1,7 @@
-"""``vstain evaluate``: the challenge metric, CellProfiler-equivalent tables and an HTML report."""
+"""``vstain evaluate``: the challenge metric, CellProfiler-equivalent tables and an HTML report.
+
+A thin wrapper over :func:`vstain.evaluation.folders.evaluate_folders`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:  # heavy imports stay inside functions, so `vstain --help` stays fast
     from vstain.evaluation.metric import ChallengeScore
-    from vstain.evaluation.table import MeasureFunction
 
 EXAMPLE = """\
 example:
@@ -56,12 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vstain.errors import VstainError
+    from vstain.evaluation.folders import evaluate_folders
 
-    if args.workers < 1:
-        raise VstainError(f"--workers must be at least 1, got {args.workers}")
-    if args.report_fields < 0:
-        raise VstainError(f"--report-fields must be 0 or more, got {args.report_fields}")
     scores = evaluate_folders(
         args.truth,
         args.pred,
@@ -72,114 +70,6 @@ def run(args: argparse.Namespace) -> int:
     )
     _print_summary(scores, Path(args.out))
     return 0
-
-
-def evaluate_folders(
-    truth: str | os.PathLike[str],
-    pred: str | os.PathLike[str],
-    *,
-    out: str | os.PathLike[str],
-    magnification: str | None = None,
-    workers: int = 1,
-    report_fields: int = 3,
-    measure: "MeasureFunction | None" = None,
-) -> list["ChallengeScore"]:
-    """Measure, score and report ``pred`` against ``truth``; returns one score per magnification.
-
-    See the command's help for the folder layouts and the files written into ``out``.
-    """
-    from vstain.evaluation.metric import ChallengeScore, PixelErrorAccumulator, featurewise_score, write_scores
-    from vstain.evaluation.report import FieldPanel, write_report
-    from vstain.evaluation.table import FeatureTable, find_fields
-    from vstain.errors import PlateError
-    from vstain.plate.index import image_folders
-
-    truth, pred, out = Path(truth), Path(pred), Path(out)
-    for role, folder in (("--truth", truth), ("--pred", pred)):
-        if not folder.is_dir():
-            raise PlateError(f"{folder}: no such folder ({role})")
-    if out.exists() and not out.is_dir():
-        raise PlateError(f"{out}: exists and is not a folder (--out)")
-    magnifications = [m for m, _ in image_folders(truth, magnification)]
-    scores: list[ChallengeScore] = []
-    panels: dict[str, list[FieldPanel]] = {}
-    for mag in magnifications:
-        mag_out = out if len(magnifications) == 1 else out / mag
-        truth_fields, truth_notes = find_fields(truth, magnification=mag)
-        pred_fields, pred_notes = find_fields(pred, magnification=mag)
-        pred_by_key = {f.key: f for f in pred_fields}
-        matched = [f for f in truth_fields if f.key in pred_by_key]
-        shown = [f.key for f in matched[:report_fields]]
-        _check_sizes(matched, pred_by_key)  # before the slow part
-
-        truth_table = FeatureTable.measure(
-            truth_fields, magnification=mag, workers=workers, measure=measure, keep_labels=shown
-        )
-        pred_table = FeatureTable.measure(
-            pred_fields, magnification=mag, workers=workers, measure=measure, keep_labels=shown
-        )
-
-        pixels = PixelErrorAccumulator()
-        for images in matched:
-            target, guess = images.read(), pred_by_key[images.key].read()
-            pixels.add(target, guess, label=images.label)
-            if images.key in shown:
-                panels.setdefault(mag, []).append(
-                    FieldPanel(
-                        label=f"{mag} {images.label}",
-                        truth=target,
-                        pred=guess,
-                        truth_labels=truth_table.labels.get(images.key, {}),
-                        pred_labels=pred_table.labels.get(images.key, {}),
-                    )
-                )
-
-        warnings = (
-            [f"truth: {w}" for w in truth_notes + truth_table.warnings]
-            + [f"prediction: {w}" for w in pred_notes + pred_table.warnings]
-        )
-        scores.append(
-            ChallengeScore(
-                magnification=mag,
-                pixelwise=pixels.result(),
-                featurewise=featurewise_score(truth_table.frame, pred_table.frame),
-                warnings=tuple(warnings),
-            )
-        )
-        truth_table.write_csv(mag_out / "features_truth.csv")
-        pred_table.write_csv(mag_out / "features_pred.csv")
-        truth_table.write_objects(mag_out, prefix="objects_truth")
-        pred_table.write_objects(mag_out, prefix="objects_pred")
-
-    write_scores(out / "scores.json", scores)
-    write_report(
-        out / "report.html",
-        scores,
-        panels=panels,
-        sources={"truth": str(truth), "prediction": str(pred)},
-    )
-    return scores
-
-
-def _check_sizes(matched, pred_by_key) -> None:
-    """Refuse a prediction whose image size differs from its target's, naming the file."""
-    import numpy as np
-
-    from vstain.errors import PlateError
-    from vstain.plate.tiff import tiff_header
-
-    for images in matched:
-        predicted = pred_by_key[images.key]
-        for channel, path in images.paths.items():
-            want, got = tiff_header(path), tiff_header(predicted.paths[channel])
-            if want[0] != got[0]:
-                raise PlateError(
-                    f"{predicted.paths[channel]}: size {'x'.join(map(str, got[0]))} differs from the "
-                    f"target's {'x'.join(map(str, want[0]))}"
-                )
-            if got[1] != np.uint16 or want[1] != np.uint16:
-                bad = path if want[1] != np.uint16 else predicted.paths[channel]
-                raise PlateError(f"{bad}: {want[1] if bad == path else got[1]} data; expected uint16 counts")
 
 
 def _print_summary(scores: Sequence["ChallengeScore"], out: Path) -> None:

@@ -2,6 +2,8 @@
 
 Main entry points (imported lazily, so ``import vstain.evaluation`` stays light):
 
+* :func:`vstain.evaluation.folders.evaluate_folders` — a prediction folder against the truth:
+  tables, challenge score, ``report.html`` (what ``vstain evaluate`` runs);
 * :func:`vstain.evaluation.pipeline.measure_field` — the 99 features of one C01/C02/C03 field;
 * :func:`vstain.evaluation.nuclei.segment_nuclei` — the pipeline's nuclei labels (training masks);
 * :mod:`vstain.evaluation.settings` — the three pipelines' settings as data;
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
+    "evaluate_folders": "vstain.evaluation.folders",
     "measure_field": "vstain.evaluation.pipeline",
     "FieldMeasurements": "vstain.evaluation.pipeline",
     "segment_nuclei": "vstain.evaluation.nuclei",

@@ -42,9 +42,10 @@ import pandas as pd
 from vstain.atomic import write_text_atomic
 from vstain.errors import VstainError
 from vstain.evaluation.columns import METADATA_COLUMNS
+from vstain.vocabulary import TARGET_CHANNEL_NAMES
 
-#: Fluorescence channels the pixelwise metric averages.
-PIXEL_CHANNELS: tuple[str, ...] = ("C01", "C02", "C03")
+#: Fluorescence channels the pixelwise metric averages (C01, C02, C03).
+PIXEL_CHANNELS: tuple[str, ...] = TARGET_CHANNEL_NAMES
 #: Columns that identify a field in a CellProfiler image table.
 KEY_COLUMNS: tuple[str, str] = ("Metadata_Well", "Metadata_FoV")
 

@@ -3,6 +3,8 @@
 Every figure is a PNG drawn with matplotlib's Agg renderer and embedded as base64, with inline
 CSS and no script or external link, so the file opens offline and can be mailed as it is.
 Field panels are downsampled (block mean for images, block max for outlines) to keep it small.
+Callers add their own sections (e.g. a comparison with baselines) as :class:`ReportSection`
+values, placed after the title; the page is never edited as text afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,12 +29,15 @@ from vstain.evaluation.metric import (
     PixelwiseResult,
     total_score,
 )
+from vstain.vocabulary import CELLPROFILER_NAMES, CHANNEL_NAME_TARGETS
 
 #: Longest side of one downsampled field panel, in pixels.
 PANEL_SIZE = 256
 #: Features drawn in the error figure (all of them are in the table below it).
 FIGURE_FEATURES = 30
-_CHANNEL_NAMES = {"C01": "C01 nuclei (Hoechst)", "C02": "C02 lipids (Bodipy)", "C03": "C03 cytoplasm (CellTrackerRed)"}
+_CHANNEL_NAMES = {
+    channel: f"{channel} {target} ({CELLPROFILER_NAMES[target]})" for channel, target in CHANNEL_NAME_TARGETS.items()
+}
 _OUTLINE_COLOURS = {"nuclei": (0.0, 1.0, 1.0), "cells": (1.0, 0.85, 0.0)}
 _GROUP_COLOURS = {
     "nuclei": "#4c72b0",
@@ -41,6 +46,25 @@ _GROUP_COLOURS = {
     "Count": "#8172b3",
     "Granularity": "#937860",
 }
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """An extra section of the report: a heading and its body.
+
+    ``body_html`` is inserted as it is (the caller escapes text in it); ``heading`` is escaped.
+    """
+
+    heading: str
+    body_html: str
+
+    def render(self) -> str:
+        return f"<h2>{html.escape(self.heading)}</h2>\n{self.body_html}"
+
+
+#: Builds extra sections from the scores of the evaluation being reported (see
+#: :func:`vstain.evaluation.folders.evaluate_folders`).
+SectionHook = Callable[[Sequence[ChallengeScore]], Sequence[ReportSection]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +88,7 @@ def render_report(
     panels: Mapping[str, Sequence[FieldPanel]] | None = None,
     title: str = "vstain evaluation",
     sources: Mapping[str, str] | None = None,
+    sections: Sequence[ReportSection] = (),
 ) -> str:
     """The report as an HTML string.
 
@@ -77,6 +102,8 @@ def render_report(
         Page title.
     sources
         Extra facts to list at the top (e.g. ``{"truth": "/data/plate"}``).
+    sections
+        Extra sections placed right after the title, in order.
     """
     panels = panels or {}
     parts = [
@@ -86,6 +113,7 @@ def render_report(
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
+    parts.extend(section.render() for section in sections)
     if sources:
         parts.append(_definition_list(sources))
     parts.append(_summary_table(scores))
@@ -104,9 +132,12 @@ def write_report(
     panels: Mapping[str, Sequence[FieldPanel]] | None = None,
     title: str = "vstain evaluation",
     sources: Mapping[str, str] | None = None,
+    sections: Sequence[ReportSection] = (),
 ) -> Path:
     """Write :func:`render_report` to ``path`` atomically."""
-    return write_text_atomic(path, render_report(scores, panels=panels, title=title, sources=sources))
+    return write_text_atomic(
+        path, render_report(scores, panels=panels, title=title, sources=sources, sections=sections)
+    )
 
 
 # -- sections ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 A :class:`FeatureTable` is what CellProfiler's ``Adipocytes_Image.csv`` is: one row per field,
 exactly the 102 columns in CellProfiler's order (``ImageNumber``, ``Metadata_FoV`` such as
 ``F007``, ``Metadata_Well`` such as ``D02`` and the 99 features), plus per-object tables.
-Fields are found by their CV7000 names and keyed by ``(well, field)``; ``ImageNumber`` follows
-the sorted file order, as CellProfiler numbers image sets. Brightfield (C04) files are ignored.
+Fields are found by :func:`vstain.plate.index.index_plate` (``require="targets"``: brightfield
+is ignored) and keyed like everywhere else by ``(magnification, well, field)``; ``ImageNumber``
+follows the sorted file order, as CellProfiler numbers image sets.
 
 The measurement is injected (``measure``, default
 :func:`vstain.evaluation.pipeline.measure_field`), so tables can be built with any
@@ -24,97 +25,47 @@ import numpy as np
 import pandas as pd
 
 from vstain.atomic import atomic_path
-from vstain.errors import InvalidName, PlateError
+from vstain.errors import PlateError, PlateNotFound
 from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS
-from vstain.evaluation.metric import PIXEL_CHANNELS, field_label
-from vstain.plate.index import image_folders
-from vstain.plate.naming import parse_name
+from vstain.evaluation.metric import field_label
+from vstain.plate.index import Field, FieldKey, index_plate
 from vstain.plate.tiff import read_tiff
-from vstain.vocabulary import check_magnification
+from vstain.vocabulary import CHANNEL_NAME_TARGETS, TARGET_CHANNEL_NAMES, check_magnification
 
 #: ``measure(nuclei, lipids, cytoplasm, *, magnification) -> FieldMeasurements``
 MeasureFunction = Callable[..., Any]
-FieldKey = tuple[str, int]
-"""(well, field number): the identity of a field within one magnification."""
-
-_TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-@dataclass(frozen=True)
-class FieldImages:
-    """The C01/C02/C03 files of one field of view."""
-
-    well: str
-    field: int
-    paths: Mapping[str, Path]
-
-    @property
-    def key(self) -> FieldKey:
-        return (self.well, self.field)
-
-    @property
-    def label(self) -> str:
-        """E.g. ``D02 F007``."""
-        return field_label(self.well, self.field)
-
-    def read(self) -> dict[str, np.ndarray]:
-        """``{"C01": image, "C02": ..., "C03": ...}`` as stored (uint16 counts)."""
-        return {channel: read_tiff(self.paths[channel]) for channel in PIXEL_CHANNELS}
-
-
-def find_fields(folder: str | os.PathLike[str], *, magnification: str) -> tuple[list[FieldImages], list[str]]:
-    """The complete C01/C02/C03 triplets of one magnification in ``folder``.
+def target_fields(folder: str | os.PathLike[str], *, magnification: str) -> tuple[list[Field], list[str]]:
+    """The fields of one magnification in ``folder`` that have all three stains (C01/C02/C03).
 
     ``folder`` is a flat folder of images, a ``<mag>_images`` folder or a plate root holding
     ``<mag>_images`` folders. Brightfield files are ignored; a field with only some of the three
-    channels is left out with a warning.
+    stains is left out with a warning.
 
     Returns
     -------
     fields, warnings
-        Fields sorted by (well, field), and one line per field left out or file skipped.
+        Fields sorted by (well, field), and one line per field left out.
 
     Raises
     ------
     PlateError
-        If the folder does not exist, holds no triplet, or holds two files for one slot.
+        If the folder does not exist, holds no complete field, or has a problem the plate index
+        reports as an error (two files for one slot, an unreadable or non-uint16 image, ...).
     """
     check_magnification(magnification)
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise PlateError(f"{folder}: no such folder")
-    warnings: list[str] = []
-    slots: dict[FieldKey, dict[str, Path]] = {}
-    for _, image_folder in image_folders(folder, magnification):
-        for entry in sorted(os.scandir(image_folder), key=lambda e: e.name):
-            if not entry.is_file() or not entry.name.lower().endswith(_TIFF_SUFFIXES):
-                continue
-            try:
-                name = parse_name(entry.name)
-            except InvalidName:
-                warnings.append(f"{entry.path}: not a CV7000 image name; ignored")
-                continue
-            channel = f"C{name.channel:02d}"
-            if channel not in PIXEL_CHANNELS:
-                continue  # brightfield and anything else is not scored
-            slot = slots.setdefault(name.field_key, {})
-            if channel in slot:
-                raise PlateError(
-                    f"{entry.path}: second {channel} image for field {field_label(*name.field_key)} "
-                    f"(first: {slot[channel].name}); keep one plate per folder"
-                )
-            slot[channel] = Path(entry.path)
-    fields: list[FieldImages] = []
-    for key in sorted(slots):
-        paths = slots[key]
-        absent = [c for c in PIXEL_CHANNELS if c not in paths]
-        if absent:
-            warnings.append(f"{field_label(*key)}: {', '.join(absent)} missing in {folder}; field left out")
-            continue
-        fields.append(FieldImages(well=key[0], field=key[1], paths={c: paths[c] for c in PIXEL_CHANNELS}))
+    index = index_plate(folder, magnification=magnification, require="targets")
+    index.raise_for_errors()
+    fields = index.select(magnification=magnification)
     if not fields:
         raise PlateError(f"{folder}: no C01/C02/C03 image triplets found for {magnification}")
-    return fields, warnings
+    return fields, [f"{issue.path}: {issue.message}" for issue in index.issues]
+
+
+def read_stains(field: Field) -> dict[str, np.ndarray]:
+    """``{"C01": image, "C02": ..., "C03": ...}`` of a field, as stored (uint16 counts)."""
+    return {channel: read_tiff(field.targets[CHANNEL_NAME_TARGETS[channel]]) for channel in TARGET_CHANNEL_NAMES}
 
 
 @dataclass
@@ -144,7 +95,7 @@ class FeatureTable:
     @classmethod
     def measure(
         cls,
-        fields: Sequence[FieldImages],
+        fields: Sequence[Field],
         *,
         magnification: str,
         workers: int = 1,
@@ -156,7 +107,7 @@ class FeatureTable:
         Parameters
         ----------
         fields
-            Triplets to measure, e.g. from :func:`find_fields`; rows follow their (well, field) order.
+            Fields with all three stains, e.g. from :func:`target_fields`; rows follow their (well, field) order.
         magnification
             ``20x``, ``40x`` or ``60x``: selects the pipeline's settings.
         workers
@@ -193,6 +144,7 @@ class FeatureTable:
             zip(ordered, results), start=1
         ):
             identity = {"ImageNumber": number, "Metadata_FoV": f"F{images.field:03d}", "Metadata_Well": images.well}
+            label = field_label(images.well, images.field)
             rows.append({**identity, **features})
             for name, table in field_objects.items():
                 table = pd.DataFrame(table)
@@ -207,7 +159,7 @@ class FeatureTable:
             if field_labels:
                 labels[images.key] = field_labels
             for message in field_warnings:
-                warned.setdefault(message, []).append(images.label)
+                warned.setdefault(message, []).append(label)
         frame = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
         return cls(
             magnification=magnification,
@@ -228,7 +180,7 @@ class FeatureTable:
         """
         path = Path(path)
         if not path.is_file():
-            raise PlateError(f"{path}: no such file")
+            raise PlateNotFound(f"{path}: no such file")
         frame = pd.read_csv(path, dtype={"Metadata_Well": str, "Metadata_FoV": str})
         absent = [c for c in IMAGE_COLUMNS if c not in frame.columns]
         if absent:
@@ -265,7 +217,7 @@ def default_measure() -> MeasureFunction:
     return measure_field
 
 
-def _measure_job(job: tuple[FieldImages, str, MeasureFunction | None, bool, int | None]):
+def _measure_job(job: tuple[Field, str, MeasureFunction | None, bool, int | None]):
     """Measure one field (runs in a worker process): (features, objects, labels, warnings)."""
     images, magnification, measure, keep_labels, threads = job
     measure = measure or default_measure()
@@ -273,17 +225,19 @@ def _measure_job(job: tuple[FieldImages, str, MeasureFunction | None, bool, int 
     # Functions that take ``threads`` (measure_field does) are told this field's share of CPUs.
     if threads is not None and "threads" in inspect.signature(measure).parameters:
         options["threads"] = threads
-    pixels = images.read()
+    pixels = read_stains(images)
+    label = field_label(images.well, images.field)
     try:
-        result = measure(pixels["C01"], pixels["C02"], pixels["C03"], **options)
+        result = measure(*(pixels[c] for c in TARGET_CHANNEL_NAMES), **options)
     except PlateError:
         raise
     except Exception as exc:  # keep the field's name with the failure, across processes
-        raise RuntimeError(f"{images.label} ({images.paths['C01'].parent}): measurement failed: {exc!r}") from exc
+        folder = next(iter(images.targets.values())).parent
+        raise RuntimeError(f"{label} ({folder}): measurement failed: {exc!r}") from exc
     features = dict(result.features)
     missing = [c for c in FEATURE_COLUMNS if c not in features]
     if missing:
-        raise RuntimeError(f"{images.label}: measurement returned no {missing[0]} ({len(missing)} features missing)")
+        raise RuntimeError(f"{label}: measurement returned no {missing[0]} ({len(missing)} features missing)")
     features = {c: float(features[c]) for c in FEATURE_COLUMNS}
     objects = {name: pd.DataFrame(table) for name, table in dict(result.objects).items()}
     labels = dict(result.labels) if keep_labels else {}

@@ -8,7 +8,11 @@ Two layouts are accepted:
 
 Only image folders are listed (never recursively), so ``masks/`` and caches are never taken for
 images. Every problem is reported once, naming the file, as a :class:`PlateIssue`; fields with an
-error are left out of :attr:`PlateIndex.fields`. Inference needs only the brightfield planes.
+error are left out of :attr:`PlateIndex.fields`.
+
+What makes a field depends on the job (``require``): training and inference need the 7
+brightfield planes (targets optional); the evaluation needs the three stains and ignores
+brightfield, so a folder of predictions, which has no brightfield, indexes too.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 FieldKey = tuple[str, str, int]
 """(magnification, well, field number): the identity of a field of view."""
 
+Require = Literal["brightfield", "targets"]
+"""What a field must have to be indexed: its 7 brightfield planes, or its three target stains."""
+
 
 @dataclass(frozen=True)
 class PlateIssue:
@@ -56,7 +63,11 @@ class PlateIssue:
 
 @dataclass(frozen=True)
 class Field:
-    """One field of view: its 7 brightfield planes and whichever targets exist."""
+    """One field of view: its 7 brightfield planes and whichever targets exist.
+
+    In an index built with ``require="targets"`` brightfield is not read and
+    :attr:`brightfield` is empty.
+    """
 
     plate: str
     well: str
@@ -78,13 +89,20 @@ class Field:
         """Short human-readable id, e.g. ``20x D02 F007``."""
         return f"{self.magnification} {self.well} F{self.field:03d}"
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The field's image files: brightfield planes, then targets."""
+        return (*self.brightfield, *self.targets.values())
+
     def has_targets(self, targets: Iterable[str] = TARGETS) -> bool:
         """True if every stain in ``targets`` has a file."""
         return all(t in self.targets for t in targets)
 
     def brightfield_name(self) -> ImageName:
-        """Parsed name of the Z01 brightfield plane."""
-        return parse_name(self.brightfield[0].name)
+        """Parsed name of the Z01 brightfield plane (derived from a target's name if brightfield was not indexed)."""
+        if self.brightfield:
+            return parse_name(self.brightfield[0].name)
+        return parse_name(next(iter(self.targets.values())).name).for_channel(BRIGHTFIELD_CHANNEL)
 
     def target_filename(self, target: str) -> str:
         """File name the CV7000 would give ``target`` of this field, derived from the brightfield name."""
@@ -93,6 +111,8 @@ class Field:
 
     def read_brightfield(self) -> np.ndarray:
         """The z-stack as a ``(7, H, W)`` array in the stored dtype (uint16)."""
+        if not self.brightfield:
+            raise PlateError(f"{self.label}: brightfield was not indexed (index_plate(..., require='targets'))")
         return np.stack([read_tiff(p) for p in self.brightfield])
 
     def read_target(self, target: str) -> np.ndarray:
@@ -206,6 +226,7 @@ def index_plate(
     *,
     magnification: str | None = None,
     check_headers: bool = True,
+    require: Require = "brightfield",
 ) -> PlateIndex:
     """Index and validate a plate folder.
 
@@ -218,6 +239,10 @@ def index_plate(
         magnification.
     check_headers
         Read every TIFF header to check dtype (uint16), size consistency and readability.
+    require
+        ``"brightfield"``: a field needs its 7 planes (training, prediction); targets are optional.
+        ``"targets"``: a field needs C01, C02 and C03 (evaluation); brightfield files are ignored
+        and a field lacking a stain is left out with a warning.
 
     Returns
     -------
@@ -227,17 +252,19 @@ def index_plate(
     root = Path(root)
     issues: list[PlateIssue] = []
     fields: list[Field] = []
+    if require not in ("brightfield", "targets"):
+        raise ValueError(f"require must be 'brightfield' or 'targets', not {require!r}")
     for mag, folder in image_folders(root, magnification):
-        found, folder_issues = _index_folder(folder, mag, _mask_folder(root, folder, mag), check_headers)
+        found, folder_issues = _index_folder(folder, mag, _mask_folder(root, folder, mag), check_headers, require)
         fields.extend(found)
         issues.extend(folder_issues)
     seen: dict[FieldKey, Field] = {}
     for f in fields:
         if f.key in seen:  # two plate ids or time points in one folder: which one is meant?
-            first = seen[f.key].brightfield[0].name
+            first = seen[f.key].files[0].name
             issues.append(
                 PlateIssue(
-                    f.brightfield[0],
+                    f.files[0],
                     f"second {f.label} in the folder (first: {first}); keep one plate id and one "
                     "time point per folder",
                 )
@@ -261,7 +288,7 @@ def _mask_folder(root: Path, folder: Path, magnification: str) -> Path:
 
 
 def _index_folder(
-    folder: Path, magnification: str, mask_dir: Path, check_headers: bool
+    folder: Path, magnification: str, mask_dir: Path, check_headers: bool, require: Require
 ) -> tuple[list[Field], list[PlateIssue]]:
     issues: list[PlateIssue] = []
     duplicated: set[tuple[str, str, int, int]] = set()
@@ -281,6 +308,8 @@ def _index_folder(
         if name.channel not in (*CHANNEL_TARGETS, BRIGHTFIELD_CHANNEL):
             issues.append(PlateIssue(path, f"unknown channel C{name.channel:02d} (expected C01-C04)"))
             continue
+        if require == "targets" and name.channel == BRIGHTFIELD_CHANNEL:
+            continue  # not read by the job that asked
         if name.channel != BRIGHTFIELD_CHANNEL and name.z != 1:
             issues.append(
                 PlateIssue(path, f"fluorescence channel C{name.channel:02d} at plane Z{name.z:02d} (expected Z01)")
@@ -327,6 +356,12 @@ def _index_folder(
 
     fields: list[Field] = []
     for (plate, well, timepoint, number), group in sorted(groups.items()):
+        if require == "targets":
+            found = _targets_field(group, bad, (plate, well, timepoint, number), magnification, headers, issues,
+                                   duplicated=(plate, well, timepoint, number) in duplicated)
+            if found is not None:
+                fields.append(found)
+            continue
         planes = [group.get((BRIGHTFIELD_CHANNEL, z)) for z in PLANES]
         present = [p for p in planes if p is not None]
         if not present:
@@ -373,6 +408,43 @@ def _index_folder(
             field_obj = replace(field_obj, mask=mask)
         fields.append(field_obj)
     return fields, issues
+
+
+def _targets_field(
+    group: Mapping[tuple[int, int], Path],
+    bad: set[Path],
+    identity: tuple[str, str, int, int],
+    magnification: str,
+    headers: Mapping[Path, tuple[tuple[int, ...], np.dtype]],
+    issues: list[PlateIssue],
+    *,
+    duplicated: bool,
+) -> Field | None:
+    """The field of a group of target files if all three stains are there and sound (``require="targets"``)."""
+    plate, well, timepoint, number = identity
+    if duplicated:
+        return None  # reported on the duplicate file
+    targets = {CHANNEL_TARGETS[c]: p for (c, _), p in group.items() if p not in bad}
+    absent = [t for t in TARGETS if t not in targets]
+    if absent:
+        sound = [p for p in group.values() if p not in bad]
+        if sound:  # unreadable files were reported already
+            missing = ", ".join(f"C{TARGET_CHANNELS[t]:02d} ({t})" for t in absent)
+            issues.append(PlateIssue(sound[0], f"field {well} F{number:03d} lacks {missing}; left out",
+                                     severity="warning"))
+        return None
+    first = targets[TARGETS[0]]
+    shape = headers.get(first, (None,))[0]
+    return Field(
+        plate=plate,
+        well=well,
+        field=number,
+        magnification=magnification,
+        brightfield=(),
+        targets={t: targets[t] for t in TARGETS},
+        shape=tuple(shape) if shape else None,  # type: ignore[arg-type]
+        timepoint=timepoint,
+    )
 
 
 def _mask_problem(mask: Path, shape: tuple[int, int] | None) -> str | None:
