@@ -7,19 +7,28 @@ one :class:`~vstain.errors.ConfigError` line naming the file and the offending k
 
 ``--set dotted.key=value`` overrides are applied before validation (values are parsed as YAML
 scalars, so ``--set trainer.max_epochs=3`` gives an int).
+
+The shipped configs (``configs/train/*.yaml`` reproducing the reference recipes, tiny
+``configs/smoke/*.yaml``) are package data, in ``src/vstain/configs/``: :func:`find_config`
+resolves ``configs/train/C1_20x.yaml`` to them from any folder and from an installed wheel.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Literal, Sequence
+import os
+from importlib.resources import files
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from vstain.errors import ConfigError
+from vstain.errors import ConfigError, ConfigNotFound
 from vstain.vocabulary import Magnification, Target
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 Recipe = Literal["regression", "gan", "lupi"]
 
@@ -226,17 +235,53 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return result
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON file into a dict (one-line ConfigError on any problem)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+def packaged_configs() -> Traversable:
+    """The folder of configs shipped in the package (``smoke/``, ``train/``)."""
+    return files("vstain") / "configs"
+
+
+def find_config(path: str | os.PathLike[str]) -> Path | Traversable:
+    """The config file ``path`` names: the file itself if it exists, else the packaged config.
+
+    ``configs/train/C1_20x.yaml``, ``train/C1_20x.yaml`` and ``train/C1_20x`` all name the
+    packaged ``train/C1_20x.yaml`` when no such file exists, so the commands of the docs run
+    from any folder and from an installed wheel; a file of your own at ``path`` always wins.
+
+    Raises
+    ------
+    ConfigNotFound
+        If ``path`` is neither a file nor a packaged config.
+    """
+    local = Path(path)
+    if local.is_file():
+        return local
+    parts = PurePosixPath(str(path).replace(os.sep, "/")).parts
+    if parts[:1] == ("configs",):
+        parts = parts[1:]
+    if parts and not local.is_absolute() and ".." not in parts:
+        resource = packaged_configs().joinpath(*parts)
+        for candidate in (resource, resource.parent / f"{resource.name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    raise ConfigNotFound(f"{path}: no such config file (nor a packaged config such as configs/smoke/nuclei.yaml)")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a YAML or JSON file (or a packaged config, see :func:`find_config`) into a dict.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, for a missing file, a syntax error or a top level that is not a mapping.
+    """
+    source = find_config(path)
+    is_json = source.name.endswith(".json")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = source.read_text(encoding="utf-8")
+        data = json.loads(text) if is_json else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from None
+        raise ConfigError(f"{path}: not valid {'JSON' if is_json else 'YAML'}: {first}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
@@ -257,13 +302,42 @@ def validation_message(error: ValidationError) -> str:
     return f"{location + ': ' if location else ''}{message}{shown}{suffix}"
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+def set_values(data: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Set ``dotted.key`` entries of a nested dict to exact values (no parsing; a copy is returned)."""
+    result = json.loads(json.dumps(data, default=str))
+    for key, value in values.items():
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part} is not a section")
+            node = child
+        node[leaf] = value
+    return result
+
+
+def load_config(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, values: Mapping[str, Any] | None = None
+) -> TrainConfig:
     """Read, override and validate a training config.
 
     Relative paths inside the file are taken relative to the current directory (as the command
     line sees them), so ``--set data.root=PLATE`` works from anywhere.
+
+    Parameters
+    ----------
+    path
+        A YAML or JSON file, or a packaged config name (:func:`find_config`).
+    overrides
+        ``dotted.key=value`` strings, as ``--set`` gives them.
+    values
+        ``{dotted.key: value}`` set after ``overrides``, exactly as given (e.g. paths with any
+        characters, from code rather than the command line).
     """
     data = apply_overrides(read_config_file(path), overrides)
+    if values:
+        data = set_values(data, values)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as error:

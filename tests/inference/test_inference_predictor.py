@@ -147,3 +147,12 @@ def test_ranks_split_a_plate_without_duplicates_and_merge_the_manifest(tmp_path,
     assert len(list(out.glob("*.tif"))) == 3
     merged = json.loads((out / MANIFEST_NAME).read_text())
     assert merged["fields"]["predicted"] == 3 and merged["world_size"] == 2 and merged["rank"] == "all"
+
+
+def test_the_module_docstring_example_runs():
+    import doctest
+
+    import vstain.inference.predictor as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 15

@@ -30,7 +30,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_well_names_walk_the_inner_wells():
     assert well_names(3) == ["B02", "B03", "B04"]
     assert well_names(11)[-2:] == ["B11", "C02"]
-    with pytest.raises(ConfigError, match="wells: 0 is out of range"):
+    with pytest.raises(ConfigError, match="`wells`: 0 is out of range"):
         well_names(0)
 
 
@@ -119,7 +119,7 @@ def test_cli_end_to_end(tmp_path, capsys):
         png = out / f"preview_{mag}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["synth", "--out", str(out), "--size", "64"]) == 2
-    assert "already holds a plate" in capsys.readouterr().err
+    assert "already holds a plate; choose another --out or pass --overwrite" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_bad_size(tmp_path, capsys):
@@ -128,5 +128,5 @@ def test_cli_rejects_a_bad_size(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "must look like 512x640" in capsys.readouterr().err
     assert main(["synth", "--out", str(tmp_path / "x"), "--fields", "0"]) == 2
-    assert "fields: 0 is out of range" in capsys.readouterr().err
+    assert "--fields: 0 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

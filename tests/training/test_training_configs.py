@@ -8,7 +8,7 @@ import pytest
 
 from vstain.config import load_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "vstain" / "configs"
 ALL = sorted((CONFIGS / "train").glob("*.yaml")) + sorted((CONFIGS / "smoke").glob("*.yaml"))
 
 

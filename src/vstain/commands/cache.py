@@ -17,6 +17,10 @@ cached and unchanged are skipped, so an interrupted run resumes. The plate is ne
 """
 
 
+#: Library parameters whose flag has another name (see vstain.cli.command_flags).
+PARAMETER_FLAGS = {"folder": "--out"}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "cache",

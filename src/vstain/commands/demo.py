@@ -36,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vstain.demo import format_summary, run_demo
-    from vstain.errors import VstainError
+    from vstain.errors import ConfigError
 
     if args.workers < 1:
-        raise VstainError(f"--workers must be at least 1, got {args.workers}")
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     summary = run_demo(args.out, profile="quick" if args.quick else "full", seed=args.seed,
                        overwrite=args.overwrite, log=lambda line: print(line, flush=True), workers=args.workers)
     print()

@@ -21,6 +21,10 @@ deviation is written under the same names in <output>/uncertainty/.
 """
 
 
+#: Library parameters whose flag has another name (see vstain.cli.command_flags).
+PARAMETER_FLAGS = {"plate_dir": "--input"}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",

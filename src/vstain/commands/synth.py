@@ -26,6 +26,10 @@ def parse_size(text: str) -> tuple[int, int]:
     return values  # type: ignore[return-value]
 
 
+#: Library parameters whose flag has another name (see vstain.cli.command_flags).
+PARAMETER_FLAGS = {"root": "--out"}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "synth",

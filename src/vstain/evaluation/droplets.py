@@ -1,4 +1,4 @@
-"""The lipid-droplet branch of the challenge pipelines (spec/evaluation.md §3 modules 6, 21-53; §5).
+"""The lipid-droplet branch of the challenge pipelines (docs/cellprofiler-pipeline.md §3 modules 6, 21-53; §5).
 
 API for the field pipeline::
 

@@ -1,4 +1,4 @@
-"""MeasureGranularity on a whole image, CellProfiler semantics (spec/evaluation.md §4.6).
+"""MeasureGranularity on a whole image, CellProfiler semantics (docs/cellprofiler-pipeline.md §4.6).
 
 The granular spectrum is the share of image signal removed by successive openings (erosion by
 ``disk(1)``, cumulative, followed by grey reconstruction) of a background-subtracted,

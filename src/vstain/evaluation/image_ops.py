@@ -1,4 +1,4 @@
-"""Image-processing modules of the challenge pipelines, CellProfiler semantics (spec/evaluation.md §4.5).
+"""Image-processing modules of the challenge pipelines, CellProfiler semantics (docs/cellprofiler-pipeline.md §4.5).
 
 The lipid-droplet branch chains these small operations; each mirrors one CellProfiler module as
 the challenge's ``.cppipe`` files configure it. Images are float arrays on CellProfiler's [0, 1]

@@ -1,4 +1,4 @@
-"""MeasureObjectSizeShape, MeasureObjectIntensity and per-image aggregation (spec/evaluation.md §4.6, §1.3).
+"""MeasureObjectSizeShape, MeasureObjectIntensity and per-image aggregation (docs/cellprofiler-pipeline.md §4.6, §1.3).
 
 Per-object tables are :class:`pandas.DataFrame` indexed by object number 1..N (N = the largest
 label) with CellProfiler's feature names:

@@ -1,4 +1,4 @@
-"""Object identification and filtering with CellProfiler 4.0.5 semantics (spec/evaluation.md §4.2-4.3).
+"""Object identification and filtering with CellProfiler 4.0.5 semantics (docs/cellprofiler-pipeline.md §4.2-4.3).
 
 * :func:`identify_primary_objects` — IdentifyPrimaryObjects in advanced mode as the challenge's
   pipelines use it: threshold (:mod:`vstain.evaluation.threshold`), first hole fill (holes smaller

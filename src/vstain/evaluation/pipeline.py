@@ -1,7 +1,7 @@
 """The challenge's CellProfiler pipeline on one field: the 99 features of ``Adipocytes_Image.csv``.
 
 :func:`measure_field` runs the CSV-relevant modules of ``Adipocyte_pipeline_<mag>.cppipe``
-(spec/evaluation.md §3 and §5) on one C01/C02/C03 triplet:
+(docs/cellprofiler-pipeline.md §3 and §5) on one C01/C02/C03 triplet:
 
 * nuclei (module 8) on raw Hoechst → MeasureObjectSizeShape/Intensity (9, 10) → FilterObjects
   limits (11) = ``Nuclei_filtered``;

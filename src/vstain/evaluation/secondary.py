@@ -1,4 +1,4 @@
-"""IdentifySecondaryObjects by propagation, CellProfiler 4.0.5 semantics (spec/evaluation.md §4.4).
+"""IdentifySecondaryObjects by propagation, CellProfiler 4.0.5 semantics (docs/cellprofiler-pipeline.md §4.4).
 
 :func:`propagate_cells` grows cells from filtered nuclei over the lipid + cytoplasm composite:
 

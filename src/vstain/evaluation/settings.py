@@ -2,7 +2,7 @@
 
 Every number the measurement pipeline needs lives here and nowhere else: the values are those of
 ``Adipocyte_pipeline_{20x_ver3,40x_ver2,60x_ver3}.cppipe`` as tabulated in
-``spec/evaluation.md`` §3 and §3.1. Intensities are on CellProfiler's [0, 1] scale (raw counts /
+``docs/cellprofiler-pipeline.md`` §3 and §3.1. Intensities are on CellProfiler's [0, 1] scale (raw counts /
 65535). Module numbers in comments refer to the pipeline's module order.
 
 Use :func:`pipeline_settings` to get the frozen :class:`PipelineSettings` of one magnification.
@@ -169,7 +169,7 @@ def _droplets(
     )
 
 
-#: The three pipelines; values from spec/evaluation.md §3 and §3.1.
+#: The three pipelines; values from docs/cellprofiler-pipeline.md §3 and §3.1.
 PIPELINES: dict[str, PipelineSettings] = {
     "20x": PipelineSettings(
         magnification="20x",

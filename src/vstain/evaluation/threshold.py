@@ -1,4 +1,4 @@
-"""Minimum cross-entropy thresholding with CellProfiler 4.0.5 semantics (spec/evaluation.md §4.1).
+"""Minimum cross-entropy thresholding with CellProfiler 4.0.5 semantics (docs/cellprofiler-pipeline.md §4.1).
 
 Every threshold in the challenge's pipelines is "Minimum Cross-Entropy", i.e. scikit-image's
 :func:`~skimage.filters.threshold_li`. Two strategies are used:

@@ -186,7 +186,7 @@ class ModelBundle:
         if magnification is not None and magnification != self.magnification:
             raise BundleError(
                 f"{where}: model trained for {self.magnification} but the plate is {magnification}; "
-                f"use a {magnification} model or select the {self.magnification} fields (--magnification)"
+                f"use a {magnification} model or select the {self.magnification} fields (`magnification`)"
             )
         if planes is not None and planes != self.metadata.input_planes:
             raise BundleError(

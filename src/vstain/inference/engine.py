@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from vstain.errors import VstainError
+from vstain.errors import ConfigError, VstainError
 from vstain.inference.tiler import Tiler
 
 __all__ = ["StainNetworks", "FieldEngine", "dihedral", "undo_dihedral", "is_out_of_memory", "PRECISIONS"]
@@ -123,11 +123,11 @@ class FieldEngine:
         batch_size: int = 4,
     ) -> None:
         if precision not in PRECISIONS:
-            raise VstainError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise ConfigError(f"unknown `precision` {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if tta not in (1, DIHEDRAL):
-            raise VstainError(f"--tta must be 1 or {DIHEDRAL}, got {tta}")
+            raise ConfigError(f"`tta` must be 1 or {DIHEDRAL}, got {tta}")
         if batch_size < 1:
-            raise VstainError(f"batch size must be at least 1, got {batch_size}")
+            raise ConfigError(f"`batch_size` must be at least 1, got {batch_size}")
         self.device = torch.device(device)
         self.tiler = tiler or Tiler("whole")
         self.precision = precision
@@ -182,7 +182,7 @@ class FieldEngine:
                     if smaller is None:
                         raise VstainError(
                             f"out of memory on {self.device} even with {self.tiler!r} and batch size 1; "
-                            "use a larger device or --device cpu"
+                            "use a larger device or `device` cpu"
                         ) from None
                     self.tiler = smaller
                     step = f"out of memory: falling back to {smaller!r}"

@@ -1,8 +1,10 @@
 """Predict fluorescence stains from brightfield: one field, or a whole plate streamed to disk.
 
->>> predictor = vstain.Predictor(models=["C1_20x.safetensors", "C2_20x.safetensors"], device="cuda")
->>> images = predictor.predict_field(field.read_brightfield())      # {"nuclei": uint16, ...}
->>> predictor.predict_plate("plate/", "predicted/")                    # TIFFs + predictions.json
+With trained bundles (``runs/<name>/model.safetensors``)::
+
+    predictor = vstain.Predictor(["runs/C1_20x", "runs/C2_20x_gan"], device="cuda")
+    images = predictor.predict_field(field.read_brightfield())   # {"nuclei": uint16, "lipids": ...}
+    predictor.predict_plate("plate/", "predicted/")                # TIFFs + predictions.json
 
 Output files (``predict_plate``):
 
@@ -17,6 +19,32 @@ Output files (``predict_plate``):
 Values are de-normalised with the bundle's target normaliser, rounded and clipped to 0-65535
 (the reference truncated). Every file is written atomically; a field whose files all exist is
 skipped, so an interrupted run resumes where it stopped.
+
+Examples
+--------
+A runnable example: an untrained tiny network saved as a bundle stands in for a trained one.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> import numpy as np
+>>> from vstain.inference.bundle import save_bundle
+>>> from vstain.models import build_model
+>>> from vstain.plate.normalize import Normalizer
+>>> tiny = {"init_filters": 8, "down_blocks": [1, 1], "up_blocks": [1, 1], "bottleneck_layers": 1,
+...         "growth_rate": 4}
+>>> planes = Normalizer(np.zeros(7), np.full(7, 1000.0), channels=[f"C04Z{z:02d}" for z in range(1, 8)])
+>>> lipids = Normalizer(np.array([100.0]), np.array([4000.0]), channels=["C02"])
+>>> metadata = {"architecture": {"name": "tiramisu", "arguments": tiny}, "targets": ["lipids"],
+...             "magnification": "20x",
+...             "normalization": {"input": planes.to_dict(), "targets": {"lipids": lipids.to_dict()}}}
+>>> folder = tempfile.TemporaryDirectory()
+>>> bundle = save_bundle(Path(folder.name) / "lipids", build_model("tiramisu", **tiny), metadata)
+>>> predictor = Predictor([bundle], device="cpu")
+>>> stack = np.random.default_rng(0).integers(0, 1000, (7, 64, 80), dtype=np.uint16)
+>>> images = predictor.predict_field(stack)
+>>> sorted(images), images["lipids"].shape, images["lipids"].dtype
+(['lipids'], (64, 80), dtype('uint16'))
+>>> folder.cleanup()
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def open_cached_field(folder: str | os.PathLike[str], key: FieldKey) -> CachedFi
 def _refuse_inside(folder: Path, plate: Path) -> None:
     cache, root = folder.resolve(), plate.resolve()
     if cache == root or cache.is_relative_to(root):
-        raise PlateError(f"{folder}: cache folder inside the plate {plate}; choose one outside (--out)")
+        raise PlateError(f"{folder}: cache folder inside the plate {plate}; choose one outside (`folder`)")
 
 
 def _field_record(f: Field) -> dict:

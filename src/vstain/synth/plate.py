@@ -39,7 +39,7 @@ def well_names(count: int) -> list[str]:
     """The first ``count`` inner wells of a 96-well plate, row by row: B02, B03, ..., B11, C02, ..."""
     capacity = len(_ROWS) * len(_COLUMNS)
     if not 1 <= count <= capacity:
-        raise ConfigError(f"wells: {count} is out of range; a synthetic plate has 1 to {capacity} wells")
+        raise ConfigError(f"`wells`: {count} is out of range; a synthetic plate has 1 to {capacity} wells")
     return [f"{_ROWS[i // len(_COLUMNS)]}{_COLUMNS[i % len(_COLUMNS)]:02d}" for i in range(count)]
 
 
@@ -114,12 +114,12 @@ def generate_plate(
     for mag in mags:
         check_magnification(mag)
     if not 1 <= fields <= 999:
-        raise ConfigError(f"fields: {fields} is out of range; use 1 to 999 fields per well")
+        raise ConfigError(f"`fields`: {fields} is out of range; use 1 to 999 fields per well")
     well_list = well_names(wells)
     ImageName(plate=plate_id, well="B02", field=1, channel=1)  # validates the plate id early
     if holds_plate(root):
         if not overwrite:
-            raise PlateError(f"{root}: already holds a plate; choose another --out or pass --overwrite")
+            raise PlateError(f"{root}: already holds a plate; choose another `root` or pass `overwrite`")
         _remove_previous(root)
     params = {m: SynthParameters.for_magnification(m, **(overrides or {})) for m in mags}
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vstain.errors import ConfigError
 from vstain.losses import (
     GradientLoss,
     ImagePool,
@@ -37,7 +38,8 @@ class GanModule(StainingModule):
         super().__init__(config, normalization)
         self.automatic_optimization = False
         gan = self.cfg.gan
-        assert gan is not None
+        if gan is None:  # TrainConfig refuses this for recipe "gan"; a config built by hand may not
+            raise ConfigError("gan: the gan recipe needs a gan section (at least gan.pretrained)")
         planes = int(self.cfg.model.args.get("in_channels", 7))
         d_args = {"in_channels": planes + len(self.targets), **gan.discriminator.args}
         self.discriminator = build_model(gan.discriminator.name, **d_args)
