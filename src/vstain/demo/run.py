@@ -22,15 +22,6 @@ from vstain.vocabulary import TEST, VALIDATION
 #: Folders and files the demo creates (and only these are removed by ``overwrite``).
 _OWNED = ("plate", "runs", "heldout", "predictions", "evaluation")
 _OWNED_FILES = ("split.csv", "report.html", SUMMARY_NAME)
-#: Lightning's advice that does not apply to the demo's tiny CPU runs (each message start, as a
-#: regular expression); every other warning is shown.
-QUIET_WARNINGS: tuple[str, ...] = (
-    r"The '\w+_dataloader' does not have many workers",
-    r"The number of training batches \(\d+\) is smaller than the logging interval",
-    r"GPU available but not used",
-)
-
-
 @dataclass
 class _Clock:
     """Stage timings and one progress line per event, with the elapsed time since the start."""
@@ -226,10 +217,9 @@ def _train_all(settings: DemoProfile, *, plate: Path, split: Path, runs_dir: Pat
         epochs = config.trainer.max_epochs + config.finetune.epochs
         described = (f"training {run} ({config.recipe} recipe, {stain}): {epochs} epochs x "
                      f"{config.data.samples_per_epoch} crops of {config.data.crop_size} px")
-        # fit() prints one line per epoch itself when the progress bar is off.
-        with clock.stage(f"train_{run}", described), warnings.catch_warnings():
-            for message in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
+        # fit() prints one line per epoch itself when the progress bar is off, and silences only
+        # the Lightning advice that does not apply to small runs; every other warning is shown.
+        with clock.stage(f"train_{run}", described):
             bundles[run] = fit(config, runs_dir / run)
     return bundles
 
