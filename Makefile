@@ -22,6 +22,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 test: install
+	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q
 
 demo: install
