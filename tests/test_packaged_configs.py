@@ -7,12 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from vstain.config import find_config, load_config, packaged_configs
 from vstain.errors import ConfigError

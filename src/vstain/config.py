@@ -35,7 +35,7 @@ Recipe = Literal["regression", "gan", "lupi"]
 
 def _checks_paths(info: ValidationInfo) -> bool:
     # A checkpoint loaded elsewhere carries its config; its data paths need not exist there.
-    return not (info.context or {}).get("check_paths") is False
+    return (info.context or {}).get("check_paths") is not False
 
 
 class _Strict(BaseModel):
@@ -60,14 +60,32 @@ class DataConfig(_Strict):
     targets: list[Target] = Field(
         ..., min_length=1, description="stains the model predicts, in output-channel order"
     )
-    split: Path | None = Field(None, description="split CSV (magnification, well, field, subset: train, validation, test or calibration; docs/splits.md); training fits train and picks checkpoints on validation; none: hold out validation fields at random")
-    holdout_fields: int = Field(1, ge=0, description="fields drawn as validation per magnification when no split is given (reference: 3/4/6)")
-    holdout_wells: list[str] = Field(default_factory=list, description="wells whose fields are validation when no split is given (overrides holdout_fields)")
-    stats: Path | None = Field(None, description="statistics JSON from `vstain stats`; none: computed on the training fields")
-    normalization: Literal["minmax", "percentile"] = Field("minmax", description="minmax is the reference; percentile is robust to outliers")
-    sampling: Literal["random", "nuclei"] = Field("random", description="random crops, or crops centred on nuclei (nuclei recipe)")
+    split: Path | None = Field(
+        None,
+        description="split CSV (magnification, well, field, subset: train, validation, test or calibration; "
+        "docs/splits.md); training fits train and picks checkpoints on validation; none: hold out validation "
+        "fields at random",
+    )
+    holdout_fields: int = Field(
+        1, ge=0, description="fields drawn as validation per magnification when no split is given (reference: 3/4/6)"
+    )
+    holdout_wells: list[str] = Field(
+        default_factory=list,
+        description="wells whose fields are validation when no split is given (overrides holdout_fields)",
+    )
+    stats: Path | None = Field(
+        None, description="statistics JSON from `vstain stats`; none: computed on the training fields"
+    )
+    normalization: Literal["minmax", "percentile"] = Field(
+        "minmax", description="minmax is the reference; percentile is robust to outliers"
+    )
+    sampling: Literal["random", "nuclei"] = Field(
+        "random", description="random crops, or crops centred on nuclei (nuclei recipe)"
+    )
     crop_size: int = Field(512, ge=16, description="training crop side in pixels")
-    samples_per_epoch: int | None = Field(None, ge=1, description="samples per epoch; none: one per field (random) or one per nucleus (nuclei)")
+    samples_per_epoch: int | None = Field(
+        None, ge=1, description="samples per epoch; none: one per field (random) or one per nucleus (nuclei)"
+    )
     batch_size: int = Field(4, ge=1, description="samples per optimisation step and device")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     max_cached_fields: int = Field(8, ge=1, description="decoded fields kept in memory per worker")
@@ -85,7 +103,9 @@ class ModelConfig(_Strict):
     """A network from the registry (`vstain.models.build_model`)."""
 
     name: str = Field("tiramisu", description="tiramisu | lupi | tiramisu_multi | patchgan")
-    args: dict[str, Any] = Field(default_factory=dict, description="constructor overrides; empty = reference configuration")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="constructor overrides; empty = reference configuration"
+    )
 
 
 class OptimizerConfig(_Strict):
@@ -117,10 +137,14 @@ class LossConfig(_Strict):
     regression: str = Field("log_squared", description="regression recipe loss (build_loss name)")
     adversarial: float = Field(0.01, ge=0, description="gan: weight of the relativistic G loss")
     gradient: float = Field(10.0, ge=0, description="gan: weight of the gradient loss (lipids 10, cytoplasm 100)")
-    median_mae: float = Field(1.0, ge=0, description="gan: weight of MAE/median; lupi: weight of the plain MAE/median term (reference 0.5)")
+    median_mae: float = Field(
+        1.0, ge=0, description="gan: weight of MAE/median; lupi: weight of the plain MAE/median term (reference 0.5)"
+    )
     lwm: float = Field(1.0, ge=0, description="lupi: weight of the loss-weight-module term")
     bce: float = Field(1.0, ge=0, description="lupi: weight of the plain BCE term")
-    median: Literal["sample", "batch"] = Field("sample", description="MAE/median: per-sample median, or the reference's batch median")
+    median: Literal["sample", "batch"] = Field(
+        "sample", description="MAE/median: per-sample median, or the reference's batch median"
+    )
     log_eps: float = Field(1e-3, gt=0, description="log-squared loss epsilon floor")
 
 
@@ -131,7 +155,10 @@ class GanConfig(_Strict):
     discriminator: ModelConfig = Field(default_factory=lambda: ModelConfig(name="patchgan"))
     d_lr: float = Field(1e-6, gt=0, description="discriminator learning rate")
     pool_size: int = Field(50, ge=1, description="history of past discriminator outputs")
-    pool: Literal["history", "image"] = Field("history", description="history = reference FIFO of D outputs; image = pix2pix random-replacement image pool")
+    pool: Literal["history", "image"] = Field(
+        "history",
+        description="history = reference FIFO of D outputs; image = pix2pix random-replacement image pool",
+    )
 
     @field_validator("pretrained")
     @classmethod
@@ -165,7 +192,9 @@ class TrainerConfig(_Strict):
     deterministic: bool = True
     val_every_n_epochs: int = Field(1, ge=1)
     checkpoint_every_n_epochs: int = Field(1, ge=1)
-    checkpoint_every_n_steps: int | None = Field(None, ge=1, description="also save a mid-epoch checkpoint every N steps")
+    checkpoint_every_n_steps: int | None = Field(
+        None, ge=1, description="also save a mid-epoch checkpoint every N steps"
+    )
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
     limit_val_fields: int | None = Field(None, ge=1, description="validate on at most this many held-out fields")
@@ -174,8 +203,12 @@ class TrainerConfig(_Strict):
 class ValidationConfig(_Strict):
     """Validation on held-out whole fields, through the same tiler as ``vstain predict``."""
 
-    mode: Literal["reference", "tiles", "whole"] = Field("whole", description="tiler used for validation (same as vstain predict)")
-    monitor: str = Field("auto", description="metric the best checkpoint is chosen on; auto = pixel relative MAE of the targets")
+    mode: Literal["reference", "tiles", "whole"] = Field(
+        "whole", description="tiler used for validation (same as vstain predict)"
+    )
+    monitor: str = Field(
+        "auto", description="metric the best checkpoint is chosen on; auto = pixel relative MAE of the targets"
+    )
 
 
 class TrainConfig(_Strict):

@@ -65,7 +65,8 @@ def test_holding_out_nothing_is_refused(tmp_path, random_plate):
 def test_train_command_prints_one_line_for_an_old_split(tmp_path, random_plate, capsys):
     split = _split(tmp_path, "20x,B02,1,train\n20x,B02,2,train\n20x,B03,1,test\n")
     config = tmp_path / "c.yaml"
-    config.write_text(f"name: old\nrecipe: regression\ndata: {{root: {random_plate}, targets: [lipids], split: {split}}}\n")
+    config.write_text(f"name: old\nrecipe: regression\n"
+                      f"data: {{root: {random_plate}, targets: [lipids], split: {split}}}\n")
     assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "rename test to validation" in err

@@ -33,8 +33,16 @@ def table(rows: dict[tuple[str, str], dict[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-TRUTH = {("D02", "F001"): {"A": 2.0, "B": 10.0}, ("D02", "F002"): {"A": 4.0, "B": 20.0}, ("D03", "F001"): {"A": 6.0, "B": 30.0}}
-PRED = {("D02", "F001"): {"A": 3.0, "B": 10.0}, ("D02", "F002"): {"A": 4.0, "B": 25.0}, ("D03", "F001"): {"A": 3.0, "B": 30.0}}
+TRUTH = {
+    ("D02", "F001"): {"A": 2.0, "B": 10.0},
+    ("D02", "F002"): {"A": 4.0, "B": 20.0},
+    ("D03", "F001"): {"A": 6.0, "B": 30.0},
+}
+PRED = {
+    ("D02", "F001"): {"A": 3.0, "B": 10.0},
+    ("D02", "F002"): {"A": 4.0, "B": 25.0},
+    ("D03", "F001"): {"A": 3.0, "B": 30.0},
+}
 # Medians over fields: A = 4, B = 20.
 # A: |3-2|/4 = 0.25, |4-4|/4 = 0, |3-6|/4 = 0.75  -> mean 1/3
 # B: 0, |25-20|/20 = 0.25, 0                        -> mean 1/12
@@ -117,7 +125,9 @@ def test_pixelwise_zero_median_channel_is_excluded_with_reason():
 
 def test_pixelwise_refuses_mismatched_shapes_naming_the_field():
     with pytest.raises(ValueError, match="D02 F001: C01"):
-        PixelErrorAccumulator(["C01"]).add({"C01": u16(np.zeros((2, 2)))}, {"C01": u16(np.zeros((2, 3)))}, label="D02 F001")
+        PixelErrorAccumulator(["C01"]).add(
+            {"C01": u16(np.zeros((2, 2)))}, {"C01": u16(np.zeros((2, 3)))}, label="D02 F001"
+        )
 
 
 def test_featurewise_matches_hand_computation():
@@ -219,7 +229,9 @@ def test_challenge_score_total_and_json(tmp_path):
 
 
 def test_json_writes_nan_as_null():
-    empty = FeaturewiseResult({"A": math.nan}, {"A": 0.0}, {"A": "target median over fields is 0"}, {}, {}, ["D02 F001"], [], [])
+    empty = FeaturewiseResult(
+        {"A": math.nan}, {"A": 0.0}, {"A": "target median over fields is 0"}, {}, {}, ["D02 F001"], [], []
+    )
     score = ChallengeScore("60x", PixelwiseResult({"C01": 0.1}, {"C01": 1.0}, {"C01": 0.1}, {}, 1), empty)
     data = scores_to_dict([score])
     assert data["60x"]["featurewise"] is None and data["60x"]["score"] is None

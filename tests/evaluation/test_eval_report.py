@@ -55,14 +55,21 @@ def make_score_and_panels():
         nuclei_labels = np.zeros((120, 160), np.int32)
         for k, (r, c) in enumerate([(30, 40), (80, 110), (60 + i * 5, 70)], start=1):
             nuclei_labels[disk((r, c), 12, shape=nuclei_labels.shape)] = k
-        truth = {c: (rng.integers(300, 600, (120, 160)) + 1500 * (nuclei_labels > 0)).astype(np.uint16) for c in ("C01", "C02", "C03")}
-        pred = {c: np.clip(t.astype(int) + rng.integers(-80, 80, t.shape), 0, None).astype(np.uint16) for c, t in truth.items()}
+        truth = {
+            c: (rng.integers(300, 600, (120, 160)) + 1500 * (nuclei_labels > 0)).astype(np.uint16)
+            for c in ("C01", "C02", "C03")
+        }
+        pred = {
+            c: np.clip(t.astype(int) + rng.integers(-80, 80, t.shape), 0, None).astype(np.uint16)
+            for c, t in truth.items()
+        }
         fields.append((truth, pred))
         labels = {"nuclei": nuclei_labels, "cells": expand_labels(nuclei_labels, 10)}
         panels.append(FieldPanel(f"20x {well} {fov}", truth, pred, labels, labels))
         values = rng.uniform(1, 10, len(FEATURE_COLUMNS))
         truth_rows.append({"Metadata_Well": well, "Metadata_FoV": fov, **dict(zip(FEATURE_COLUMNS, values))})
-        pred_rows.append({"Metadata_Well": well, "Metadata_FoV": fov, **dict(zip(FEATURE_COLUMNS, values * rng.uniform(0.8, 1.2, values.size)))})
+        noisy = values * rng.uniform(0.8, 1.2, values.size)
+        pred_rows.append({"Metadata_Well": well, "Metadata_FoV": fov, **dict(zip(FEATURE_COLUMNS, noisy))})
     truth_table, pred_table = pd.DataFrame(truth_rows), pd.DataFrame(pred_rows)
     truth_table["Count_Defective_lipid_droplets"] = 0.0  # zero median: excluded
     pred_table.loc[1, "Count_nuclei"] = math.nan  # failed segmentation: counted as 0

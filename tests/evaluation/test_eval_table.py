@@ -40,7 +40,9 @@ def fake_measure(nuclei, lipids, cytoplasm, *, magnification):
     return FakeMeasurements(features, objects, labels, [f"fake {magnification}"])
 
 
-def write_field(folder: Path, well: str, fov: int, rng: np.random.Generator, *, channels=(1, 2, 3), shape=(48, 64)) -> None:
+def write_field(
+    folder: Path, well: str, fov: int, rng: np.random.Generator, *, channels=(1, 2, 3), shape=(48, 64)
+) -> None:
     for channel in channels:
         image = rng.integers(200, 800, shape, dtype=np.uint16)
         if channel == 1:
@@ -57,7 +59,8 @@ def test_columns_are_cellprofilers_102_sorted_names():
     assert IMAGE_COLUMNS[-1] == "StDev_nuclei_no_edge_Intensity_StdIntensity_Hoechst"
     # upper case sorts first; "Granularity_10" before "Granularity_1_"
     assert IMAGE_COLUMNS.index("Granularity_10_Bodipy") < IMAGE_COLUMNS.index("Granularity_1_Bodipy")
-    assert IMAGE_COLUMNS.index("Mean_Lipids_no_edge_AreaShape_Area") < IMAGE_COLUMNS.index("Mean_cells_no_edge_AreaShape_Area")
+    lipids_area = IMAGE_COLUMNS.index("Mean_Lipids_no_edge_AreaShape_Area")
+    assert lipids_area < IMAGE_COLUMNS.index("Mean_cells_no_edge_AreaShape_Area")
     assert METADATA_COLUMNS == ("ImageNumber", "Metadata_FoV", "Metadata_Well")
     assert len(FEATURE_COLUMNS) == 99
     assert sum(c.startswith("Granularity_") for c in FEATURE_COLUMNS) == 16

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 import torch
-from conftest import TINY_TIRAMISU, bundle_metadata
 from safetensors.torch import save_file
 
+from conftest import TINY_TIRAMISU, bundle_metadata
 from vstain.inference.bundle import BundleError, BundleMetadata, find_bundles, load_model, read_metadata, save_bundle
 
 

@@ -62,6 +62,7 @@ def test_pools_resume_from_a_cpu_checkpoint_on_the_device(device):
     assert d_loss.item() == pytest.approx(2.5)
 
     images = ImagePool(2, probability=1.0, seed=0)
-    images.load_state_dict(ImagePool(2, probability=1.0, seed=0).state_dict() | {"items": [torch.zeros(1), torch.ones(1)]})
+    state = ImagePool(2, probability=1.0, seed=0).state_dict() | {"items": [torch.zeros(1), torch.ones(1)]}
+    images.load_state_dict(state)
     out = images.query(torch.full((1, 1), 7.0, device=device))
     assert out.device.type == device and out.item() in (0.0, 1.0)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import make_plate
 
+from conftest import make_plate
 from vstain.cli import main
 from vstain.plate.cache import PlateCache
 from vstain.plate.index import index_plate
@@ -20,7 +20,11 @@ from vstain.plate.stats import PlateStats, compute_stats
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def bf_name(well: str, field: int, z: int) -> str:
@@ -40,7 +44,10 @@ def test_check_valid_plate(plate: Path, capsys):
     out = capsys.readouterr().out
     assert "4 valid fields in 2 wells" in out and "no problems found" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("20x")]
-    assert rows == [["20x", "B03", "2", "2", "2", "2", "0", "16x16", "0"], ["20x", "C02", "2", "2", "2", "2", "0", "16x16", "0"]]
+    assert rows == [
+        ["20x", "B03", "2", "2", "2", "2", "0", "16x16", "0"],
+        ["20x", "C02", "2", "2", "2", "2", "0", "16x16", "0"],
+    ]
     assert main(["check", str(plate), "--fields"]) == 0
     per_field = [line for line in capsys.readouterr().out.splitlines() if " F00" in line]
     assert len(per_field) == 4 and all("7/7" in line for line in per_field)
@@ -58,7 +65,9 @@ def test_check_reports_each_problem_once_and_exits_1(plate: Path, capsys):
     out = capsys.readouterr().out
     problems = [line for line in out.splitlines() if line.startswith("error: ")]
     assert len(problems) == 5
-    for name in (bf_name("B03", 1, 1), bf_name("B03", 2, 1) + "f", bf_name("C02", 1, 2), bf_name("C02", 2, 3), "scan_overview.tif"):
+    names = (bf_name("B03", 1, 1), bf_name("B03", 2, 1) + "f", bf_name("C02", 1, 2), bf_name("C02", 2, 3),
+             "scan_overview.tif")
+    for name in names:
         assert sum(name in line for line in problems) == 1, name
     assert "5 errors, 0 warnings" in out and "0 valid fields in 0 wells" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("20x")]
@@ -103,7 +112,8 @@ def test_stats_make_split_then_describe_its_train_subset(tmp_path: Path, capsys)
     assert main(["stats", str(root), "--split", str(split_csv), "--subset", "validation", "--out", str(out_test)]) == 0
     assert PlateStats.load(out_test).source["fields"] == {"20x": 2}
     # random fields per magnification, seeded
-    assert main(["stats", str(root), "--make-split", str(tmp_path / "r.csv"), "--holdout-fields", "2", "--seed", "3"]) == 0
+    random_split = ["--make-split", str(tmp_path / "r.csv"), "--holdout-fields", "2", "--seed", "3"]
+    assert main(["stats", str(root), *random_split]) == 0
     assert len(Split.load(tmp_path / "r.csv").keys("validation")) == 2
 
 
@@ -113,7 +123,8 @@ def test_stats_make_split_then_describe_its_train_subset(tmp_path: Path, capsys)
         ([], "nothing to do"),
         (["--out", "{out}", "--split", "{missing}"], "no such split file"),
         (["--out", "{out}", "--split", "{bad_split}"], "lacks column"),
-        (["--out", "{out}", "--split", "{foreign_split}"], "1 field(s) of the split are not on the plate: 20x H01 F001"),
+        (["--out", "{out}", "--split", "{foreign_split}"],
+         "1 field(s) of the split are not on the plate: 20x H01 F001"),
         (["--make-split", "{split}"], "needs --holdout-wells"),
         (["--holdout-wells", "B03", "--out", "{out}"], "need --make-split"),
         (["--make-split", "{split}", "--holdout-fields", "all"], "give a number of fields or 'reference'"),

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import PLATE_ID, field_files, make_plate
 
+from conftest import PLATE_ID, field_files, make_plate
 from vstain.errors import PlateError
 from vstain.plate.index import index_plate
 from vstain.plate.naming import ImageName, format_name
@@ -54,7 +54,8 @@ def test_several_magnifications_and_selection(tmp_path: Path):
     assert index.magnifications == ["20x", "60x"]
     assert index.issues == []  # sizes are compared per magnification
     assert [f.shape for f in index.select(magnification="60x")] == [(24, 20), (24, 20)]
-    assert [f.key for f in index_plate(tmp_path / "p", magnification="60x").fields] == [("60x", "D04", 1), ("60x", "D04", 2)]
+    only_60x = index_plate(tmp_path / "p", magnification="60x")
+    assert [f.key for f in only_60x.fields] == [("60x", "D04", 1), ("60x", "D04", 2)]
     with pytest.raises(PlateError, match="no 40x_images folder"):
         index_plate(tmp_path / "p", magnification="40x")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_plate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_plate
 from vstain.errors import VstainError
 from vstain.plate.index import index_plate
 from vstain.plate.stats import (
@@ -114,7 +114,8 @@ def test_json_round_trip_is_exact(plate: Path, tmp_path: Path):
         (None, "no such statistics file"),
         ("{not json", "not valid JSON"),
         ('{"format": "something else"}', "not a vstain statistics file"),
-        ('{"format": "vstain.plate_stats", "stats": {"20x": {"C09": {"min": 0, "max": 1}}}}', "unknown channel key 'C09'"),
+        ('{"format": "vstain.plate_stats", "stats": {"20x": {"C09": {"min": 0, "max": 1}}}}',
+         "unknown channel key 'C09'"),
         ('{"format": "vstain.plate_stats", "stats": {"20x": {"C01": {"max": 1}}}}', "malformed"),
     ],
 )

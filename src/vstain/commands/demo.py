@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--quick", action="store_true", help="small plate and short training (about 3 minutes)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the plate, split, training and baselines (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the plate, split, training and baselines (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous demo in --out")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="processes measuring fields during evaluation (default 1)")

@@ -6,11 +6,10 @@ A thin wrapper over :func:`vstain.evaluation.folders.evaluate_folders`.
 from __future__ import annotations
 
 import argparse
-
-from vstain.vocabulary import MAGNIFICATIONS
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
+
+from vstain.vocabulary import MAGNIFICATIONS
 
 if TYPE_CHECKING:  # heavy imports stay inside functions, so `vstain --help` stays fast
     from vstain.evaluation.metric import ChallengeScore

@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile-size", type=int, metavar="PX", help="tile side for --mode tiles/reference")
     parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap for --mode tiles/reference")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="compute precision (default fp32)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="compute precision (default fp32)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster fields)")
     parser.add_argument("--tta", type=int, choices=(1, 8), default=1, help="test-time augmentation: 8 flips/rotations")

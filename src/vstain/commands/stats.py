@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use the valid fields of a plate that has errors (default: refuse; see `vstain check`)",
     )
     group = parser.add_argument_group("making a split")
-    group.add_argument("--make-split", metavar="CSV", help="write a train/validation split of the plate's fields to CSV")
+    group.add_argument("--make-split", metavar="CSV",
+                       help="write a train/validation split of the plate's fields to CSV")
     hold = group.add_mutually_exclusive_group()
     hold.add_argument("--holdout-wells", nargs="+", metavar="WELL", help="wells whose fields are all validation")
     hold.add_argument(

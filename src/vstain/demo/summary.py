@@ -32,7 +32,10 @@ def _channel_title(channel: str) -> str:
 
 
 def feature_group(name: str) -> str:
-    """Which part of the pipeline a CellProfiler feature column measures (counts, nuclei, cells, lipids, granularity)."""
+    """Which part of the pipeline a CellProfiler feature column measures.
+
+    One of ``counts``, ``nuclei``, ``cells``, ``lipids``, ``granularity`` or ``other``.
+    """
     lowered = name.lower()
     if lowered.startswith("count_"):
         return "counts"
@@ -189,13 +192,15 @@ def comparison_section(scores: Mapping[str, ChallengeScore], *, settings: DemoPr
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows) + "</table>"
     body = (
         f"<p>Synthetic {MAGNIFICATION} plate, {settings.wells} wells &times; {settings.fields_per_well} fields of "
-        f"{settings.size[0]}&times;{settings.size[1]} px, seed {seed}, demo profile <b>{html.escape(settings.name)}</b>. "
+        f"{settings.size[0]}&times;{settings.size[1]} px, seed {seed}, "
+        f"demo profile <b>{html.escape(settings.name)}</b>. "
         f"All methods are scored on the same test fields ({html.escape(', '.join(test_labels))}), which no "
         "training run saw. <b>mean_image</b>: each stain's pixelwise mean over the training fields. "
         "<b>linear</b>: per-pixel least squares on the 7 brightfield planes and a Gaussian-smoothed (&sigma; = 2 px) "
         "copy of them. Lower is better; the challenge score is (pixelwise + featurewise) / 2.</p>"
         + table
-        + f'<p><img alt="pixel and feature error per method" src="data:image/png;base64,{_comparison_figure(scores)}"></p>'
+        + '<p><img alt="pixel and feature error per method" '
+        + f'src="data:image/png;base64,{_comparison_figure(scores)}"></p>'
         + "<p>The rest of this page is the evaluation report of the trained models.</p>"
     )
     return ReportSection(COMPARISON_HEADING, body)

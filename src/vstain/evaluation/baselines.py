@@ -181,7 +181,9 @@ class LinearBaseline:
             for name in names:
                 image = np.asarray(targets[name], dtype=np.float64)
                 if image.shape != features.shape[1:]:
-                    raise VstainError(f"training field {i + 1}: {name} is {image.shape}, brightfield is {features.shape[1:]}")
+                    raise VstainError(
+                        f"training field {i + 1}: {name} is {image.shape}, brightfield is {features.shape[1:]}"
+                    )
                 values.setdefault(name, []).append(image.reshape(-1)[chosen])
         if names is None:
             raise VstainError("the linear baseline needs at least one training field")
@@ -207,7 +209,9 @@ class LinearBaseline:
         features = brightfield_features(brightfield, sigma=self.sigma)
         expected = len(next(iter(self.coefficients.values())))
         if features.shape[0] != expected:
-            raise VstainError(f"the linear baseline was fitted on {expected} features, the field gives {features.shape[0]}")
+            raise VstainError(
+                f"the linear baseline was fitted on {expected} features, the field gives {features.shape[0]}"
+            )
         return {
             name: np.tensordot(weights, features, axes=1) + self.intercepts[name]
             for name, weights in self.coefficients.items()

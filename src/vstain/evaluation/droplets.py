@@ -11,8 +11,8 @@ API for the field pipeline::
     branch.warnings           # notes for scores.json (e.g. a blank image that cannot be stretched)
 
 :func:`measure_droplet_branch` is the same with explicit settings, in the form
-:func:`vstain.evaluation.pipeline.measure_field` calls it. Shape and intensity measurements of ``labels`` (on Bodipy and on ``defect_image``) are left to
-:mod:`vstain.evaluation.measure`.
+:func:`vstain.evaluation.pipeline.measure_field` calls it. Shape and intensity measurements of
+``labels`` (on Bodipy and on ``defect_image``) are left to :mod:`vstain.evaluation.measure`.
 
 The modules, in pipeline order (settings from :mod:`vstain.evaluation.settings`):
 
@@ -86,7 +86,8 @@ def segmentation_images(
     bodipy: np.ndarray, settings: DropletSettings, warnings: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Modules 6 and 21-28: ``(Bodipy_rescaled, Droplet_segmentation_image_rescaled,
-    Large_droplets_smoothed_rescaled_thresholded)``."""
+    Large_droplets_smoothed_rescaled_thresholded)``.
+    """
     notes: list[str] = [] if warnings is None else warnings
     bodipy_rescaled = _stretch_noting(bodipy, "Bodipy_rescaled", notes)
     small = enhance_speckles(bodipy, feature_size=settings.speckle_feature_size)
@@ -176,7 +177,9 @@ def measure_droplet_branch(
         lipid_labels=branch.labels,
         defect_image=branch.defect_image,
         defective_count=branch.defective_count,
-        granularity={i: branch.granularity[f"Granularity_{i}_Bodipy"] for i in range(1, settings.granularity.steps + 1)},
+        granularity={
+            i: branch.granularity[f"Granularity_{i}_Bodipy"] for i in range(1, settings.granularity.steps + 1)
+        },
     )
 
 

@@ -17,7 +17,8 @@ subsampled copy of the image:
 float32 as Bio-Formats delivered them. ``semantics="cp5"`` is CellProfiler 5, the installable
 yardstick: the background shape comes from the integer subsampled array shape (the upsampling
 grid stays fractional), the upsampled background is float64, and pixels keep the input's float
-type (CellProfiler 5's imageio reader delivers float32 too; integers become float64). At sizes whose quarter is an integer the two agree.
+type (CellProfiler 5's imageio reader delivers float32 too; integers become float64). At sizes
+whose quarter is an integer the two agree.
 """
 
 from __future__ import annotations

@@ -288,7 +288,7 @@ def classic_argsort(values: Sequence[int] | np.ndarray) -> np.ndarray:
 def rank_quantise(
     image: np.ndarray, *, levels: int = 255, tie_order: TieOrder = "classic"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """centrosome's ``rank_order(image, nbins=levels)``: ranks of ``image`` merged to < ``levels`` bins.
+    """Centrosome's ``rank_order(image, nbins=levels)``: ranks of ``image`` merged to < ``levels`` bins.
 
     Returns ``(ranks, values)`` with ``values[ranks]`` the quantised image. Bins are merged as
     centrosome does (the least populated adjacent ranks fold into their lower neighbour, a few
@@ -338,7 +338,7 @@ def octagon_footprint(radius: int) -> np.ndarray:
 
 
 def octagon_median(levels: np.ndarray, *, radius: int) -> np.ndarray:
-    """centrosome's octagonal median of a uint8-range integer image, pixel for pixel.
+    """Centrosome's octagonal median of a uint8-range integer image, pixel for pixel.
 
     Only in-image pixels of the window count; of the ``n`` counted values the output is the
     ``k``-th smallest (0-based), ``k = max((50 n + 50) // 100 - 1, 0)``. Computed by a bitwise

@@ -39,7 +39,11 @@ def segment_nuclei(
     settings = pipeline_settings(magnification)
     hoechst = to_cellprofiler_scale(c01, semantics=semantics)
     primary = identify_primary_objects(
-        hoechst, settings=settings.nuclei, semantics=semantics, warnings=warnings, module="IdentifyPrimaryObjects(nuclei)"
+        hoechst,
+        settings=settings.nuclei,
+        semantics=semantics,
+        warnings=warnings,
+        module="IdentifyPrimaryObjects(nuclei)",
     )
     if not filtered:
         return primary.labels

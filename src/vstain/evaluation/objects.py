@@ -19,10 +19,9 @@ Label images are ``int32`` arrays, 0 = background.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
-
-import heapq
 
 import numpy as np
 import scipy.ndimage as ndi

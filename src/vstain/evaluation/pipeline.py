@@ -131,7 +131,9 @@ def measure_field(
     """
     settings = pipeline_settings(magnification)
     if not (nuclei.shape == lipids.shape == cytoplasm.shape) or nuclei.ndim != 2:
-        raise ValueError(f"C01/C02/C03 must be 2-D images of one shape, got {nuclei.shape}, {lipids.shape}, {cytoplasm.shape}")
+        raise ValueError(
+            f"C01/C02/C03 must be 2-D images of one shape, got {nuclei.shape}, {lipids.shape}, {cytoplasm.shape}"
+        )
     threads = default_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
@@ -185,7 +187,11 @@ def _nuclei_and_cells(
 ) -> tuple[dict[str, float], dict[str, pd.DataFrame], dict[str, np.ndarray]]:
     """Modules 8-20: nuclei, cells and their measurements -> (features, objects, labels)."""
     primary = identify_primary_objects(
-        hoechst, settings=settings.nuclei, semantics=semantics, warnings=warnings, module="IdentifyPrimaryObjects(nuclei)"
+        hoechst,
+        settings=settings.nuclei,
+        semantics=semantics,
+        warnings=warnings,
+        module="IdentifyPrimaryObjects(nuclei)",
     )
     nuclei_filtered = filter_nuclei(primary, hoechst, settings)
     composite = composite_image(bodipy, ctr, settings.cells)
@@ -203,7 +209,9 @@ def _nuclei_and_cells(
 
     images = {"Bodipy": bodipy, "CellTrackerRed": ctr, "Hoechst": hoechst}
     objects = {
-        "nuclei_no_edge": measure_objects(nuclei_no_edge, {k: images[k] for k in EXPORTED_INTENSITIES["nuclei_no_edge"]}),
+        "nuclei_no_edge": measure_objects(
+            nuclei_no_edge, {k: images[k] for k in EXPORTED_INTENSITIES["nuclei_no_edge"]}
+        ),
         "cells_no_edge": measure_objects(cells_no_edge, {k: images[k] for k in EXPORTED_INTENSITIES["cells_no_edge"]}),
     }
     # FilterObjects gives the additional objects the primary's count, objects or not.

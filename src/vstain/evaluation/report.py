@@ -14,7 +14,8 @@ import html
 import io
 import math
 import os
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -163,7 +164,10 @@ def _magnification_section(score: ChallengeScore, panels: Sequence[FieldPanel]) 
     out.append(
         _table(
             ["channel", "MAE (counts)", "target median (counts)", "relative MAE"],
-            [[c, _num(pw.mae.get(c)), _num(pw.target_median.get(c)), _num(pw.per_channel.get(c))] for c in pw.per_channel],
+            [
+                [c, _num(pw.mae.get(c)), _num(pw.target_median.get(c)), _num(pw.per_channel.get(c))]
+                for c in pw.per_channel
+            ],
         )
     )
     if pw.excluded_channels:
@@ -184,9 +188,15 @@ def _magnification_section(score: ChallengeScore, panels: Sequence[FieldPanel]) 
         if cases:
             out.append(f"<h3>{heading}: {sum(len(v) for v in cases.values())} entries</h3>")
             out.append(_definition_list({k: _short_list(v) for k, v in cases.items()}))
-    for heading, labels in (("Missing predictions", fw.missing_predictions), ("Extra predictions", fw.extra_predictions)):
+    for heading, labels in (
+        ("Missing predictions", fw.missing_predictions),
+        ("Extra predictions", fw.extra_predictions),
+    ):
         if labels:
-            out.append(f"<h3>{heading} ({len(labels)}; left out of both metrics)</h3><p>{html.escape(_short_list(labels, 50))}</p>")
+            out.append(
+                f"<h3>{heading} ({len(labels)}; left out of both metrics)</h3>"
+                f"<p>{html.escape(_short_list(labels, 50))}</p>"
+            )
     if score.warnings:
         out.append(f"<h3>Warnings ({len(score.warnings)})</h3><ul>")
         out.extend(f"<li>{html.escape(w)}</li>" for w in score.warnings)
@@ -224,7 +234,8 @@ def _pixel_error_figure(pw: PixelwiseResult) -> str:
     axes = figure.add_subplot()
     channels = list(pw.per_channel)
     values = [pw.per_channel[c] if math.isfinite(pw.per_channel[c]) else 0.0 for c in channels]
-    bars = axes.bar([_CHANNEL_NAMES.get(c, c) for c in channels], values, color=["#4c72b0", "#55a868", "#c44e52"][: len(channels)])
+    colours = ["#4c72b0", "#55a868", "#c44e52"][: len(channels)]
+    bars = axes.bar([_CHANNEL_NAMES.get(c, c) for c in channels], values, color=colours)
     axes.bar_label(bars, labels=[_num(pw.per_channel[c]) for c in channels], fontsize=8)
     axes.set_ylim(0, 1.15 * max(values + [1e-9]))  # room for the labels
     axes.axhline(pw.value if math.isfinite(pw.value) else 0, color="k", lw=0.8, ls="--", label=f"mean {_num(pw.value)}")
@@ -256,7 +267,10 @@ def _feature_error_figure(fw: FeaturewiseResult) -> str:
     from matplotlib.patches import Patch
 
     axes.legend(
-        handles=[Patch(color=c, label=g) for g, c in _GROUP_COLOURS.items()], fontsize=6.5, frameon=False, loc="lower right"
+        handles=[Patch(color=c, label=g) for g, c in _GROUP_COLOURS.items()],
+        fontsize=6.5,
+        frameon=False,
+        loc="lower right",
     )
     return _png(figure)
 
@@ -280,7 +294,8 @@ def _feature_bar_table(fw: FeaturewiseResult) -> str:
             f'<td class="bar"><div style="width:{width:.1f}%;background:{colour}"></div></td></tr>'
         )
     head = "<tr><th>feature</th><th>relative MAE</th><th>target median</th><th></th></tr>"
-    return f"<details><summary>All {len(scored)} scored features</summary><table>{head}{''.join(rows)}</table></details>"
+    summary = f"<summary>All {len(scored)} scored features</summary>"
+    return f"<details>{summary}<table>{head}{''.join(rows)}</table></details>"
 
 
 def _field_figure(panel: FieldPanel) -> str:
@@ -308,7 +323,9 @@ def _field_figure(panel: FieldPanel) -> str:
     overlay_truth, overlay_pred = outlines(panel.truth_labels), outlines(panel.pred_labels)
     size = 2.4
     height = len(channels) * size * shape[0] / shape[1] + 0.4
-    figure = _new_figure(3 * size, height, left=0.05, right=0.99, bottom=0.01, top=1 - 0.3 / height, wspace=0.04, hspace=0.06)
+    figure = _new_figure(
+        3 * size, height, left=0.05, right=0.99, bottom=0.01, top=1 - 0.3 / height, wspace=0.04, hspace=0.06
+    )
     grid = figure.subplots(len(channels), 3, squeeze=False)
     for row, channel in enumerate(channels):
         truth = np.asarray(panel.truth[channel], dtype=np.float32)
@@ -369,6 +386,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
     "th{background:#f3f3f3}td.bar{width:40%;text-align:left}td.bar div{height:.8em}"
-    "details{margin:.5em 0}summary{cursor:pointer}td:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}"
+    "details{margin:.5em 0}summary{cursor:pointer}td:first-child{text-align:left}"
+    "img{max-width:100%;display:block;margin:.5em 0}"
     "dt{font-weight:600;font-family:monospace}dd{margin:0 0 .4em 1.5em}h2{border-bottom:1px solid #ddd}"
 )

@@ -101,7 +101,9 @@ class PipelineSettings:
     granularity: GranularitySettings
 
 
-def _nuclei(diameter: tuple[int, int], filter_size: float, distance: float, lower: float, window: int) -> PrimarySettings:
+def _nuclei(
+    diameter: tuple[int, int], filter_size: float, distance: float, lower: float, window: int
+) -> PrimarySettings:
     return PrimarySettings(
         diameter=diameter,
         discard_outside_diameter=True,

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RankInfo:
-    """This process's place among the inference workers."""
+    """The place of this process among the inference workers."""
 
     rank: int = 0
     world_size: int = 1

@@ -65,12 +65,15 @@ def export_onnx(
         bundle = load_model(bundle)
     name = bundle.metadata.architecture
     if name not in GENERATORS:
-        raise VstainError(f"{bundle.name}: {name!r} is not a generator network; ONNX export supports {', '.join(GENERATORS)}")
+        raise VstainError(
+            f"{bundle.name}: {name!r} is not a generator network; ONNX export supports {', '.join(GENERATORS)}"
+        )
     if opset < 17:
         raise VstainError(f"opset {opset} is too old; use 17 or newer")
     network = StainNetworks([bundle.model], output_indices=[bundle.metadata.output_index]).cpu().eval()
     multiple = int(getattr(bundle.model, "size_multiple", 16))
-    sample = torch.rand(1, bundle.metadata.input_planes, 4 * multiple, 5 * multiple, generator=torch.Generator().manual_seed(0))
+    seeded = torch.Generator().manual_seed(0)
+    sample = torch.rand(1, bundle.metadata.input_planes, 4 * multiple, 5 * multiple, generator=seeded)
     target = Path(out)
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

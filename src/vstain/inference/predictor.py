@@ -231,7 +231,9 @@ class Predictor:
         input_normalizer = bundles[0].input_normalizer()
         channels = np.ravel(np.asarray(input_normalizer.scale)).size
         if channels != N_PLANES:
-            raise BundleError(f"{bundles[0].name}: input normaliser has {channels} channels, expected {N_PLANES} planes")
+            raise BundleError(
+                f"{bundles[0].name}: input normaliser has {channels} channels, expected {N_PLANES} planes"
+            )
         return _StainGroup(magnification, bundles, targets, input_normalizer, affine, engine)
 
     @property

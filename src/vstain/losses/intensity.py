@@ -24,7 +24,8 @@ REFERENCE_LOG_EPS = 1e-8
 #: Table 1), so one DN is 1.5e-5 to 3.8e-4 on the [0, 1] scale, and exact zeros occur (min = 0
 #: for C01/C02). An epsilon far below one DN makes the loss tell 0 DN from 1 DN apart by a
 #: factor of 1/eps: with 1e-8 a zero pixel predicted at 0.01 costs (ln 1e6)**2 = 191, as much
-#: as ~400 pixels predicted at half their true value ((ln 2)**2 = 0.48 each). 1e-3 is 2.6 DN on the narrowest channel (C02 40x) and 65 DN on the widest
+#: as ~400 pixels predicted at half their true value ((ln 2)**2 = 0.48 each). 1e-3 is 2.6 DN on
+#: the narrowest channel (C02 40x) and 65 DN on the widest
 #: (C03 20x, whose useful range is ~3,500 DN: under 2 % of it), so "black" is treated as black.
 #: It bounds the cost of a zero target pixel by ln((1 + eps) / eps)**2 = 47.7 for the worst
 #: possible prediction x = 1 (339 with 1e-8), and the gradient 2 |ln| / (x + eps) by 1.4e4

@@ -54,7 +54,8 @@ class SegmentationBCE(nn.Module):
         self, logits: torch.Tensor, mask: torch.Tensor, *, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         _check_logits(logits, mask)
-        bce = F.binary_cross_entropy_with_logits(logits.float(), binary_one_hot(mask).to(logits.device), reduction="none")
+        target = binary_one_hot(mask).to(logits.device)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
         if weight is not None:
             bce = bce * weight.float()
         return bce.mean()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -24,7 +25,7 @@ from vstain.atomic import write_text_atomic
 from vstain.errors import PlateError, VstainError
 from vstain.plate.index import Field
 from vstain.plate.tiff import read_tiff
-from vstain.vocabulary import BRIGHTFIELD_CHANNEL, MAGNIFICATIONS, PLANES, TARGET_CHANNELS
+from vstain.vocabulary import BRIGHTFIELD_CHANNEL, MAGNIFICATIONS, PLANES, TARGET_CHANNEL_NAMES, TARGET_CHANNELS
 
 #: Percentiles computed by default (the reference's 0.01 / 99.99 plus the tails and median).
 PERCENTILES: tuple[float, ...] = (0.01, 0.1, 1.0, 50.0, 99.0, 99.9, 99.99)
@@ -274,7 +275,7 @@ def reference_stats() -> PlateStats:
     normalisation on the challenge data. The CSV values are used where the report's table has
     typos (20x C04Z02 min 185, 20x C04Z05 max 19280).
     """
-    keys = ("C01", "C02", "C03", *BRIGHTFIELD_KEYS)
+    keys = (*TARGET_CHANNEL_NAMES, *BRIGHTFIELD_KEYS)
     table = {
         "20x": [(0, 24835), (0, 3467), (45, 65535), (205, 13522), (185, 14515), (123, 18461),
                 (109, 19788), (134, 19280), (144, 17543), (183, 15875)],

@@ -83,8 +83,10 @@ class StainingModule(L.LightningModule):
         self.targets = tuple(self.cfg.data.targets)
         self.normalization = normalization
         scales, offsets = zip(*(normaliser_affine(normalization["targets"][t]) for t in self.targets))
-        self.register_buffer("target_scale", torch.tensor(np.concatenate(scales), dtype=torch.float32), persistent=False)
-        self.register_buffer("target_offset", torch.tensor(np.concatenate(offsets), dtype=torch.float32), persistent=False)
+        scale = torch.tensor(np.concatenate(scales), dtype=torch.float32)
+        offset = torch.tensor(np.concatenate(offsets), dtype=torch.float32)
+        self.register_buffer("target_scale", scale, persistent=False)
+        self.register_buffer("target_offset", offset, persistent=False)
         self.generator = build_model(self.cfg.model.name, **self.cfg.model.args)
         if self.cfg.trainer.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)

@@ -1,5 +1,6 @@
 """Side jobs of a training run, as Lightning callbacks: validation image panels and the export
-of the best validated generator as a model bundle."""
+of the best validated generator as a model bundle.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 class ValidationPanels(Callback):
     """After each validation, save brightfield / truth / prediction of the first held-out field
-    as a PNG (and as TensorBoard images when that logger is active)."""
+    as a PNG (and as TensorBoard images when that logger is active).
+    """
 
     def __init__(self, folder: Path, *, max_side: int = 384) -> None:
         self.folder = Path(folder)
@@ -58,7 +60,8 @@ def _stretch(image: np.ndarray) -> np.ndarray:
 
 class BundleExport(Callback):
     """At the end of training, write the generator of the best *validation* checkpoint as a
-    vstain model bundle (never chosen on training loss)."""
+    vstain model bundle (never chosen on training loss).
+    """
 
     def __init__(self, path: Path, datamodule: Any, *, monitor: str) -> None:
         self.path = Path(path)

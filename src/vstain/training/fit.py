@@ -75,7 +75,9 @@ def _monitor(config: TrainConfig) -> str:
     return "val/pixel_rel_mae"
 
 
-def fit(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: str | os.PathLike[str] | bool | None = None) -> Path:
+def fit(
+    config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: str | os.PathLike[str] | bool | None = None
+) -> Path:
     """Train ``config`` into ``out_dir`` and return the path of the exported bundle.
 
     Parameters

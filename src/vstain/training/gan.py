@@ -85,7 +85,9 @@ class GanModule(StainingModule):
         if self.real_pool is not None and self.fake_pool is not None:
             self.real_pool.push(d_real)
             self.fake_pool.push(d_fake)
-            loss_d = self.d_loss(d_real, d_fake, real_reference=self.real_pool.mean(), fake_reference=self.fake_pool.mean())
+            loss_d = self.d_loss(
+                d_real, d_fake, real_reference=self.real_pool.mean(), fake_reference=self.fake_pool.mean()
+            )
         else:
             loss_d = self.d_loss(d_real, d_fake)
         opt_d.zero_grad(set_to_none=True)
@@ -99,7 +101,9 @@ class GanModule(StainingModule):
         d_real = self._score(x, y)
         d_fake = self._score(x, prediction)
         if self.real_pool is not None and self.fake_pool is not None:
-            adversarial = self.g_loss(d_real, d_fake, real_reference=self.real_pool.mean(), fake_reference=self.fake_pool.mean())
+            adversarial = self.g_loss(
+                d_real, d_fake, real_reference=self.real_pool.mean(), fake_reference=self.fake_pool.mean()
+            )
         else:
             adversarial = self.g_loss(d_real, d_fake)
         weights = self.cfg.loss
@@ -117,8 +121,9 @@ class GanModule(StainingModule):
         for scheduler in self._schedulers():
             scheduler.step()
         self.log_dict(
-            {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach(), "train/adversarial": adversarial.detach(),
-             "train/gradient": gradient.detach(), "train/median_mae": median_mae.detach()},
+            {"train/loss_d": loss_d.detach(), "train/loss_g": loss_g.detach(),
+             "train/adversarial": adversarial.detach(), "train/gradient": gradient.detach(),
+             "train/median_mae": median_mae.detach()},
             prog_bar=False, on_step=True, on_epoch=True, batch_size=batch_size,
         )
         self.log("train/loss", loss_g.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
