@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 import numpy as np
 from scipy import ndimage
 
-from vstain.errors import VstainError
+from vstain.errors import PlateError
 from vstain.vocabulary import N_PLANES
 
 __all__ = [
@@ -59,7 +59,7 @@ def brightfield_features(brightfield: np.ndarray, *, sigma: float = 2.0) -> np.n
     """
     stack = np.asarray(brightfield, dtype=np.float64)
     if stack.ndim != 3:
-        raise VstainError(f"expected a (planes, H, W) brightfield stack, got shape {stack.shape}")
+        raise PlateError(f"expected a (planes, H, W) brightfield stack, got shape {stack.shape}")
     if sigma <= 0:
         return stack
     # Smooth within each plane only (σ 0 along z), reflecting at the borders.
@@ -94,27 +94,27 @@ class MeanImageBaseline:
 
         Raises
         ------
-        VstainError
+        PlateError
             If no field is given, or fields differ in stains or shape.
         """
         sums: dict[str, np.ndarray] = {}
         n = 0
         for images in targets:
             if n and set(images) != set(sums):
-                raise VstainError(f"training field {n + 1} has stains {sorted(images)}, expected {sorted(sums)}")
+                raise PlateError(f"training field {n + 1} has stains {sorted(images)}, expected {sorted(sums)}")
             for name, image in images.items():
                 image = np.asarray(image, dtype=np.float64)
                 if name not in sums:
                     sums[name] = np.zeros_like(image)
                 elif sums[name].shape != image.shape:
-                    raise VstainError(
+                    raise PlateError(
                         f"training field {n + 1}: {name} is {image.shape}, others are {sums[name].shape}; "
                         "the mean-image baseline needs fields of one size"
                     )
                 sums[name] += image
             n += 1
         if n == 0:
-            raise VstainError("the mean-image baseline needs at least one training field")
+            raise PlateError("the mean-image baseline needs at least one training field")
         return cls({name: total / n for name, total in sums.items()})
 
     def predict(self, brightfield: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -123,7 +123,7 @@ class MeanImageBaseline:
             shape = np.shape(brightfield)[-2:]
             for name, image in self.images.items():
                 if image.shape != shape:
-                    raise VstainError(f"{name} mean image is {image.shape} but the field is {shape}")
+                    raise PlateError(f"{name} mean image is {image.shape} but the field is {shape}")
         return {name: to_uint16(image) for name, image in self.images.items()}
 
 
@@ -174,19 +174,19 @@ class LinearBaseline:
             if names is None:
                 names = list(targets)
             elif set(targets) != set(names):
-                raise VstainError(f"training field {i + 1} has stains {sorted(targets)}, expected {sorted(names)}")
+                raise PlateError(f"training field {i + 1} has stains {sorted(targets)}, expected {sorted(names)}")
             take = n_pixels if pixels_per_field >= n_pixels else pixels_per_field
             chosen = np.sort(rng.choice(n_pixels, size=take, replace=False))
             rows.append(features.reshape(features.shape[0], -1)[:, chosen].T)
             for name in names:
                 image = np.asarray(targets[name], dtype=np.float64)
                 if image.shape != features.shape[1:]:
-                    raise VstainError(
+                    raise PlateError(
                         f"training field {i + 1}: {name} is {image.shape}, brightfield is {features.shape[1:]}"
                     )
                 values.setdefault(name, []).append(image.reshape(-1)[chosen])
         if names is None:
-            raise VstainError("the linear baseline needs at least one training field")
+            raise PlateError("the linear baseline needs at least one training field")
         design = np.concatenate(rows)
         # Standardise the regressors so the least-squares problem is well conditioned; the
         # coefficients are mapped back to raw brightfield units afterwards.
@@ -209,7 +209,7 @@ class LinearBaseline:
         features = brightfield_features(brightfield, sigma=self.sigma)
         expected = len(next(iter(self.coefficients.values())))
         if features.shape[0] != expected:
-            raise VstainError(
+            raise PlateError(
                 f"the linear baseline was fitted on {expected} features, the field gives {features.shape[0]}"
             )
         return {
@@ -239,7 +239,7 @@ def write_baseline_predictions(
     for field in fields:
         brightfield = field.read_brightfield()  # type: ignore[attr-defined]
         if brightfield.shape[0] != N_PLANES:
-            raise VstainError(f"{field.label}: expected {N_PLANES} brightfield planes")  # type: ignore[attr-defined]
+            raise PlateError(f"{field.label}: expected {N_PLANES} brightfield planes")  # type: ignore[attr-defined]
         for name, image in baseline.predict(brightfield).items():
             written.append(write_tiff(folder / field.target_filename(name), image))  # type: ignore[attr-defined]
     return written

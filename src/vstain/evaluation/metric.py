@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from vstain.atomic import write_text_atomic
-from vstain.errors import VstainError
+from vstain.errors import PlateError
 from vstain.evaluation.columns import METADATA_COLUMNS
 from vstain.vocabulary import TARGET_CHANNEL_NAMES
 
@@ -206,13 +206,13 @@ class FeaturewiseResult:
 def _keyed(table: pd.DataFrame, role: str) -> pd.DataFrame:
     missing = [c for c in KEY_COLUMNS if c not in table.columns]
     if missing:
-        raise VstainError(f"{role} feature table has no {', '.join(missing)} column; cannot match fields")
+        raise PlateError(f"{role} feature table has no {', '.join(missing)} column; cannot match fields")
     keys = pd.MultiIndex.from_arrays(
         [table["Metadata_Well"].astype(str), table["Metadata_FoV"].astype(str)], names=KEY_COLUMNS
     )
     if keys.has_duplicates:
         dup = keys[keys.duplicated()][0]
-        raise VstainError(f"{role} feature table lists field {field_label(*dup)} more than once")
+        raise PlateError(f"{role} feature table lists field {field_label(*dup)} more than once")
     return table.set_axis(keys, axis=0)
 
 
@@ -243,7 +243,7 @@ def featurewise_score(
         features = [c for c in truth.columns if c not in METADATA_COLUMNS]
     absent = [f for f in features if f not in pred_k.columns or f not in truth_k.columns]
     if absent:
-        raise VstainError(f"feature tables lack column {absent[0]} ({len(absent)} missing in all)")
+        raise PlateError(f"feature tables lack column {absent[0]} ({len(absent)} missing in all)")
 
     matched = truth_k.index.intersection(pred_k.index, sort=False)
     matched = truth_k.index[truth_k.index.isin(matched)]  # keep the target's order

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vstain.atomic import atomic_path
-from vstain.errors import VstainError
+from vstain.errors import BundleError, ConfigError
 from vstain.inference.bundle import ModelBundle, load_model
 from vstain.inference.engine import StainNetworks
 
@@ -65,11 +65,11 @@ def export_onnx(
         bundle = load_model(bundle)
     name = bundle.metadata.architecture
     if name not in GENERATORS:
-        raise VstainError(
+        raise BundleError(
             f"{bundle.name}: {name!r} is not a generator network; ONNX export supports {', '.join(GENERATORS)}"
         )
     if opset < 17:
-        raise VstainError(f"opset {opset} is too old; use 17 or newer")
+        raise ConfigError(f"`opset` {opset} is too old; use 17 or newer")
     network = StainNetworks([bundle.model], output_indices=[bundle.metadata.output_index]).cpu().eval()
     multiple = int(getattr(bundle.model, "size_multiple", 16))
     seeded = torch.Generator().manual_seed(0)
@@ -134,8 +134,8 @@ def check_onnx(path: str | os.PathLike[str], network: torch.nn.Module, *, planes
         with torch.inference_mode():
             want = network(torch.from_numpy(x)).numpy()
         if got.shape != want.shape:
-            raise VstainError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
+            raise BundleError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
         worst = max(worst, float(np.abs(got - want).max()))
     if worst > atol:
-        raise VstainError(f"{path}: ONNX output differs from PyTorch by {worst:.2e} (> {atol:.0e})")
+        raise BundleError(f"{path}: ONNX output differs from PyTorch by {worst:.2e} (> {atol:.0e})")
     return worst

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 from vstain.atomic import atomic_path, write_text_atomic
-from vstain.errors import PlateError, VstainError
+from vstain.errors import PlateError, PlateNotFound
 from vstain.plate.index import Field, FieldKey
 from vstain.plate.tiff import read_tiff
 from vstain.vocabulary import N_PLANES
@@ -138,13 +138,13 @@ class PlateCache:
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise VstainError(
+            raise PlateError(
                 f"{self.folder}: no {MANIFEST}; not a (complete) vstain cache — run `vstain cache`"
             ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise VstainError(f"{path}: not valid JSON ({exc})") from None
+            raise PlateError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-            raise VstainError(f"{path}: not a vstain cache manifest")
+            raise PlateError(f"{path}: not a vstain cache manifest")
         self.plate = manifest.get("plate")
         self._entries: dict[FieldKey, dict] = {}
         for entry in manifest.get("fields", []):
@@ -166,7 +166,7 @@ class PlateCache:
         """Memory-map the arrays of field ``key`` (read-only)."""
         key = (key[0], key[1], int(key[2]))
         if key not in self._entries:
-            raise VstainError(f"{self.folder}: field {key[0]} {key[1]} F{key[2]:03d} is not cached")
+            raise PlateError(f"{self.folder}: field {key[0]} {key[1]} F{key[2]:03d} is not cached")
         entry = self._entries[key]
         base = self.folder / entry["folder"]
         files: dict[str, str] = entry["files"]
@@ -238,6 +238,6 @@ def _load(path: Path) -> np.memmap:
     try:
         return np.load(path, mmap_mode="r")
     except FileNotFoundError:
-        raise VstainError(f"{path}: missing from the cache; rerun `vstain cache`") from None
+        raise PlateNotFound(f"{path}: missing from the cache; rerun `vstain cache`") from None
     except (ValueError, OSError) as exc:
-        raise VstainError(f"{path}: unreadable cache file ({exc}); rerun `vstain cache`") from None
+        raise PlateError(f"{path}: unreadable cache file ({exc}); rerun `vstain cache`") from None

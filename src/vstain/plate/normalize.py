@@ -24,7 +24,7 @@ from typing import Literal, Mapping, Sequence
 
 import numpy as np
 
-from vstain.errors import VstainError
+from vstain.errors import ConfigError
 from vstain.plate.stats import BRIGHTFIELD_KEYS, PlateStats, channel_key, reference_stats
 
 Kind = Literal["minmax", "percentile"]
@@ -66,12 +66,12 @@ class Normalizer:
         magnification: str | None = None,
     ) -> None:
         if kind not in KINDS:
-            raise VstainError(f"unknown normalisation {kind!r}; expected one of {', '.join(KINDS)}")
+            raise ConfigError(f"unknown normalisation {kind!r}; expected one of {', '.join(KINDS)}")
         self.low = np.asarray(low, dtype=np.float64).reshape(-1)
         self.high = np.asarray(high, dtype=np.float64).reshape(-1)
         self.channels = tuple(channels)
         if not (len(self.channels) == self.low.size == self.high.size):
-            raise VstainError(
+            raise ConfigError(
                 f"normaliser needs one low and one high per channel: {len(self.channels)} channels, "
                 f"{self.low.size} lows, {self.high.size} highs"
             )
@@ -79,7 +79,7 @@ class Normalizer:
         for name, lo, hi, s in zip(self.channels, self.low, self.high, span):
             if not (np.isfinite(lo) and np.isfinite(hi) and s > 0):
                 where = f" at {magnification}" if magnification else ""
-                raise VstainError(
+                raise ConfigError(
                     f"channel {name}{where}: range [{lo:g}, {hi:g}] is empty; cannot normalise a constant channel"
                 )
         self.kind: Kind = kind
@@ -115,12 +115,12 @@ class Normalizer:
         elif kind == "percentile":
             lo_q, hi_q = percentiles
             if not 0 <= lo_q < hi_q <= 100:
-                raise VstainError(f"percentiles {percentiles} must satisfy 0 <= low < high <= 100")
+                raise ConfigError(f"percentiles {percentiles} must satisfy 0 <= low < high <= 100")
             low = [e.percentile(lo_q) for e in entries]
             high = [e.percentile(hi_q) for e in entries]
             used = (float(lo_q), float(hi_q))
         else:
-            raise VstainError(f"unknown normalisation {kind!r}; expected one of {', '.join(KINDS)}")
+            raise ConfigError(f"unknown normalisation {kind!r}; expected one of {', '.join(KINDS)}")
         return cls(low, high, channels=keys, kind=kind, clip=clip, percentiles=used, magnification=magnification)
 
     # -- the transform -----------------------------------------------------------------------
@@ -213,7 +213,7 @@ class Normalizer:
                 magnification=data.get("magnification"),
             )
         except KeyError as exc:
-            raise VstainError(f"normaliser description lacks key {exc.args[0]!r}") from None
+            raise ConfigError(f"normaliser description lacks key {exc.args[0]!r}") from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Normalizer) and self.to_dict() == other.to_dict()

@@ -22,7 +22,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from vstain.atomic import write_text_atomic
-from vstain.errors import PlateError, VstainError
+from vstain.errors import PlateError, PlateNotFound, VstainError
 from vstain.plate.index import Field
 from vstain.plate.tiff import read_tiff
 from vstain.vocabulary import BRIGHTFIELD_CHANNEL, MAGNIFICATIONS, PLANES, TARGET_CHANNEL_NAMES, TARGET_CHANNELS
@@ -43,7 +43,7 @@ def channel_key(key: str) -> str:
 
     Raises
     ------
-    VstainError
+    PlateError
         For anything that names no channel.
     """
     if key in TARGET_KEYS:
@@ -52,7 +52,7 @@ def channel_key(key: str) -> str:
         return key
     if len(key) == 6 and key[3:] == "Z01" and key[:3] in TARGET_KEYS.values():
         return key[:3]
-    raise VstainError(
+    raise PlateError(
         f"unknown channel key {key!r}; expected C04Z01..C04Z07, C01/C02/C03 or nuclei/lipids/cytoplasm"
     )
 
@@ -124,12 +124,12 @@ class ChannelStats:
         )
 
     def percentile(self, q: float) -> float:
-        """The stored ``q``-th percentile; raises :class:`VstainError` if it was not computed."""
+        """The stored ``q``-th percentile; raises :class:`~vstain.errors.PlateError` if it was not computed."""
         for stored, value in self.percentiles.items():
             if math.isclose(stored, q):
                 return value
         have = ", ".join(f"{p:g}" for p in self.percentiles) or "none"
-        raise VstainError(f"percentile {q:g} was not computed (have: {have}); recompute with `vstain stats`")
+        raise PlateError(f"percentile {q:g} was not computed (have: {have}); recompute with `vstain stats`")
 
     def to_dict(self) -> dict:
         """JSON-safe form (percentile keys as strings like ``"99.99"``)."""
@@ -171,10 +171,10 @@ class PlateStats:
         key = channel_key(key)
         if magnification not in self.channels:
             have = ", ".join(self.channels) or "none"
-            raise VstainError(f"no statistics for {magnification} (have: {have})")
+            raise PlateError(f"no statistics for {magnification} (have: {have})")
         per_channel = self.channels[magnification]
         if key not in per_channel:
-            raise VstainError(f"no statistics for {key} at {magnification} (have: {', '.join(per_channel)})")
+            raise PlateError(f"no statistics for {key} at {magnification} (have: {', '.join(per_channel)})")
         return per_channel[key]
 
     def to_dict(self) -> dict:
@@ -193,7 +193,7 @@ class PlateStats:
     def from_dict(cls, data: Mapping) -> "PlateStats":
         """Inverse of :meth:`to_dict`."""
         if data.get("format") != _FORMAT:
-            raise VstainError(f"not a vstain statistics file (format {data.get('format')!r})")
+            raise PlateError(f"not a vstain statistics file (format {data.get('format')!r})")
         return cls(
             channels={
                 mag: {channel_key(key): ChannelStats.from_dict(value) for key, value in per_channel.items()}
@@ -212,11 +212,11 @@ class PlateStats:
         try:
             return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
         except FileNotFoundError:
-            raise VstainError(f"{path}: no such statistics file") from None
+            raise PlateNotFound(f"{path}: no such statistics file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise VstainError(f"{path}: not valid JSON ({exc})") from None
+            raise PlateError(f"{path}: not valid JSON ({exc})") from None
         except (KeyError, TypeError, ValueError, AttributeError, VstainError) as exc:
-            raise VstainError(f"{path}: malformed statistics file ({exc.__class__.__name__}: {exc})") from None
+            raise PlateError(f"{path}: malformed statistics file ({exc.__class__.__name__}: {exc})") from None
 
 
 def compute_stats(
