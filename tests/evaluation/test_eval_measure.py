@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from skimage.measure import perimeter as skimage_perimeter
-from skimage.measure import regionprops_table
+from skimage.measure import perimeter as skimage_perimeter, regionprops_table
 
 from vstain.evaluation.measure import aggregate, intensity, measure_objects, perimeters, size_shape
 

@@ -89,7 +89,7 @@ def test_target_fields_flat_folder_ignores_brightfield_and_reports_incomplete(tm
         target_fields(tmp_path, magnification="20x")
 
 
-def test_find_fields_plate_layout_and_errors(tmp_path):
+def test_target_fields_plate_layout_and_errors(tmp_path):
     rng = np.random.default_rng(1)
     write_field(tmp_path / "plate" / "40x_images", "C04", 1, rng)
     fields, _ = target_fields(tmp_path / "plate", magnification="40x")

@@ -8,8 +8,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

@@ -14,8 +14,7 @@ import html
 import io
 import math
 import os
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 

@@ -9,8 +9,7 @@ apart, which is the per-field misregistration real CV7000 plates show.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field
 from typing import Any, Sequence
 
 import numpy as np
