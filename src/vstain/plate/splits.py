@@ -51,7 +51,7 @@ class Split:
 
     def check_fields(self, available: Iterable[FieldKey], *, source: str | os.PathLike[str] | None = None,
                      magnifications: Iterable[str] | None = None) -> None:
-        """Refuse a split that names fields not in ``available`` (issue: typos, another plate's split).
+        """Refuse a split that names fields not in ``available`` (a typo, or another plate's split).
 
         Parameters
         ----------
