@@ -188,7 +188,10 @@ class TrainerConfig(_Strict):
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip: float | None = Field(None, gt=0, description="max gradient norm (reference: 1.0 for gan and lupi)")
     channels_last: bool = False
-    compile: bool = Field(False, description="torch.compile what the training steps run (generator, GAN discriminator); slow start, fast on GPU")
+    compile: bool = Field(
+        False,
+        description="torch.compile what the training steps run (generator, GAN discriminator); slow start, fast on GPU",
+    )
     deterministic: bool = True
     val_every_n_epochs: int = Field(1, ge=1)
     checkpoint_every_n_epochs: int = Field(1, ge=1)

@@ -14,8 +14,8 @@ from skimage.measure import label
 from vstain import cli
 from vstain.bench.evaluation import synthetic_field
 from vstain.evaluation import evaluate_folders
-from vstain.evaluation.report import ReportSection
 from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS
+from vstain.evaluation.report import ReportSection
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
 

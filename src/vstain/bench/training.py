@@ -125,7 +125,7 @@ def _has_cxx() -> bool:
 
 
 def shipped_config(relative: str) -> Path:
-    """Path of a config shipped with vstain (``configs/<relative>``).
+    """Path of a config shipped with vstain (package data, ``src/vstain/configs/<relative>``).
 
     Parameters
     ----------
@@ -135,20 +135,15 @@ def shipped_config(relative: str) -> Path:
     Returns
     -------
     pathlib.Path
-        The file inside the installed package (package data) or, from a source checkout, in the
-        repository's ``configs/`` folder.
+        The file inside the package (see :func:`vstain.config.packaged_configs`).
     """
-    from importlib import resources
+    from vstain.config import packaged_configs
+    from vstain.errors import ConfigNotFound
 
-    from vstain.errors import ConfigError
-
-    packaged = resources.files("vstain").joinpath("configs", *relative.split("/"))
-    if packaged.is_file():
-        return Path(str(packaged))
-    checkout = Path(__file__).resolve().parents[3] / "configs" / relative
-    if checkout.is_file():
-        return checkout
-    raise ConfigError(f"configs/{relative}: shipped config not found (neither in the package nor in a checkout)")
+    packaged = packaged_configs().joinpath(*relative.split("/"))
+    if not packaged.is_file():
+        raise ConfigNotFound(f"configs/{relative}: no such shipped config")
+    return Path(str(packaged))
 
 
 def recipe_module(

@@ -19,7 +19,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -151,7 +151,11 @@ class FeatureTable:
                 # an index that carries meaning (e.g. ObjectNumber) becomes a column of the CSV
                 table = table.reset_index() if table.index.name is not None else table.copy()
                 for position, (column, value) in enumerate(
-                    (("ImageNumber", number), ("Metadata_Well", images.well), ("Metadata_FoV", identity["Metadata_FoV"]))
+                    (
+                        ("ImageNumber", number),
+                        ("Metadata_Well", images.well),
+                        ("Metadata_FoV", identity["Metadata_FoV"]),
+                    )
                 ):
                     if column not in table.columns:
                         table.insert(position, column, value)
