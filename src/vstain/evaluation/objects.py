@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import scipy.ndimage as ndi
-from centrosome.cpmorphology import binary_shrink, fill_labeled_holes, is_local_maximum, relabel, strel_disk
+from centrosome.cpmorphology import fill_labeled_holes, is_local_maximum, relabel, strel_disk
 
+from vstain.evaluation.lazy_state import binary_shrink  # centrosome's, safe in threads
 from vstain.evaluation.threshold import Semantics, apply_threshold
 
 if TYPE_CHECKING:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from vstain.evaluation.columns import FEATURE_COLUMNS
 from vstain.evaluation.droplets import DropletBranch, measure_droplet_branch
+from vstain.evaluation.lazy_state import build_lazy_state
 from vstain.evaluation.measure import aggregate, intensity, measure_objects, size_shape
 from vstain.evaluation.objects import PrimaryObjects, filter_by_limits, identify_primary_objects, remove_border_objects
 from vstain.evaluation.secondary import propagate_cells
@@ -144,6 +145,7 @@ def measure_field(
 
     lipid_warnings: list[str] = []
     if threads > 1:
+        build_lazy_state()  # both branches read centrosome's lazily built tables
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-lipids") as pool:
             lipid_job = pool.submit(_lipids, bodipy, settings, semantics, lipid_warnings, threads)
             features, objects, labels = _nuclei_and_cells(hoechst, bodipy, ctr, settings, semantics, warnings)
