@@ -5,8 +5,12 @@ one :class:`~vstain.errors.ConfigError` line naming the file and the offending k
 
     error: configs/smoke/nuclei.yaml: data.crop_size: Input should be a valid integer (got 'big')
 
-``--set dotted.key=value`` overrides are applied before validation (values are parsed as YAML
-scalars, so ``--set trainer.max_epochs=3`` gives an int).
+``--set dotted.key=value`` overrides are applied before validation. A value is taken as the
+text it is wherever the schema wants text (names, paths, ``"32"`` precision), so
+``--set "data.root=plates/run #1"`` and ``--set data.root=2024-01-01`` stay strings; elsewhere a
+number, ``true``/``false`` or ``null`` becomes one (``--set trainer.max_epochs=3`` gives an int),
+and ``[...]``/``{...}`` are YAML flow lists and mappings (``--set "data.targets=[lipids]"``).
+Unlike YAML, nothing is a comment, a date or an octal number.
 
 The shipped configs (``configs/train/*.yaml`` reproducing the reference recipes, tiny
 ``configs/smoke/*.yaml``) are package data, in ``src/vstain/configs/``: :func:`find_config`
@@ -17,9 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import types
+import typing
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -244,15 +251,113 @@ class TrainConfig(_Strict):
         return self
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_NULL = ("", "null", "Null", "NULL", "~")
+_UNKNOWN = object()  # a key the schema does not describe (pydantic reports it as unknown)
 
 
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides to a nested dict (a copy is returned)."""
+def _scalar(text: str) -> Any:
+    """YAML 1.2 core scalars only: null, true/false, decimal int, float; anything else is text."""
+    if text in _NULL:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives of a Union / Optional annotation (the annotation itself otherwise)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``annotation`` admits ``value``'s type as is (bool, int, float, None, str)."""
+    for member in _members(annotation):
+        if member is Any or member is _UNKNOWN:
+            return True
+        if typing.get_origin(member) is Literal:
+            if any(type(choice) is type(value) for choice in typing.get_args(member)):
+                return True
+            continue
+        if value is None and member is type(None):
+            return True
+        if isinstance(value, str) and member in (str, Path):
+            return True
+        if isinstance(value, bool):
+            if member is bool:
+                return True
+        elif isinstance(value, int) and member in (int, float):
+            return True
+        elif isinstance(value, float) and member is float:
+            return True
+    return False
+
+
+def _annotation_at(schema: type[BaseModel] | None, parts: Sequence[str]) -> Any:
+    """The type annotation of the dotted key ``parts`` in ``schema`` (``_UNKNOWN`` if none)."""
+    annotation: Any = schema if schema is not None else _UNKNOWN
+    for part in parts:
+        step = _UNKNOWN
+        for member in _members(annotation):
+            if isinstance(member, type) and issubclass(member, BaseModel) and part in member.model_fields:
+                step = member.model_fields[part].annotation
+                break
+            if typing.get_origin(member) is dict:
+                step = typing.get_args(member)[1]
+                break
+            if member is Any:
+                step = Any
+                break
+        annotation = step
+        if annotation is _UNKNOWN:
+            break
+    return annotation
+
+
+def _parse_value(text: str, annotation: Any = _UNKNOWN, key: str = "") -> Any:
+    """The value of ``--set key=text`` for a key of type ``annotation`` (see the module docstring)."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"--set {key}: {text!r} is not a valid YAML list or mapping ({first})") from None
+    value = _scalar(stripped)
+    if isinstance(value, str):
+        return text  # exactly what was typed: no comments, dates or octal numbers
+    if value is None:
+        # "null" is None where the key allows None; a name or path "null" stays text. An empty
+        # value is None (as in YAML): pydantic then names the key that needs a value.
+        return text if stripped and not _accepts(annotation, None) and _accepts(annotation, text) else None
+    if _accepts(annotation, value) or not _accepts(annotation, text):
+        return value
+    return text  # a number-like name or path, e.g. data.root=2024 or trainer.precision=32
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], *, schema: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a nested dict (a copy is returned).
+
+    Parameters
+    ----------
+    data
+        The config as read from its file.
+    overrides
+        ``"dotted.key=value"`` strings (``vstain train --set``).
+    schema
+        The config's pydantic model (e.g. :class:`TrainConfig`): values of keys it types as text
+        stay exactly the text given. Without it every value is parsed as a YAML 1.2 core scalar
+        (number, true/false, null) or flow collection, else kept as text.
+    """
     result = json.loads(json.dumps(data, default=str))
     for item in overrides:
         if "=" not in item:
@@ -267,7 +372,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {key}: {part} is not a section")
             node = child
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(value, _annotation_at(schema, parts), key.strip())
     return result
 
 
@@ -371,7 +476,7 @@ def load_config(
         ``{dotted.key: value}`` set after ``overrides``, exactly as given (e.g. paths with any
         characters, from code rather than the command line).
     """
-    data = apply_overrides(read_config_file(path), overrides)
+    data = apply_overrides(read_config_file(path), overrides, schema=TrainConfig)
     if values:
         data = set_values(data, values)
     try:

@@ -26,7 +26,7 @@ def test_predict_command(tmp_path, tiny_tiramisu, capsys):
     assert read_tiff(out / names[0]).dtype == np.uint16
     assert json.loads((out / "predictions.json").read_text())["settings"]["tiler"]["mode"] == "tiles"
     assert main(["predict", "--models", str(tmp_path / "models"), "--input", str(plate), "--output", str(out),
-                 "--no-progress"]) == 0
+                 "--mode", "tiles", "--tile-size", "32", "--overlap", "8", "--no-progress"]) == 0
     assert "predicted 0 fields, skipped 2" in capsys.readouterr().out
 
 

@@ -59,7 +59,7 @@ def test_predict_plate_writes_cv7000_names_and_resumes(tmp_path, lipids_bundle):
     image = read_tiff(out / expected[0])
     assert image.dtype == np.uint16 and image.shape == (64, 80)
     np.testing.assert_array_equal(image, predictor.predict_field(fields[0].read_brightfield())["lipids"])
-    assert manifest["fields"] == {"plate": 4, "this_rank": 4, "predicted": 4, "skipped_existing": 0}
+    assert manifest["fields"] == {"plate": 4, "this_rank": 4, "predicted": 4, "skipped_existing": 0, "skipped_bad": 0}
     on_disk = json.loads((out / MANIFEST_NAME).read_text())
     assert on_disk["settings"]["tiler"] == {"mode": "tiles", "tile_size": 32, "overlap": 8}
     assert on_disk["models"][0]["targets"] == ["lipids"] and on_disk["timings"]["compute"]["total_s"] > 0

@@ -10,6 +10,13 @@ EXAMPLE = """\
 example:
   vstain check data/plate                       # <plate>/{20x,40x,60x}_images layout
   vstain check data/flat_folder --magnification 40x --fields
+  vstain check data/plate --deep                # also decode every image (reads the whole plate)
+
+What is checked by default (fast: file names and TIFF headers, no pixel data): CV7000 names,
+channels C01-C04, all 7 brightfield planes Z01-Z07 per field, duplicates, and from each TIFF
+header that the file opens, holds one 2-D uint16 plane and has the plate's size (nucleus masks:
+integer labels of their field's size). --deep also decodes the pixel data of every image, which
+finds files whose header is intact but whose data is truncated or corrupt.
 
 One line per well (counts of fields and of the stains and masks present), then every problem, one
 line each, naming the file. Exit code 1 if any error was found, 0 otherwise.
@@ -31,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="magnification of a flat folder; with the <mag>_images layout, check only this one",
     )
     parser.add_argument("--fields", action="store_true", help="print one line per field instead of per well")
+    parser.add_argument("--deep", action="store_true",
+                        help="also decode every image's pixel data (slower: reads the whole plate)")
     parser.add_argument(
         "--max-issues",
         type=int,
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from vstain.plate.index import index_plate
     from vstain.plate.report import field_table, well_table
 
-    index = index_plate(args.plate, magnification=args.magnification)
+    index = index_plate(args.plate, magnification=args.magnification, check_pixels=args.deep)
     n_wells = len({(f.magnification, f.well) for f in index.fields})
     print(f"plate {index.root}: {len(index.fields)} valid fields in {n_wells} wells")
     table = field_table(index) if args.fields else well_table(index)

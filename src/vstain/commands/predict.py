@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vstain.vocabulary import MAGNIFICATIONS
 
@@ -16,8 +17,12 @@ example:
 Writes one uint16 TIFF per field and stain, named as the CV7000 would name that channel (C01
 nuclei, C02 lipids, C03 cytoplasm), flat in --output (in <mag>_images/ subfolders when the plate
 holds several magnifications), plus predictions.json (models, settings, timings). Fields whose
-outputs exist are skipped, so an interrupted run resumes. With --uncertainty the TTA standard
-deviation is written under the same names in <output>/uncertainty/.
+outputs exist are skipped, so an interrupted run resumes; each TIFF records which model (SHA-256)
+and settings made it, and a rerun with other models or settings stops rather than mixing them
+(--overwrite recomputes every field). A field whose brightfield is missing or unreadable stops
+the run before anything is computed, naming the file; --skip-bad-fields predicts the others and
+lists the bad ones. With --uncertainty the TTA standard deviation is written under the same names
+in <output>/uncertainty/.
 """
 
 
@@ -52,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--uncertainty", action="store_true", help="with --tta 8, also write per-pixel std maps")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per network call (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="recompute fields whose outputs exist")
+    parser.add_argument("--skip-bad-fields", action="store_true",
+                        help="predict the good fields when some fields' brightfield is missing or unreadable "
+                             "(default: stop, naming the bad file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -74,13 +82,16 @@ def run(args: argparse.Namespace) -> int:
     )
     manifest = predictor.predict_plate(
         args.input, args.output, magnification=args.magnification, overwrite=args.overwrite,
-        progress=not args.no_progress,
+        skip_bad_fields=args.skip_bad_fields, progress=not args.no_progress,
     )
     fields = manifest["fields"]
     timings = manifest["timings"]
     rank = f" (rank {manifest['rank']}/{manifest['world_size']})" if manifest["world_size"] > 1 else ""
-    print(f"predicted {fields['predicted']} fields, skipped {fields['skipped_existing']} already done{rank}; "
+    bad = f", {fields['skipped_bad']} bad" if fields["skipped_bad"] else ""
+    print(f"predicted {fields['predicted']} fields, skipped {fields['skipped_existing']} already done{bad}{rank}; "
           f"{timings['fields_per_s']:.2f} fields/s -> {args.output}")
     for step in manifest["oom_fallbacks"]:
         print(f"note: {step}")
+    for bad in manifest["bad_fields"]:
+        print(f"warning: skipped bad field {bad['field']}: {bad['problem']}", file=sys.stderr)
     return 0

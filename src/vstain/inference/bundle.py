@@ -24,6 +24,7 @@ which refuses anything incompatible with a one-line :class:`BundleError`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -148,11 +149,16 @@ class BundleMetadata:
 
 @dataclass
 class ModelBundle:
-    """A loaded network (in eval mode, on CPU unless moved) and its metadata."""
+    """A loaded network (in eval mode, on CPU unless moved) and its metadata.
+
+    ``sha256`` is the hex digest of the bundle file's bytes (set by :func:`load_model`); for a
+    bundle built in memory, :meth:`content_hash` derives one from the weights and metadata.
+    """
 
     model: nn.Module
     metadata: BundleMetadata
     path: Path | None = None
+    sha256: str | None = None
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -168,6 +174,25 @@ class ModelBundle:
         if self.path is not None:
             return self.path.stem
         return f"{self.metadata.architecture}-{'+'.join(self.targets)}"
+
+    def content_hash(self) -> str:
+        """SHA-256 identifying the bundle's content: of the file, or of weights + metadata.
+
+        Two runs with the same hash used the same network; ``predict`` records it with every
+        output so that a resumed run never mixes models.
+        """
+        if self.sha256 is None:
+            digest = hashlib.sha256()
+            stored = self.metadata.to_dict()
+            stored.pop("created", None)
+            digest.update(json.dumps(stored, sort_keys=True, default=str).encode())
+            for key, value in sorted(_state_dict(self.model).items()):
+                digest.update(key.encode())
+                digest.update(str(value.dtype).encode())
+                digest.update(str(tuple(value.shape)).encode())
+                digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self.sha256 = digest.hexdigest()
+        return self.sha256
 
     def input_normalizer(self) -> Any:
         """The input :class:`vstain.plate.normalize.Normalizer` recorded at training time."""
@@ -198,6 +223,7 @@ class ModelBundle:
         return {
             "name": self.name,
             "path": str(self.path) if self.path else None,
+            "sha256": self.content_hash(),
             "architecture": self.metadata.architecture,
             "targets": list(self.targets),
             "magnification": self.magnification,
@@ -356,7 +382,9 @@ def load_model(
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[:2])[:300]
         raise BundleError(f"{source}: weights do not match architecture {metadata.architecture!r}: {detail}") from None
-    bundle = ModelBundle(model=model.to(device).eval(), metadata=metadata, path=source)
+    with open(source, "rb") as handle:
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    bundle = ModelBundle(model=model.to(device).eval(), metadata=metadata, path=source, sha256=sha256)
     bundle.check_compatible(magnification=magnification, planes=planes)
     return bundle
 

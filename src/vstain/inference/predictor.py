@@ -14,11 +14,20 @@ Output files (``predict_plate``):
 * with ``tta=8`` and ``uncertainty=True``, the per-pixel standard deviation over the eight
   transforms, in the stain's units (rounded uint16), under the same name in ``uncertainty/``
   (a subfolder, so the output folder still indexes as a plate);
-* ``predictions.json``: models, settings, timings, fields done/skipped.
+* ``predictions.json``: models (with the SHA-256 of each bundle), settings, timings, fields
+  done/skipped, and the fields left out because their brightfield is unusable.
 
 Values are de-normalised with the bundle's target normaliser, rounded and clipped to 0-65535
 (the reference truncated). Every file is written atomically; a field whose files all exist is
-skipped, so an interrupted run resumes where it stopped.
+skipped, so an interrupted run resumes where it stopped. Each TIFF records in its
+``ImageDescription`` which bundle (name and SHA-256) and which result-changing settings (tiling,
+precision, TTA) made it; a resumed run with other models or settings refuses to mix its outputs
+with the old ones unless ``overwrite`` recomputes every field. Speed settings (device, batch size,
+channels-last, compile) are not compared: they change at most the rounding of a value.
+
+Before any field is computed, the plate is checked (a field whose brightfield is missing or
+unreadable stops the run unless ``skip_bad_fields``) and the output folders are created and
+probed for writing.
 
 Examples
 --------
@@ -52,6 +61,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,10 +78,12 @@ from vstain.inference.engine import FieldEngine, StainNetworks
 from vstain.inference.tiler import MODES, Tiler
 from vstain.vocabulary import N_PLANES, TARGETS
 
-__all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "to_uint16"]
+__all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "PROVENANCE_KEY", "to_uint16"]
 
 MANIFEST_NAME = "predictions.json"
 UNCERTAINTY_DIR = "uncertainty"
+#: Key of the JSON document in each output TIFF's ImageDescription that says what made it.
+PROVENANCE_KEY = "vstain_prediction"
 _UINT16_MAX = 65535
 
 
@@ -250,6 +262,24 @@ class Predictor:
         engine = next(iter(self.groups.values()))[0].engine
         return {**engine.settings(), "mode": self.mode, "uncertainty": self.uncertainty}
 
+    def provenance(self, magnification: str, target: str) -> dict[str, Any]:
+        """What makes the ``target`` outputs of ``magnification`` fields: bundle and settings.
+
+        Recorded in every output TIFF; a resumed run compares it with the existing files.
+        Only settings that change the prediction by design are included (tiling, precision,
+        TTA), not speed settings whose effect is at most rounding.
+        """
+        for group in self._groups_for(magnification):
+            for bundle in group.bundles:
+                if target in bundle.targets:
+                    settings = group.engine.settings()
+                    return {
+                        "model": {"name": str(bundle.path or bundle.name), "sha256": bundle.content_hash()},
+                        "settings": {"tiler": settings["tiler"], "precision": settings["precision"],
+                                     "tta": settings["tta"]},
+                    }
+        raise BundleError(f"no {magnification} model predicts {target}")
+
     def _groups_for(self, magnification: str | None) -> list[_StainGroup]:
         if magnification is None:
             if len(self.groups) != 1:
@@ -321,6 +351,14 @@ class Predictor:
         return (images, spreads) if return_uncertainty else images
 
     # ------------------------------------------------------------------ a plate
+    def _descriptions(self, magnification: str) -> dict[str, str]:
+        """ImageDescription text of each output kind (``target`` or ``target:uncertainty``)."""
+        out = {}
+        for target in self.targets(magnification):
+            text = json.dumps({PROVENANCE_KEY: self.provenance(magnification, target)}, sort_keys=True)
+            out[target] = out[f"{target}:uncertainty"] = text
+        return out
+
     def _output_paths(self, field: Any, folder: Path) -> dict[str, Path]:
         paths = {t: folder / field.target_filename(t) for t in self.targets(field.magnification)}
         if self.uncertainty:
@@ -335,6 +373,7 @@ class Predictor:
         *,
         magnification: str | None = None,
         overwrite: bool = False,
+        skip_bad_fields: bool = False,
         progress: bool = True,
         rank: RankInfo | None = None,
     ) -> dict[str, Any]:
@@ -349,7 +388,12 @@ class Predictor:
         magnification
             Restrict to one magnification; required for a flat folder.
         overwrite
-            Recompute fields whose outputs exist (default: skip them).
+            Recompute fields whose outputs exist (default: skip them, if the same models and
+            settings wrote them; other models' outputs are refused).
+        skip_bad_fields
+            Predict the good fields of a plate where some fields' brightfield is missing or
+            unreadable, listing those in the manifest's ``bad_fields`` (default: refuse, naming
+            the first bad file).
         progress
             Show a progress bar (fields/s) on stderr.
         rank
@@ -362,6 +406,7 @@ class Predictor:
         """
         from tqdm.auto import tqdm
 
+        from vstain.atomic import remove_stale_parts
         from vstain.plate.index import index_plate
         from vstain.plate.tiff import write_tiff
 
@@ -387,10 +432,20 @@ class Predictor:
                 f"{output}: is the plate's image folder; predictions would mix with (or be mistaken "
                 "for) the measured stains - choose another --output"
             )
+        bad_fields = _bad_fields(index, plate_dir, skip_bad_fields, len(fields))
+        unusable = len(bad_fields)  # found by the index; unreadable pixel data is found when read
+        _prepare_folders([output, *folders.values()]
+                         + ([f / UNCERTAINTY_DIR for f in folders.values()] if self.uncertainty else []))
 
         mine = shard(fields, rank.rank, rank.world_size)
-        todo = [f for f in mine if overwrite or not all(
-            p.is_file() for p in self._output_paths(f, folders[f.magnification]).values())]
+        planned = {f.key: self._output_paths(f, folders[f.magnification]) for f in mine}
+        for folder in {p.parent for paths in planned.values() for p in paths.values()}:
+            remove_stale_parts(folder, [p.name for paths in planned.values() for p in paths.values()])
+        descriptions = {m: self._descriptions(m) for m in plate_mags}
+        done = [f for f in mine if not overwrite and all(p.is_file() for p in planned[f.key].values())]
+        if done:
+            self._check_provenance(done, planned, output)
+        todo = [f for f in mine if f not in done]
         skipped = len(mine) - len(todo)
 
         timings: dict[str, list[float]] = {"read": [], "compute": [], "write": []}
@@ -400,12 +455,14 @@ class Predictor:
             prepared = self._normalise(field.read_brightfield(), self._groups_for(field.magnification))
             return prepared, time.perf_counter() - t0
 
-        def write(paths: dict[str, Path], images: dict[str, np.ndarray], spreads: dict[str, np.ndarray]) -> float:
+        def write(field: Any, images: dict[str, np.ndarray], spreads: dict[str, np.ndarray]) -> float:
             t0 = time.perf_counter()
+            paths, notes = planned[field.key], descriptions[field.magnification]
             for target, image in images.items():
-                write_tiff(paths[target], image)
+                write_tiff(paths[target], image, description=notes[target])
             for target, image in spreads.items():
-                write_tiff(paths[f"{target}:uncertainty"], image)
+                key = f"{target}:uncertainty"
+                write_tiff(paths[key], image, description=notes[key])
             return time.perf_counter() - t0
 
         bar = tqdm(total=len(todo), unit="field", desc="predict", disable=not progress, file=sys.stderr)
@@ -415,7 +472,16 @@ class Predictor:
             pending_write: Future | None = None
             for i, field in enumerate(todo):
                 assert pending_read is not None
-                prepared, read_s = pending_read.result()
+                try:
+                    prepared, read_s = pending_read.result()
+                except PlateError as exc:  # header fine, pixel data not (e.g. a truncated file)
+                    if not skip_bad_fields:
+                        raise PlateError(f"{exc}; fix the field, or pass --skip-bad-fields to predict "
+                                         "the others") from None
+                    bad_fields.append({"field": field.label, "problem": str(exc)})
+                    pending_read = reader.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+                    bar.update(1)
+                    continue
                 timings["read"].append(read_s)
                 # Stream: the next field is read (and normalised) while this one is computed.
                 pending_read = reader.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
@@ -424,23 +490,38 @@ class Predictor:
                 timings["compute"].append(time.perf_counter() - t0)
                 if pending_write is not None:
                     timings["write"].append(pending_write.result())
-                pending_write = writer.submit(write, self._output_paths(field, folders[field.magnification]),
-                                              images, spreads)
+                pending_write = writer.submit(write, field, images, spreads)
                 bar.update(1)
             if pending_write is not None:
                 timings["write"].append(pending_write.result())
         bar.close()
 
         elapsed = time.perf_counter() - started
-        manifest = self._manifest(plate_dir, output, fields=len(fields), mine=len(mine), done=len(todo),
+        manifest = self._manifest(plate_dir, output, fields=len(fields), mine=len(mine),
+                                  done=len(todo) - len(bad_fields) + unusable,
                                   skipped=skipped, elapsed=elapsed, timings=timings, rank=rank,
-                                  issues=[str(i) for i in index.issues])
+                                  issues=[str(i) for i in index.issues], bad_fields=bad_fields)
         _write_manifest(output, manifest, rank)
         return manifest
 
+    def _check_provenance(self, done: list[Any], planned: Mapping[Any, Mapping[str, Path]], output: Path) -> None:
+        """Refuse (one line) if an output that would be kept was made by other models or settings."""
+        from vstain.plate.tiff import tiff_description
+
+        for field in done:
+            for kind, path in planned[field.key].items():
+                target = kind.split(":")[0]
+                expected = self.provenance(field.magnification, target)
+                problem = _provenance_difference(tiff_description(path), expected, target)
+                if problem:
+                    raise PlateError(
+                        f"{path}: {problem}; outputs of different runs would mix in {output} - "
+                        "rerun with --overwrite to recompute every field, or choose another --output"
+                    )
+
     def _manifest(self, plate_dir: Any, output: Path, *, fields: int, mine: int, done: int, skipped: int,
                   elapsed: float, timings: Mapping[str, list[float]], rank: RankInfo,
-                  issues: list[str]) -> dict[str, Any]:
+                  issues: list[str], bad_fields: list[dict[str, str]]) -> dict[str, Any]:
         from vstain import __version__
 
         def stats(values: list[float]) -> dict[str, float]:
@@ -458,15 +539,71 @@ class Predictor:
             "settings": self.settings(),
             "rank": rank.rank,
             "world_size": rank.world_size,
-            "fields": {"plate": fields, "this_rank": mine, "predicted": done, "skipped_existing": skipped},
+            "fields": {"plate": fields, "this_rank": mine, "predicted": done, "skipped_existing": skipped,
+                       "skipped_bad": len(bad_fields)},
             "timings": {
                 "wall_s": elapsed,
                 "fields_per_s": done / elapsed if elapsed > 0 and done else 0.0,
                 **{name: stats(values) for name, values in timings.items()},
             },
             "oom_fallbacks": fallbacks,
+            "bad_fields": bad_fields,
             "plate_issues": issues[:50],
         }
+
+
+def _bad_fields(index: Any, plate_dir: Any, skip: bool, good: int) -> list[dict[str, str]]:
+    """Fields of the plate that cannot be predicted; raise unless ``skip`` (then list them)."""
+    unusable = index.unusable_fields()
+    if unusable and not skip:
+        first = next(iter(unusable.values()))[0]
+        more = len(unusable) - 1
+        others = f" (and {more} more bad field{'s' if more > 1 else ''}: `vstain check {plate_dir}` lists them)" if more else ""
+        raise PlateError(
+            f"{first.path}: {first.message}{others}; fix the field, or pass --skip-bad-fields to "
+            f"predict the {good} good field{'s' if good != 1 else ''}"
+        )
+    return [
+        {"field": f"{mag} {well} F{number:03d}", "problem": f"{issues[0].path}: {issues[0].message}"}
+        for (mag, well, number), issues in unusable.items()
+    ]
+
+
+def _prepare_folders(folders: Iterable[Path]) -> None:
+    """Create the output folders and prove each writable, before any field is computed."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise PlateError(f"{folder}: exists and is not a folder; choose another --output") from None
+        except NotADirectoryError:
+            raise PlateError(f"{folder}: lies under a file, not a folder; choose another --output") from None
+        except OSError as exc:
+            raise PlateError(f"{folder}: cannot create the output folder ({exc.strerror}); "
+                             "choose another --output") from None
+        try:
+            with tempfile.TemporaryFile(dir=folder, prefix=".vstain-write-test."):
+                pass
+        except OSError as exc:
+            raise PlateError(f"{folder}: cannot write there ({exc.strerror}); choose another --output "
+                             "or fix the folder's permissions") from None
+
+
+def _provenance_difference(description: str | None, expected: Mapping[str, Any], target: str) -> str | None:
+    """Why an existing output was not made as this run would make it (None: it was)."""
+    try:
+        stored = json.loads(description or "")[PROVENANCE_KEY]
+        model, settings = stored["model"], stored["settings"]
+    except (ValueError, TypeError, KeyError):
+        return "does not record which model wrote it (another program or an older vstain)"
+    want = expected["model"]
+    if model.get("sha256") != want["sha256"]:
+        return (f"{target} was predicted by {model.get('name')} (sha256 {str(model.get('sha256'))[:12]}), "
+                f"this run uses {want['name']} (sha256 {want['sha256'][:12]})")
+    for key, value in expected["settings"].items():
+        if settings.get(key) != value:
+            return f"was predicted with {key}={settings.get(key)!r}, this run uses {key}={value!r}"
+    return None
 
 
 def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> None:
@@ -503,4 +640,8 @@ def merge_manifests(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "per_rank": [p["timings"] for p in parts],
     }
     merged["oom_fallbacks"] = [step for p in parts for step in p.get("oom_fallbacks", [])]
+    # Every rank lists the fields the index found bad; a field unreadable when read is one rank's.
+    bad = {b["field"]: b for p in parts for b in p.get("bad_fields", [])}
+    merged["bad_fields"] = list(bad.values())
+    merged["fields"]["skipped_bad"] = len(bad)
     return merged

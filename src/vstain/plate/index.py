@@ -56,6 +56,8 @@ class PlateIssue:
     path: Path
     message: str
     severity: Literal["error", "warning"] = "error"
+    #: The field the file belongs to, when its name says (None for folders and foreign names).
+    field: FieldKey | None = None
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.path}: {self.message}"
@@ -161,6 +163,20 @@ class PlateIndex:
             chosen = [f for f in chosen if f.has_targets(needed)]
         return chosen
 
+    def unusable_fields(self) -> dict[FieldKey, list[PlateIssue]]:
+        """Fields named by the folder's files but left out of :attr:`fields`, with the errors why.
+
+        A field with a missing, unreadable, non-uint16 or odd-sized brightfield plane, or with a
+        duplicate file, is not in :attr:`fields`; this is where such fields are still visible
+        (e.g. so that ``vstain predict`` can refuse to skip them silently).
+        """
+        valid = {f.key for f in self.fields}
+        unusable: dict[FieldKey, list[PlateIssue]] = {}
+        for issue in self.errors:
+            if issue.field is not None and issue.field not in valid:
+                unusable.setdefault(issue.field, []).append(issue)
+        return unusable
+
     def raise_for_errors(self) -> None:
         """Raise :class:`PlateError` with the first error (and how many more) if there are any."""
         errors = self.errors
@@ -190,9 +206,13 @@ class PlateIndex:
 def image_folders(root: str | os.PathLike[str], magnification: str | None = None) -> list[tuple[str, Path]]:
     """The ``(magnification, folder)`` pairs of a plate root, by layout (see module docstring)."""
     root = Path(root)
-    if not root.exists():
+    try:
+        exists, is_folder = root.exists(), root.is_dir()
+    except OSError as exc:  # e.g. a parent folder without search permission
+        raise PlateError(f"{root}: cannot be read ({exc.strerror}); check the permissions of its folders") from None
+    if not exists:
         raise PlateNotFound(f"{root}: no such folder")
-    if not root.is_dir():
+    if not is_folder:
         raise PlateError(f"{root}: not a folder")
     if magnification is not None:
         try:
@@ -204,9 +224,12 @@ def image_folders(root: str | os.PathLike[str], magnification: str | None = None
         if magnification not in (None, own.group(1)):
             raise PlateError(f"{root}: folder name says {own.group(1)} but `magnification` is {magnification}")
         return [(own.group(1), root)]
-    subdirs = sorted(
-        (m.group(1), p) for p in root.iterdir() if p.is_dir() and (m := _MAG_DIR.match(p.name))
-    )
+    try:
+        subdirs = sorted(
+            (m.group(1), Path(e.path)) for e in os.scandir(root) if (m := _MAG_DIR.match(e.name)) and e.is_dir()
+        )
+    except OSError as exc:
+        raise PlateError(f"{root}: cannot list the folder ({exc.strerror}); check its permissions") from None
     if subdirs:
         if magnification is not None:
             subdirs = [(m, p) for m, p in subdirs if m == magnification]
@@ -227,6 +250,7 @@ def index_plate(
     magnification: str | None = None,
     check_headers: bool = True,
     require: Require = "brightfield",
+    check_pixels: bool = False,
 ) -> PlateIndex:
     """Index and validate a plate folder.
 
@@ -243,6 +267,9 @@ def index_plate(
         ``"brightfield"``: a field needs its 7 planes (training, prediction); targets are optional.
         ``"targets"``: a field needs C01, C02 and C03 (evaluation); brightfield files are ignored
         and a field lacking a stain is left out with a warning.
+    check_pixels
+        Also decode every image's pixel data (reads the whole plate), which finds files whose
+        header is intact but whose data is truncated or corrupt. Implies ``check_headers``.
 
     Returns
     -------
@@ -255,7 +282,9 @@ def index_plate(
     if require not in ("brightfield", "targets"):
         raise ValueError(f"require must be 'brightfield' or 'targets', not {require!r}")
     for mag, folder in image_folders(root, magnification):
-        found, folder_issues = _index_folder(folder, mag, _mask_folder(root, folder, mag), check_headers, require)
+        found, folder_issues = _index_folder(
+            folder, mag, _mask_folder(root, folder, mag), check_headers or check_pixels, require, check_pixels
+        )
         fields.extend(found)
         issues.extend(folder_issues)
     seen: dict[FieldKey, Field] = {}
@@ -284,17 +313,47 @@ def _mask_folder(root: Path, folder: Path, magnification: str) -> Path:
     if folder.name == f"{magnification}_images":
         return folder.parent / "masks" / folder.name
     nested = root / "masks" / f"{magnification}_images"
-    return nested if nested.is_dir() else root / "masks"
+    return nested if _is_dir(nested) else root / "masks"
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where a parent cannot be searched (permissions)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _issue_field(path: Path, magnification: str) -> FieldKey | None:
+    """The field a file of a ``magnification`` folder belongs to, from its CV7000 name."""
+    try:
+        name = parse_name(path.name)
+    except InvalidName:
+        return None
+    return (magnification, name.well, name.field)
 
 
 def _index_folder(
-    folder: Path, magnification: str, mask_dir: Path, check_headers: bool, require: Require
+    folder: Path, magnification: str, mask_dir: Path, check_headers: bool, require: Require,
+    check_pixels: bool = False,
+) -> tuple[list[Field], list[PlateIssue]]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        return [], [PlateIssue(folder, f"cannot list the folder ({exc.strerror}); check its permissions")]
+    fields, issues = _index_entries(entries, magnification, mask_dir, check_headers, require, check_pixels)
+    return fields, [replace(i, field=_issue_field(i.path, magnification)) for i in issues]
+
+
+def _index_entries(
+    entries: list[os.DirEntry], magnification: str, mask_dir: Path, check_headers: bool, require: Require,
+    check_pixels: bool,
 ) -> tuple[list[Field], list[PlateIssue]]:
     issues: list[PlateIssue] = []
     duplicated: set[tuple[str, str, int, int]] = set()
     # (plate, well, timepoint, field) -> {(channel, z): path}
     groups: dict[tuple[str, str, int, int], dict[tuple[int, int], Path]] = defaultdict(dict)
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+    for entry in entries:
         if not entry.is_file() or entry.name.startswith("."):
             continue
         if not entry.name.lower().endswith(_TIFF_SUFFIXES):
@@ -343,6 +402,15 @@ def _index_folder(
             elif len(shape) != 2:
                 issues.append(PlateIssue(path, f"shape {shape} is not a single 2-D plane"))
                 bad.add(path)
+        if check_pixels:
+            for path in headers:
+                if path not in bad:
+                    try:
+                        read_tiff(path)
+                    except PlateError as exc:
+                        issues.append(PlateIssue(path, str(exc).removeprefix(f"{path}: ").replace(
+                            "unreadable TIFF", "pixel data unreadable", 1)))
+                        bad.add(path)
         shapes = Counter(headers[p][0] for p in headers if p not in bad)
         if len(shapes) > 1:
             common = shapes.most_common(1)[0][0]
@@ -400,7 +468,7 @@ def _index_folder(
         )
         mask = _find_mask(mask_dir, field_obj)
         if mask is not None and check_headers:
-            problem = _mask_problem(mask, field_obj.shape)
+            problem = _mask_problem(mask, field_obj.shape, check_pixels)
             if problem:
                 issues.append(PlateIssue(mask, problem))
                 mask = None
@@ -447,10 +515,12 @@ def _targets_field(
     )
 
 
-def _mask_problem(mask: Path, shape: tuple[int, int] | None) -> str | None:
+def _mask_problem(mask: Path, shape: tuple[int, int] | None, check_pixels: bool = False) -> str | None:
     """Why a nucleus label image cannot serve its field, or None."""
     try:
         mask_shape, dtype = tiff_header(mask)
+        if check_pixels:
+            read_tiff(mask)
     except PlateError as exc:
         return str(exc).removeprefix(f"{mask}: ")
     if dtype.kind not in "uib":
@@ -464,6 +534,9 @@ def _find_mask(mask_dir: Path, field_obj: Field) -> Path | None:
     stem = Path(field_obj.target_filename("nuclei")).stem
     for suffix in _TIFF_SUFFIXES:
         candidate = mask_dir / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a masks folder without search permission: no masks
+            return None
     return None

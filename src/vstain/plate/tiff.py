@@ -42,7 +42,19 @@ def tiff_header(path: str | os.PathLike[str]) -> tuple[tuple[int, ...], np.dtype
         raise PlateError(f"{path}: unreadable TIFF ({exc.__class__.__name__}: {exc})") from None
 
 
-def write_tiff(path: str | os.PathLike[str], image: np.ndarray, *, overwrite: bool = True) -> Path:
+def tiff_description(path: str | os.PathLike[str]) -> str | None:
+    """The ``ImageDescription`` tag of the first page (header only), or None if it has none."""
+    try:
+        with tifffile.TiffFile(os.fspath(path)) as tif:
+            tag = tif.pages[0].tags.get("ImageDescription")
+            return None if tag is None else str(tag.value)
+    except Exception as exc:
+        raise PlateError(f"{path}: unreadable TIFF ({exc.__class__.__name__}: {exc})") from None
+
+
+def write_tiff(
+    path: str | os.PathLike[str], image: np.ndarray, *, overwrite: bool = True, description: str | None = None
+) -> Path:
     """Write a 2-D uint16 image atomically as an uncompressed TIFF.
 
     The file carries no ``MaxSampleValue`` tag, so CellProfiler reads it on the 0-65535 scale.
@@ -55,6 +67,9 @@ def write_tiff(path: str | os.PathLike[str], image: np.ndarray, *, overwrite: bo
         2-D array of dtype uint16 (other dtypes are refused: converting is the caller's decision).
     overwrite
         If False and ``path`` exists, raise instead of replacing it.
+    description
+        Text for the ``ImageDescription`` tag (e.g. which model wrote a prediction); by default
+        tifffile's own shape note.
     """
     target = Path(path)
     if image.dtype != np.uint16:
@@ -64,5 +79,6 @@ def write_tiff(path: str | os.PathLike[str], image: np.ndarray, *, overwrite: bo
     if not overwrite and target.exists():
         raise PlateError(f"{target}: exists already; refusing to overwrite it")
     with atomic_path(target) as tmp:
-        tifffile.imwrite(tmp, np.ascontiguousarray(image), photometric="minisblack")
+        extra = {} if description is None else {"description": description, "metadata": None}
+        tifffile.imwrite(tmp, np.ascontiguousarray(image), photometric="minisblack", **extra)
     return target

@@ -9,6 +9,11 @@ Run folder layout (``runs/<name>`` by default)::
     checkpoints/           last.ckpt (every epoch and every N steps), best.ckpt (on validation)
     logs/                  CSV metrics, TensorBoard scalars, validation panels (PNG)
     model.safetensors      the bundle `vstain predict` uses (best validation checkpoint)
+
+Resuming reads the checkpoint weights-only (tensors and plain values; a checkpoint that carries
+pickled Python objects is refused, never executed), checks that it was written for this
+config's network, and keeps ``logs/metrics.csv`` up to the checkpoint. A run that fails before
+its first checkpoint removes the run folder if it created it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -89,18 +96,32 @@ def fit(
     resume
         ``True`` to continue from ``out_dir/checkpoints/last.ckpt``, a checkpoint path, or None.
     """
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    from vstain.data.datamodule import PlateDataModule
-    from vstain.training.callbacks import BundleExport, EpochSummary, ValidationPanels
-
     _quiet_lightning_tips()
     out = Path(out_dir)
     checkpoints = out / "checkpoints"
     ckpt_path = _resume_path(resume, checkpoints)
-    out.mkdir(parents=True, exist_ok=True)
+    # What resuming needs of the checkpoint, read (weights-only) before anything is created.
+    resumed = _ResumePoint.read(ckpt_path) if ckpt_path else None
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _fit(config, out, checkpoints, ckpt_path, resumed)
+    except BaseException:
+        # A run that failed before saving anything resumable leaves nothing behind.
+        if created and out.is_dir() and not any(checkpoints.glob("*.ckpt")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | None,
+         resumed: "_ResumePoint | None") -> Path:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from vstain.data.datamodule import PlateDataModule
+    from vstain.training.callbacks import BundleExport, EpochSummary, ValidationPanels
+    from vstain.training.csv_history import ResumableCSVLogger
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PlateDataModule(config, out)
@@ -110,6 +131,8 @@ def fit(
 
     cls = recipe_class(config.recipe)
     module = cls(config.model_dump(mode="json"), datamodule.normalization)
+    if resumed is not None:
+        resumed.check_fits(module, config)
     if config.recipe == "gan" and ckpt_path is None:
         assert config.gan is not None
         if config.gan.pretrained is None:
@@ -134,7 +157,8 @@ def fit(
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="step", save_last=True,
                                          every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
                                          enable_version_counter=False))
-    loggers = [CSVLogger(out, name="logs", version="")]
+    loggers = [ResumableCSVLogger(out, name="logs", version="",
+                                  keep_before_step=resumed.step if resumed is not None else None)]
     try:
         loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False))
     except ModuleNotFoundError:  # pragma: no cover - tensorboardX is a dependency
@@ -167,7 +191,8 @@ def fit(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch/lightning version skew
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: Lightning's own load of the checkpoint never unpickles objects either.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     bundle = out / "model.safetensors"
     if not bundle.exists():
         raise VstainError(f"{out}: training ended without a validated model to export")
@@ -199,3 +224,86 @@ def _resume_path(resume: str | os.PathLike[str] | bool | None, checkpoints: Path
     if not path.is_file():
         raise ConfigError(f"--resume: {path} does not exist")
     return str(path)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint weights-only (tensors and plain values), for ``--resume``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file: not a PyTorch checkpoint, one that carries pickled Python
+        objects (refused; nothing in it runs), or not a Lightning checkpoint.
+    """
+    import pickle
+
+    import torch
+
+    fix = "resume from checkpoints/last.ckpt of a `vstain train` run"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Only the name of what was refused is shown: torch's own text suggests the unsafe load.
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found:
+            raise ConfigError(
+                f"--resume: {path}: holds a pickled Python object ({found.group(1)}), which vstain never "
+                f"loads (only tensors and plain values); {fix}"
+            ) from None
+        raise ConfigError(f"--resume: {path}: not a PyTorch checkpoint (unreadable data); {fix}") from None
+    except (OSError, EOFError, RuntimeError, ValueError) as exc:
+        kind = "empty file" if isinstance(exc, EOFError) else "truncated or not a checkpoint"
+        raise ConfigError(f"--resume: {path}: not a PyTorch checkpoint ({kind}); {fix}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict) \
+            or "loops" not in checkpoint:
+        raise ConfigError(f"--resume: {path}: a PyTorch file but not a Lightning training checkpoint "
+                          f"(no state_dict and loop state); {fix}")
+    return checkpoint
+
+
+class _ResumePoint:
+    """What resuming needs of a checkpoint: its weights' shapes, its config, its logging step."""
+
+    def __init__(self, path: str, shapes: dict[str, tuple[int, ...]], written: Any, step: int) -> None:
+        self.path, self.shapes, self.written, self.step = path, shapes, written, step
+
+    @classmethod
+    def read(cls, path: str) -> "_ResumePoint":
+        from vstain.training.csv_history import resume_step
+
+        checkpoint = load_checkpoint(path)
+        shapes = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")}
+        written = (checkpoint.get("hyper_parameters") or {}).get("config")
+        return cls(path, shapes, written, resume_step(checkpoint))
+
+    def check_fits(self, module: Any, config: TrainConfig) -> None:
+        """Raise :class:`ConfigError` (one line) if the checkpoint is for another network."""
+        _check_shapes(self.shapes, self.written, module, self.path, config)
+
+
+def _check_shapes(stored: dict[str, tuple[int, ...]], written: Any, module: Any, path: str,
+                  config: TrainConfig) -> None:
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    resized = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if not (missing or unexpected or resized):
+        return
+    recipe, name = "?", "?"
+    if isinstance(written, dict):
+        model = written.get("model") if isinstance(written.get("model"), dict) else {}
+        recipe, name = str(written.get("recipe", "?")), str(model.get("name", "?"))
+    if (recipe, name) != (config.recipe, config.model.name):
+        which = f"written by a {recipe} run of {name}, not this config's {config.recipe} run of {config.model.name}"
+    else:
+        which = f"written for a {name} of other settings than this config's (model.args)"
+    if resized:
+        detail = f"{resized[0]} is {stored[resized[0]]} there, {expected[resized[0]]} here"
+    elif missing:
+        detail = f"it lacks {missing[0]}" + (f" and {len(missing) - 1} more weights" if len(missing) > 1 else "")
+    else:
+        detail = f"it has {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "") \
+            + " that this network does not"
+    raise ConfigError(f"--resume: {path}: {which} ({detail}); resume with the config that wrote it")
