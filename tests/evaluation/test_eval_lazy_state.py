@@ -147,9 +147,11 @@ def _crop(magnification: str, size: int) -> list[np.ndarray]:
 
 def test_measure_field_with_two_threads_on_fresh_state_is_stable(fresh_tables):
     """measure_field(threads=2) repeatedly from a fresh state equals the one-thread result."""
-    images = _crop("20x", 128)
+    # At this size the two branches reach the shrink step close together: on the unguarded
+    # code 6 of 8 such runs failed (2-core machine), so 12 passing runs are meaningful.
+    images = _crop("20x", 192)
     reference = measure_field(*images, magnification="20x", threads=1).features
-    for _ in range(10):
+    for _ in range(12):
         fresh_tables()
         features = measure_field(*images, magnification="20x", threads=2).features
         assert features.keys() == reference.keys()
