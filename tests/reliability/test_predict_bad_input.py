@@ -213,9 +213,10 @@ def test_leftover_part_files_of_a_killed_run_are_removed_by_the_rerun(random_pla
     # A process killed while writing (os._exit skips every clean-up, as kill -9 does).
     script = ("import os, sys; from vstain.atomic import atomic_path\n"
               "with atomic_path(sys.argv[1]) as tmp:\n    os._exit(9)\n")
-    assert subprocess.run([sys.executable, "-c", script, str(target)]).returncode == 9
+    for path in (target, out / "predictions.json"):
+        assert subprocess.run([sys.executable, "-c", script, str(path)]).returncode == 9
     leftovers = list(out.glob(".*.part"))
-    assert len(leftovers) == 1 and leftovers[0].stat().st_size == 0
+    assert len(leftovers) == 2 and all(p.stat().st_size == 0 for p in leftovers)
     foreign = out / ".notes.txt.abc123.part"  # not one of predict's outputs: left alone
     foreign.write_text("x")
     assert cli("predict", "--models", bundles["A"], "--input", random_plate, "--output", out, "--no-progress")[0] == 0

@@ -439,8 +439,10 @@ class Predictor:
 
         mine = shard(fields, rank.rank, rank.world_size)
         planned = {f.key: self._output_paths(f, folders[f.magnification]) for f in mine}
+        # Temporaries a killed run left (kill -9 skips clean-up); only this rank's own names.
         for folder in {p.parent for paths in planned.values() for p in paths.values()}:
             remove_stale_parts(folder, [p.name for paths in planned.values() for p in paths.values()])
+        remove_stale_parts(output, [_manifest_name(rank)])
         descriptions = {m: self._descriptions(m) for m in plate_mags}
         done = [f for f in mine if not overwrite and all(p.is_file() for p in planned[f.key].values())]
         if done:
@@ -606,6 +608,11 @@ def _provenance_difference(description: str | None, expected: Mapping[str, Any],
     return None
 
 
+def _manifest_name(rank: RankInfo) -> str:
+    """The manifest file this process writes: ``predictions.json``, or its rank's part."""
+    return MANIFEST_NAME if rank.world_size == 1 else f"predictions.rank-{rank.rank}-of-{rank.world_size}.json"
+
+
 def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> None:
     """Write ``predictions.json``; under torchrun, a part per rank merged by whichever rank ends last.
 
@@ -618,7 +625,7 @@ def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> N
     if rank.world_size == 1:
         write_text_atomic(output / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
         return
-    part = output / f"predictions.rank-{rank.rank}-of-{rank.world_size}.json"
+    part = output / _manifest_name(rank)
     write_text_atomic(part, json.dumps(manifest, indent=2) + "\n")
     parts = [output / f"predictions.rank-{r}-of-{rank.world_size}.json" for r in range(rank.world_size)]
     if all(p.is_file() for p in parts):
