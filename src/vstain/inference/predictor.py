@@ -447,7 +447,8 @@ class Predictor:
         done = [f for f in mine if not overwrite and all(p.is_file() for p in planned[f.key].values())]
         if done:
             self._check_provenance(done, planned, output)
-        todo = [f for f in mine if f not in done]
+        done_keys = {f.key for f in done}
+        todo = [f for f in mine if f.key not in done_keys]
         skipped = len(mine) - len(todo)
 
         timings: dict[str, list[float]] = {"read": [], "compute": [], "write": []}

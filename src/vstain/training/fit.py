@@ -279,8 +279,14 @@ class _ResumePoint:
         return cls(path, shapes, written, resume_step(checkpoint))
 
     def check_fits(self, module: Any, config: TrainConfig) -> None:
-        """Raise :class:`ConfigError` (one line) if the checkpoint is for another network."""
-        _check_shapes(self.shapes, self.written, module, self.path, config)
+        """Raise :class:`ConfigError` (one line) if the checkpoint is for another network.
+
+        The module's ``on_load_checkpoint`` sees the weights' names first, as in Lightning's
+        load, so checkpoints it adapts (e.g. dropping weights older versions stored twice) pass.
+        """
+        adapted = {"state_dict": dict(self.shapes)}
+        module.on_load_checkpoint(adapted)
+        _check_shapes(adapted["state_dict"], self.written, module, self.path, config)
 
 
 def _check_shapes(stored: dict[str, tuple[int, ...]], written: Any, module: Any, path: str,
