@@ -167,5 +167,5 @@ def test_build_lazy_state_builds_every_table_once(fresh_tables):
     assert shrink_tables_ready()
     tables = [getattr(cpmorphology, name) for name in SHRINK_TABLES]
     build_lazy_state()  # a second call keeps the same tables
-    assert all(getattr(cpmorphology, name) is table for name, table in zip(SHRINK_TABLES, tables))
+    assert all(getattr(cpmorphology, name) is table for name, table in zip(SHRINK_TABLES, tables, strict=True))
     assert reconstruction._SELF_CHECK  # the reconstruction loop's self-check ran too

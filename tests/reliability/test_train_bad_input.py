@@ -6,11 +6,10 @@ run, both in vstain's own check and in Lightning's loading of ``ckpt_path``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 from pathlib import Path
-
-import importlib.util
 
 import pytest
 import torch
