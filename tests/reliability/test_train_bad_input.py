@@ -11,6 +11,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -63,7 +64,7 @@ def bad_checkpoints(tmp_path) -> dict[str, Path]:
     folder = tmp_path / "bad"
     folder.mkdir()
     garbage = folder / "garbage.ckpt"
-    garbage.write_bytes(os.urandom(2048))
+    garbage.write_bytes(np.random.default_rng(0).bytes(2048))
     empty = folder / "empty.ckpt"
     empty.write_bytes(b"")
     plain_pickle = folder / "plain.ckpt"
@@ -111,6 +112,17 @@ def test_lightnings_own_checkpoint_loading_is_weights_only(tmp_path, random_plat
     with pytest.raises(pickle.UnpicklingError):
         fit_module.fit(load_config(_config(tmp_path, random_plate)), tmp_path / "run", resume=path)
     assert not marker.exists()
+
+
+def test_any_garbage_is_one_config_error(tmp_path):
+    from vstain.training.fit import load_checkpoint
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "garbage.ckpt"
+    for size in rng.integers(1, 4096, 200):
+        path.write_bytes(rng.bytes(int(size)))
+        with pytest.raises(ConfigError, match="garbage.ckpt: not a PyTorch checkpoint"):
+            load_checkpoint(path)
 
 
 def test_load_checkpoint_refuses_payloads_with_a_config_error(tmp_path):
