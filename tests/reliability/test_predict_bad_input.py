@@ -63,7 +63,8 @@ def test_a_bad_field_stops_predict_before_anything_is_computed(random_plate, bun
     plane = _spoil(random_plate, how)
     before = snapshot(random_plate)
     out = tmp_path / "out"
-    code, stdout, err = cli("predict", "--models", bundles["A"], "--input", random_plate, "--output", out, "--no-progress")
+    code, stdout, err = cli("predict", "--models", bundles["A"], "--input", random_plate, "--output", out,
+                            "--no-progress")
     assert code == 2 and stdout == ""
     named = plane if how != "missing" else _plane(random_plate, z=1)  # the field's first plane names it
     one_line_error(err, named, "--skip-bad-fields", "3 good fields")

@@ -561,7 +561,8 @@ def _bad_fields(index: Any, plate_dir: Any, skip: bool, good: int) -> list[dict[
     if unusable and not skip:
         first = next(iter(unusable.values()))[0]
         more = len(unusable) - 1
-        others = f" (and {more} more bad field{'s' if more > 1 else ''}: `vstain check {plate_dir}` lists them)" if more else ""
+        others = f" (and {more} more bad field{'s' if more > 1 else ''}: vstain check {plate_dir} lists them)" \
+            if more else ""
         raise PlateError(
             f"{first.path}: {first.message}{others}; fix the field, or pass --skip-bad-fields to "
             f"predict the {good} good field{'s' if good != 1 else ''}"
