@@ -68,12 +68,15 @@ def test_index_plate_accepts_the_plate_with_targets_and_masks(plate):
 def test_manifest_records_seed_parameters_and_shifts(plate):
     manifest = json.loads((plate / "plate.json").read_text())
     assert manifest["seed"] == 5 and manifest["plate_id"] == DEFAULT_PLATE_ID
+    assert manifest["preset"] == "reference" and manifest["randomize_seed"] is None
     assert manifest["size"] == {"20x": list(SIZE)}
     assert manifest["parameters"]["20x"]["pixel_size_um"] == 0.325
     assert len(manifest["fields"]) == 4
     for entry in manifest["fields"]:
         assert len(entry["files"]) == 10 and all((plate / f).is_file() for f in entry["files"])
-        assert len(entry["shift_px"]) == 2 and max(map(abs, entry["shift_px"])) <= 3
+        # Default plates are aligned: every stain at [0, 0], no scale difference.
+        assert entry["shift_px"] == {"C01": [0.0, 0.0], "C02": [0.0, 0.0], "C03": [0.0, 0.0]}
+        assert entry["shift_scale"] == 0.0
         mask = read_tiff(plate / entry["mask"])
         assert mask.max() == entry["n_nuclei"]
 

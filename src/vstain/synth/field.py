@@ -1,9 +1,11 @@
 """Render one synthetic field of view in memory: 7 brightfield planes, 3 stains, nucleus labels.
 
 The specimen is drawn on a canvas larger than the field (FFT-friendly sides, with a margin wider
-than the defocus blur), so propagation's periodic boundary never reaches the crop and cells run
-off the edges as they do on a real plate. Brightfield and fluorescence are cropped a few pixels
-apart, which is the per-field misregistration real CV7000 plates show.
+than the defocus blur and the largest allowed misregistration), so propagation's periodic
+boundary never reaches the crop and cells run off the edges as they do on a real plate. Each
+stain is sampled at its site's known subpixel offset from the brightfield
+(:mod:`vstain.synth.misregistration`; none on the default plate), and the nucleus labels follow
+C01.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import scipy.fft as sfft
 
 from vstain.synth.fluorescence import stain_counts
 from vstain.synth.layout import random_layout
+from vstain.synth.misregistration import channel_offsets, is_aligned, site_offsets
 from vstain.synth.noise import expose
-from vstain.synth.optics import defocus_reach_um, defocus_stack, plane_positions_um, transmission, vignetting
-from vstain.synth.parameters import SynthParameters
-from vstain.synth.specimen import render_specimen
+from vstain.synth.optics import defocus_reach_um, defocus_stack, illumination, plane_positions_um, transmission
+from vstain.synth.parameters import MAX_SHIFT_PX, SynthParameters, SynthParameterError, max_shift_reach_px
+from vstain.synth.specimen import nucleus_labels, render_specimen
 from vstain.vocabulary import FIELD_SHAPE, TARGETS, check_magnification
 
 Seed = int | Sequence[int] | np.random.SeedSequence
@@ -32,11 +35,14 @@ class RenderedField:
 
     brightfield: np.ndarray  #: (7, H, W) uint16, planes Z01..Z07
     targets: dict[str, np.ndarray]  #: {nuclei, lipids, cytoplasm}: (H, W) uint16
-    labels: np.ndarray  #: (H, W) uint16 nucleus labels 1..n, aligned with the targets
-    shift_px: tuple[int, int]  #: a structure at brightfield (y, x) is at fluorescence (y - dy, x - dx)
+    labels: np.ndarray  #: (H, W) uint16 nucleus labels 1..n, aligned with C01 (nuclei)
+    #: per channel ``{"C01": [dy, dx], ...}`` at the field centre: a structure at brightfield
+    #: (y, x) is at that channel's (y - dy, x - dx); see :mod:`vstain.synth.misregistration`
+    shift_px: dict[str, list[float]]
     defocus_um: tuple[float, ...]  #: defocus of Z01..Z07
     params: SynthParameters
     counts: dict[str, int] = dataclass_field(default_factory=dict)  #: cells, nuclei, droplets in view
+    site: int = 1  #: field number the misregistration was evaluated at
 
     @property
     def n_nuclei(self) -> int:
@@ -46,7 +52,8 @@ class RenderedField:
     def manifest(self) -> dict[str, Any]:
         """Per-field facts for ``plate.json``."""
         return {
-            "shift_px": list(self.shift_px),
+            "shift_px": {channel: list(offset) for channel, offset in self.shift_px.items()},
+            "shift_scale": self.params.shift_scale,
             "defocus_um": [round(z, 4) for z in self.defocus_um],
             "n_nuclei": self.n_nuclei,
             **self.counts,
@@ -65,6 +72,8 @@ def render_field(
     seed: Seed = 0,
     size: tuple[int, int] | None = None,
     params: SynthParameters | None = None,
+    site: int = 1,
+    camera_noise: bool = True,
 ) -> RenderedField:
     """Render one field; the same arguments always give the same arrays.
 
@@ -78,6 +87,13 @@ def render_field(
         ``(rows, cols)``; default the full CV7000 field (2154x2554 at 20x, 2156x2556 at 40x/60x).
     params
         Model parameters; default :meth:`SynthParameters.for_magnification`.
+    site
+        Field number (F001 is 1): where the misregistration model is evaluated. The specimen
+        and noise depend on ``seed`` only, so the same seed at another site differs only in
+        the stains' offsets.
+    camera_noise
+        False records the expected counts, rounded, without shot and read noise (for tests
+        that need the exact signal, e.g. of a shift).
     """
     params = params or SynthParameters.for_magnification(magnification)
     if params.magnification != magnification:
@@ -85,10 +101,14 @@ def render_field(
     rows, cols = field_shape(magnification, size)
     if rows < 8 or cols < 8:
         raise ValueError(f"field size {rows}x{cols} is too small (at least 8x8)")
+    if max_shift_reach_px(params, (rows, cols)) > MAX_SHIFT_PX:
+        raise SynthParameterError(f"shifts of a {rows}x{cols} field would exceed {MAX_SHIFT_PX:g} px at its corners; "
+                                  "use a smaller shift_scale or field")
     rng = np.random.default_rng(seed)
-    shift = tuple(int(s) for s in rng.integers(-params.max_shift_px, params.max_shift_px + 1, 2))
-    focus_offset = float(rng.normal(0.0, params.focus_jitter_um))
-    margin = math.ceil(params.px(defocus_reach_um(params))) + params.max_shift_px + 8
+    focus_offset = params.focus_offset_um + float(rng.normal(0.0, params.focus_jitter_um))
+    # The margin never depends on the shifts: a shifted render shares its specimen with the aligned one.
+    reach_px = max(params.px(defocus_reach_um(params)), 3 * params.px(params.haze_blur_um))
+    margin = math.ceil(reach_px) + math.ceil(MAX_SHIFT_PX) + 8
     canvas = (sfft.next_fast_len(rows + 2 * margin), sfft.next_fast_len(cols + 2 * margin))
     extent_um = (canvas[0] * params.pixel_size_um, canvas[1] * params.pixel_size_um)
 
@@ -96,27 +116,46 @@ def render_field(
     specimen = render_specimen(layout, canvas, params, rng)
     defocus = plane_positions_um(params, focus_offset_um=focus_offset)
 
-    bf_window = (slice(margin, margin + rows), slice(margin, margin + cols))
-    fl_window = (slice(margin + shift[0], margin + shift[0] + rows), slice(margin + shift[1], margin + shift[1] + cols))
-    illumination = vignetting((rows, cols), full_shape=FIELD_SHAPE[magnification], strength=params.vignetting)
+    window = (slice(margin, margin + rows), slice(margin, margin + cols))
+    full = FIELD_SHAPE[magnification]
+    light = {
+        target: illumination((rows, cols), full_shape=full, vignetting_strength=params.vignetting,
+                             gradient=params.stain_gradient[i], angle_deg=params.stain_gradient_angle_deg[i])
+        for i, target in enumerate(TARGETS)
+    }
+    bf_light = illumination((rows, cols), full_shape=full, vignetting_strength=params.vignetting,
+                            gradient=params.brightfield_gradient, angle_deg=params.brightfield_gradient_angle_deg)
 
     intensity = defocus_stack(transmission(specimen, params), pixel_size_um=params.pixel_size_um,
                               defocus_um=defocus, params=params)
     camera = dict(offset=params.camera_offset, gain=params.gain, read_noise=params.read_noise)
-    bf_scale = (params.brightfield_counts - params.camera_offset) * illumination
-    brightfield = np.stack([
-        expose(params.camera_offset + bf_scale * plane[bf_window], rng, **camera) for plane in intensity
-    ])
+
+    def record(expected: np.ndarray) -> np.ndarray:
+        if camera_noise:
+            return expose(expected, rng, **camera)
+        return np.clip(np.rint(expected), 0, 65535).astype(np.uint16)
+
+    bf_scale = (params.brightfield_counts - params.camera_offset) * bf_light
+    brightfield = np.stack([record(params.camera_offset + bf_scale * plane[window]) for plane in intensity])
     del intensity
 
-    expected = stain_counts(specimen, params, window=fl_window, illumination=illumination)
-    targets = {target: expose(expected[target], rng, **camera) for target in TARGETS}
+    offsets = site_offsets(params, site)
+    expected = stain_counts(specimen, params, window=window, illumination=light, offsets=offsets,
+                            scale=params.shift_scale)
+    targets = {target: record(expected[target]) for target in TARGETS}
 
-    labels, owners = _sequential(specimen.nucleus_labels[fl_window])
+    if is_aligned(params):
+        canvas_labels = specimen.nucleus_labels[window]
+    else:
+        # The masks are what CellProfiler finds on the real C01: they follow the nuclei stain.
+        dy, dx = (d / (1.0 + params.shift_scale) for d in offsets["nuclei"])
+        canvas_labels = nucleus_labels(layout, (rows, cols), params, origin_px=(margin + dy, margin + dx),
+                                       scale=params.shift_scale, centre_px=((rows - 1) / 2, (cols - 1) / 2))
+    labels, owners = _sequential(canvas_labels)
     in_view = layout.droplet_center / params.pixel_size_um
     droplets_in_view = np.sum(
-        (in_view[:, 0] >= fl_window[0].start) & (in_view[:, 0] < fl_window[0].stop)
-        & (in_view[:, 1] >= fl_window[1].start) & (in_view[:, 1] < fl_window[1].stop)
+        (in_view[:, 0] >= window[0].start) & (in_view[:, 0] < window[0].stop)
+        & (in_view[:, 1] >= window[1].start) & (in_view[:, 1] < window[1].stop)
     )
     counts = {
         "n_cells_with_nucleus_in_view": len(owners),
@@ -124,8 +163,8 @@ def render_field(
         "n_droplets_in_view": int(droplets_in_view),
     }
     return RenderedField(
-        brightfield=brightfield, targets=targets, labels=labels, shift_px=shift,  # type: ignore[arg-type]
-        defocus_um=tuple(float(z) for z in defocus), params=params, counts=counts,
+        brightfield=brightfield, targets=targets, labels=labels, shift_px=channel_offsets(params, site),
+        defocus_um=tuple(float(z) for z in defocus), params=params, counts=counts, site=site,
     )
 
 

@@ -1,7 +1,9 @@
 """Where the cells, nuclei and lipid droplets of a synthetic adipocyte culture sit (in µm).
 
-Cells tile the well on a jittered hexagonal lattice with a few gaps; each owns the part of the
-plane closer to it than to any other cell (a Voronoi cell), cut to its own radius. Every cell has
+Cells tile the well on a jittered hexagonal lattice with a few gaps (or, with
+``cell_arrangement="clumps"``, only where a smooth random field is high: islands of cells with
+empty areas between them); each owns the part of the plane closer to it than to any other cell
+(a Voronoi cell), cut to its own radius. Every cell has
 one elliptical nucleus; differentiated cells (adipocytes) fill their cytoplasm with
 non-overlapping lipid droplets, from a few large ones to many small ones. The nucleus is pushed
 off centre as it is in real adipocytes, but never onto a neighbour's nucleus.
@@ -12,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft as sfft
 from scipy.spatial import cKDTree
 
 from vstain.synth.parameters import SynthParameters
+from vstain.synth.raster import periodic_noise
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Layout:
     droplet_owner: np.ndarray  #: (K,) cell index
     debris_center: np.ndarray  #: (D, 2)
     debris_radius: np.ndarray  #: (D,)
+    chromocenter_center: np.ndarray  #: (S, 2) bright heterochromatin foci
+    chromocenter_radius: np.ndarray  #: (S,)
 
     @property
     def n_cells(self) -> int:
@@ -51,7 +57,7 @@ def random_layout(rng: np.random.Generator, extent_um: tuple[float, float], para
     radius = pitch * rng.uniform(*params.cell_radius_fraction, n)
     differentiated = rng.random(n) >= params.undifferentiated_fraction
     thickness = rng.uniform(*params.cytoplasm_thickness_um, n)
-    brightness = rng.lognormal(0.0, 0.3, n)
+    brightness = rng.lognormal(0.0, params.cytoplasm_loading_sigma, n)
 
     major = rng.uniform(*params.nucleus_diameter_um, n) / 2
     minor = major * rng.uniform(*params.nucleus_aspect, n)
@@ -77,6 +83,7 @@ def random_layout(rng: np.random.Generator, extent_um: tuple[float, float], para
     n_debris = rng.poisson(params.debris_per_mm2 * area_mm2)
     debris_center = rng.uniform((0, 0), extent_um, (n_debris, 2))
     debris_radius = rng.uniform(0.4, 1.5, n_debris)
+    chromocenter_center, chromocenter_radius = _chromocenters(rng, nucleus, minor, params)
     return Layout(
         cell_center=centers, cell_radius=radius, cell_thickness=thickness,
         cytoplasm_brightness=brightness, differentiated=differentiated,
@@ -85,6 +92,7 @@ def random_layout(rng: np.random.Generator, extent_um: tuple[float, float], para
         nucleolus_center=nucleolus_center, nucleolus_radius=nucleolus_radius,
         droplet_center=droplet_center, droplet_radius=droplet_radius, droplet_owner=droplet_owner,
         debris_center=debris_center, debris_radius=debris_radius,
+        chromocenter_center=chromocenter_center, chromocenter_radius=chromocenter_radius,
     )
 
 
@@ -99,7 +107,29 @@ def _lattice(rng: np.random.Generator, extent_um: tuple[float, float], pitch: fl
     points = np.stack([grid_r.ravel() + origin[0] - pitch / 2, grid_c.ravel() + origin[1] - pitch / 2], axis=1)
     points = points + rng.uniform(-1, 1, points.shape) * params.cell_jitter * pitch
     keep = rng.random(len(points)) >= params.cell_dropout
-    return points[keep]
+    points = points[keep]
+    if params.cell_arrangement == "clumps":
+        points = points[_in_clumps(rng, points, extent_um, pitch, params)]
+    return points
+
+
+def _in_clumps(rng: np.random.Generator, points: np.ndarray, extent_um: tuple[float, float], pitch: float,
+               params: SynthParameters) -> np.ndarray:
+    """Which ``points`` lie where a smooth random field is in its top ``clump_coverage`` fraction.
+
+    The field is Gaussian noise smoothed to ``clump_size_um`` on a coarse grid (a quarter of the
+    clump size), looked up at each point; thresholding it at its quantile leaves islands of cells
+    of about that size with empty areas between them.
+    """
+    step = params.clump_size_um / 4
+    grid = (int(np.ceil((extent_um[0] + 2 * pitch) / step)) + 1, int(np.ceil((extent_um[1] + 2 * pitch) / step)) + 1)
+    size = sfft.next_fast_len(max(grid))
+    tile = periodic_noise(rng, size, sigma_px=params.clump_size_um / (2 * step))
+    rows = np.clip(((points[:, 0] + pitch) / step).round().astype(np.int64), 0, size - 1)
+    cols = np.clip(((points[:, 1] + pitch) / step).round().astype(np.int64), 0, size - 1)
+    value = tile[rows, cols]
+    threshold = np.quantile(tile[: grid[0], : grid[1]], 1.0 - params.clump_coverage)
+    return value >= threshold
 
 
 def _separate_nuclei(nucleus: np.ndarray, centers: np.ndarray, major: np.ndarray) -> np.ndarray:
@@ -126,6 +156,20 @@ def _nucleoli(rng: np.random.Generator, nucleus: np.ndarray, minor: np.ndarray,
     direction = rng.uniform(0, 2 * np.pi, len(owner))
     center = nucleus[owner] + distance[:, None] * np.stack([np.sin(direction), np.cos(direction)], axis=1)
     return center, rng.uniform(0.6, 1.3, len(owner))
+
+
+def _chromocenters(rng: np.random.Generator, nucleus: np.ndarray, minor: np.ndarray,
+                   params: SynthParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Bright DNA foci inside each nucleus; none (and no random draws) on the default plate."""
+    low, high = params.chromocenters_per_nucleus
+    if high <= 0:
+        return np.empty((0, 2)), np.empty(0)
+    count = rng.integers(low, high + 1, len(nucleus))
+    owner = np.repeat(np.arange(len(nucleus)), count)
+    distance = 0.75 * minor[owner] * np.sqrt(rng.random(len(owner)))
+    direction = rng.uniform(0, 2 * np.pi, len(owner))
+    center = nucleus[owner] + distance[:, None] * np.stack([np.sin(direction), np.cos(direction)], axis=1)
+    return center, rng.uniform(0.4, 0.9, len(owner))
 
 
 def _droplets(

@@ -69,8 +69,9 @@ def defocus_stack(field: np.ndarray, *, pixel_size_um: float, defocus_um: np.nda
     tan_condenser = np.tan(np.arcsin(min(params.condenser_na / params.medium_index, 0.99)))
     rfx = sfft.rfftfreq(cols, d=pixel_size_um).astype(np.float32)
     rf2 = fy[:, None] ** 2 + rfx[None, :] ** 2
-    # Residual blur in focus: the condenser's own resolution limit.
-    sigma_focus = 0.25 * params.wavelength_um / (params.objective_na + params.condenser_na)
+    # Residual blur in focus: the condenser's own resolution limit, plus any aberration blur.
+    sigma_focus = np.hypot(0.25 * params.wavelength_um / (params.objective_na + params.condenser_na),
+                           params.brightfield_blur_um)
     stack = np.empty((len(defocus_um), rows, cols), dtype=np.float32)
     inside = np.nonzero(pupil)  # everything outside the pupil stays zero: skip it
     kz_in = kz[inside]
@@ -91,7 +92,7 @@ def defocus_stack(field: np.ndarray, *, pixel_size_um: float, defocus_um: np.nda
 def defocus_reach_um(params: SynthParameters) -> float:
     """How far (µm) light spreads sideways over the deepest plane: the margin the canvas needs."""
     sin_objective = min(params.objective_na / params.medium_index, 0.99)
-    z_max = plane_positions_um(params).max() + 3 * params.focus_jitter_um
+    z_max = plane_positions_um(params).max() + abs(params.focus_offset_um) + 3 * params.focus_jitter_um
     return float(z_max * np.tan(np.arcsin(sin_objective)))
 
 
@@ -104,8 +105,37 @@ def vignetting(shape: tuple[int, int], *, full_shape: tuple[int, int], strength:
     return (1.0 - strength * r2 / corner2).astype(np.float32)
 
 
-def gaussian_blur(image: np.ndarray, *, sigmas_px: tuple[float, ...], weights: tuple[float, ...]) -> np.ndarray:
-    """``image`` convolved with a weighted sum of Gaussians (periodic boundary, via FFT), float32."""
+def tilt(shape: tuple[int, int], *, full_shape: tuple[int, int], gradient: float, angle_deg: float) -> np.ndarray:
+    """Relative illumination ``1 + gradient·u`` of a crop centred in a full field (float32).
+
+    ``u`` is the position along the direction ``angle_deg`` (0: towards +x, i.e. right; 90:
+    towards +y, i.e. down) divided by the full field's diagonal, so ``u`` lies in [-0.5, 0.5] and
+    ``gradient`` is the peak-to-peak change of the light along that line through the whole field.
+    """
+    rows = np.arange(shape[0], dtype=np.float32) - (shape[0] - 1) / 2
+    cols = np.arange(shape[1], dtype=np.float32) - (shape[1] - 1) / 2
+    diagonal = float(np.hypot(*full_shape))
+    angle = np.deg2rad(angle_deg)
+    u = (rows[:, None] * np.float32(np.sin(angle)) + cols[None, :] * np.float32(np.cos(angle))) / diagonal
+    return (1.0 + np.float32(gradient) * u).astype(np.float32)
+
+
+def illumination(shape: tuple[int, int], *, full_shape: tuple[int, int], vignetting_strength: float,
+                 gradient: float, angle_deg: float) -> np.ndarray:
+    """Vignetting times a linear tilt: the relative light over a crop centred in a full field."""
+    light = vignetting(shape, full_shape=full_shape, strength=vignetting_strength)
+    if gradient:
+        light *= tilt(shape, full_shape=full_shape, gradient=gradient, angle_deg=angle_deg)
+    return light
+
+
+def gaussian_blur(image: np.ndarray, *, sigmas_px: tuple[float, ...], weights: tuple[float, ...],
+                  shift_px: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """``image`` convolved with a weighted sum of Gaussians (periodic boundary, via FFT), float32.
+
+    With ``shift_px = (dy, dx)`` the result is also sampled at ``(y + dy, x + dx)``: a phase
+    ramp in the same transform (exact for a band-limited image; the blur makes it one).
+    """
     rows, cols = image.shape
     fy = sfft.fftfreq(rows).astype(np.float32)
     fx = sfft.rfftfreq(cols).astype(np.float32)
@@ -114,4 +144,10 @@ def gaussian_blur(image: np.ndarray, *, sigmas_px: tuple[float, ...], weights: t
     for sigma, weight in zip(sigmas_px, weights):
         transfer += np.float32(weight) * np.exp(-2 * np.pi**2 * sigma**2 * f2).astype(np.float32)
     spectrum = sfft.rfft2(image.astype(np.float32, copy=False), workers=1)
-    return sfft.irfft2(spectrum * transfer, s=(rows, cols), workers=1).astype(np.float32)
+    spectrum *= transfer
+    dy, dx = shift_px
+    if dy or dx:
+        # f(n + d) <-> F(k)·exp(+2πi k·d); separable, so two 1-D ramps.
+        spectrum *= np.exp(2j * np.pi * np.float64(dy) * fy).astype(np.complex64)[:, None]
+        spectrum *= np.exp(2j * np.pi * np.float64(dx) * fx).astype(np.complex64)[None, :]
+    return sfft.irfft2(spectrum, s=(rows, cols), workers=1).astype(np.float32)

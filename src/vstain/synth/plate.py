@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +27,9 @@ from vstain.errors import ConfigError, PlateError
 from vstain.plate.naming import ImageName, format_name
 from vstain.plate.tiff import write_tiff
 from vstain.synth.field import RenderedField, field_shape, render_field
-from vstain.synth.parameters import SynthParameters
+from vstain.synth.misregistration import shift_overrides
+from vstain.synth.parameters import MAX_SHIFT_PX, SynthParameters, max_shift_reach_px
+from vstain.synth.randomize import randomized_parameters
 from vstain.vocabulary import BRIGHTFIELD_CHANNEL, MAGNIFICATIONS, PLANES, TARGET_CHANNELS, check_magnification
 
 DEFAULT_PLATE_ID = "AssayPlate_Greiner_#655090"
@@ -78,6 +81,9 @@ def generate_plate(
     overwrite: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    preset: str | None = None,
+    randomize: int | None = None,
+    max_shift_px: float | None = None,
 ) -> Path:
     """Render and write a synthetic plate; return the path of its ``plate.json``.
 
@@ -98,16 +104,27 @@ def generate_plate(
     overwrite
         Replace an existing plate in ``out`` (files listed in its manifest are removed first).
     overrides
-        :class:`SynthParameters` fields to change, applied at every magnification.
+        :class:`SynthParameters` fields to change, applied at every magnification (last).
     progress
         Called with one line per field written.
+    preset
+        A named variant (:data:`vstain.synth.presets.PRESETS`); default ``reference``.
+    randomize
+        Variant seed: draw the parameters with :func:`vstain.synth.randomize.randomized_parameters`
+        (independent of ``seed``, which draws the specimen and noise). Not with ``preset``.
+    max_shift_px
+        Shift the stains against the brightfield by up to this many pixels per axis
+        (:func:`vstain.synth.misregistration.shift_overrides`, drawn from ``randomize`` if given,
+        else from ``seed``); replaces the preset's or randomisation's shifts. 0 aligns them.
+        Default: the preset's shifts (none for ``reference``).
 
     Raises
     ------
     PlateError
         If ``out`` already holds a plate and ``overwrite`` is False.
     ConfigError
-        If ``wells`` or ``fields`` is out of range.
+        If ``wells`` or ``fields`` is out of range, the preset or a parameter is unknown, or both
+        ``preset`` and ``randomize`` are given.
     """
     root = Path(out)
     mags = [magnification] if isinstance(magnification, str) else list(dict.fromkeys(magnification))
@@ -117,11 +134,17 @@ def generate_plate(
         raise ConfigError(f"`fields`: {fields} is out of range; use 1 to 999 fields per well")
     well_list = well_names(wells)
     ImageName(plate=plate_id, well="B02", field=1, channel=1)  # validates the plate id early
+    # Resolve (and so check) the parameters before anything on disk changes.
+    params = {m: plate_parameters(m, preset=preset, randomize=randomize, max_shift_px=max_shift_px, seed=seed,
+                                  overrides=overrides) for m in mags}
+    for mag, p in params.items():
+        if max_shift_reach_px(p, field_shape(mag, size)) > MAX_SHIFT_PX:
+            raise ConfigError(f"{mag}: the shifts would exceed {MAX_SHIFT_PX:g} px at the field corners; "
+                              "use a smaller shift_scale or field size")
     if holds_plate(root):
         if not overwrite:
             raise PlateError(f"{root}: already holds a plate; choose another `root` or pass `overwrite`")
         _remove_previous(root)
-    params = {m: SynthParameters.for_magnification(m, **(overrides or {})) for m in mags}
 
     manifest_fields = []
     for mag in mags:
@@ -131,7 +154,7 @@ def generate_plate(
             for number in range(1, fields + 1):
                 sequence = field_seed(seed, mag, well, number)
                 started = time.perf_counter()
-                rendered = render_field(magnification=mag, seed=sequence, size=size, params=params[mag])
+                rendered = render_field(magnification=mag, seed=sequence, size=size, params=params[mag], site=number)
                 names = field_files(plate_id, well, number)
                 _write_field(rendered, names, images, masks)
                 manifest_fields.append({
@@ -152,18 +175,54 @@ def generate_plate(
         "vstain_version": __version__,
         "plate_id": plate_id,
         "seed": seed,
+        "preset": None if randomize is not None else (preset or "reference"),
+        "randomize_seed": randomize,
+        "max_shift_px": max_shift_px,
         "magnifications": mags,
         "wells": well_list,
         "fields_per_well": fields,
         "size": {m: list(field_shape(m, size)) for m in mags},
-        "shift_convention": "a structure at brightfield pixel (y, x) is at fluorescence/mask pixel "
-                            "(y - dy, x - dx) with shift_px = [dy, dx]",
+        "shift_convention": "per field, shift_px = {channel: [dy, dx]} at the field centre c and shift_scale = s: "
+                            "a structure at brightfield pixel p = (y, x) is at that channel's pixel "
+                            "c + (1 + s) * (p - c) - [dy, dx], i.e. (y - dy, x - dx) when s = 0; "
+                            "the nucleus masks follow C01",
         "parameters": {m: p.to_dict() for m, p in params.items()},
         "fields": manifest_fields,
     }
     path = root / MANIFEST
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def plate_parameters(
+    magnification: str,
+    *,
+    preset: str | None = None,
+    randomize: int | None = None,
+    max_shift_px: float | None = None,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> SynthParameters:
+    """The parameters :func:`generate_plate` renders ``magnification`` with (same arguments).
+
+    Order: the magnification's reference, then ``preset`` or the ``randomize`` draw, then the
+    shifts of ``max_shift_px``, then ``overrides``.
+    """
+    if preset is not None and randomize is not None:
+        raise ConfigError("choose either a preset or --randomize, not both")
+    if max_shift_px is not None and not 0 <= max_shift_px <= MAX_SHIFT_PX:
+        raise ConfigError(f"max shift {max_shift_px} px is out of range; use 0 to {MAX_SHIFT_PX:g} px")
+    if randomize is not None:
+        base = randomized_parameters(magnification, randomize).to_dict()
+    else:
+        base = SynthParameters.for_magnification(magnification, preset=preset).to_dict()
+    if max_shift_px is not None:
+        shift_seed = randomize if randomize is not None else seed
+        rng = np.random.default_rng(np.random.SeedSequence([int(shift_seed), MAGNIFICATIONS.index(magnification),
+                                                            zlib.crc32(b"max_shift_px")]))
+        base.update(shift_overrides(max_shift_px, rng))
+    base.update(overrides or {})
+    return SynthParameters.from_dict(base)
 
 
 def _write_field(rendered: RenderedField, names: dict[str, str], images: Path, masks: Path) -> None:

@@ -1,10 +1,12 @@
-"""A one-glance figure of a rendered field: brightfield Z01 / Z04 / Z07 over the three stains."""
+"""One-glance figures: a rendered field (brightfield Z01 / Z04 / Z07 over the three stains), and a
+gallery of plate variants side by side."""
 
 from __future__ import annotations
 
 import io
 import os
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -51,6 +53,58 @@ def save_preview(field: RenderedField, path: str | os.PathLike[str], *, dpi: int
     buffer.seek(0)
     grey = Image.open(buffer).convert("L")
     target = Path(path)
+    with atomic_path(target) as tmp:
+        grey.save(tmp, format="PNG", optimize=True)
+    return target
+
+
+def save_gallery(fields: Mapping[str, RenderedField], path: str | os.PathLike[str], *, dpi: int = 60,
+                 panel_inches: float = 1.35) -> Path:
+    """Write one row per variant (brightfield Z01 / Z04 / Z07, C01 / C02 / C03) to a greyscale PNG.
+
+    Each column shares one display range over all rows (the 0.5-99.5 percentiles of the pooled
+    pixels), so brighter, dimmer or noisier variants look so next to each other.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = ("Z01", "Z04 (focus)", "Z07", "C01 nuclei", "C02 lipids", "C03 cytoplasm")
+
+    def columns(field: RenderedField) -> list[np.ndarray]:
+        return [field.brightfield[0], field.brightfield[3], field.brightfield[6],
+                field.targets["nuclei"], field.targets["lipids"], field.targets["cytoplasm"]]
+
+    images = {name: columns(field) for name, field in fields.items()}
+    ranges = []
+    for c in range(len(titles)):
+        pooled = np.concatenate([images[name][c][::2, ::2].ravel() for name in images])
+        low, high = np.percentile(pooled, [0.5, 99.5])
+        ranges.append((low, max(high, low + 1)))
+    n = len(images)
+    figure, axes = plt.subplots(n, len(titles), figsize=(panel_inches * len(titles) + 1.1, panel_inches * n + 0.3),
+                                squeeze=False)
+    for r, (name, row) in enumerate(images.items()):
+        for c, image in enumerate(row):
+            axis = axes[r, c]
+            axis.imshow(image, cmap="gray", vmin=ranges[c][0], vmax=ranges[c][1], interpolation="antialiased")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0:
+                axis.set_title(titles[c], fontsize=8)
+            if c == 0:
+                axis.set_ylabel(name, fontsize=8)
+    figure.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png")
+    plt.close(figure)
+    from PIL import Image
+
+    buffer.seek(0)
+    grey = Image.open(buffer).convert("L")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         grey.save(tmp, format="PNG", optimize=True)
     return target

@@ -33,6 +33,7 @@ class Specimen:
     cytoplasm_thickness: np.ndarray  #: µm of cytoplasm (droplets excluded)
     cytoplasm_loading: np.ndarray  #: relative CellTracker concentration
     debris: np.ndarray  #: 0-1 small dense particles
+    cell_body: np.ndarray | None = None  #: 0-1 cell footprint minus droplets (only if cytoplasm_fill > 0)
 
 
 def render_specimen(layout: Layout, shape: tuple[int, int], params: SynthParameters,
@@ -40,12 +41,13 @@ def render_specimen(layout: Layout, shape: tuple[int, int], params: SynthParamet
     """Rasterise ``layout`` onto a canvas of ``shape`` pixels (pixel (0, 0) at 0 µm)."""
     px = params.pixel_size_um
     tile = min(_TILE, sfft.next_fast_len(max(shape)))
-    texture = periodic_noise(rng, tile, sigma_px=params.px(0.45))
+    texture = periodic_noise(rng, tile, sigma_px=params.px(params.chromatin_grain_um))
     labels, chromatin, nucleus_thickness = _nuclei(layout, shape, params, texture)
     droplet_thickness, droplet_rim = _droplets(layout, shape, params)
-    cell_height, loading = _cells(layout, shape, px, rng)
+    cell_height, loading, footprint = _cells(layout, shape, px, rng, footprint=params.cytoplasm_fill > 0)
     # Cytoplasm is pushed aside by droplets; a thin film still wraps each of them.
-    cytoplasm = cell_height * (0.12 + 0.88 * np.exp(-droplet_thickness / 0.8))
+    excluded = 0.12 + 0.88 * np.exp(-droplet_thickness / 0.8)
+    cytoplasm = cell_height * excluded
     grain = periodic_noise(rng, tile, sigma_px=params.px(0.8))
     loading = loading * (1.0 + 0.18 * _tile_to(grain, shape))
     debris = _debris(layout, shape, params)
@@ -54,6 +56,7 @@ def render_specimen(layout: Layout, shape: tuple[int, int], params: SynthParamet
         droplet_thickness=droplet_thickness, droplet_rim=droplet_rim,
         cytoplasm_thickness=cytoplasm.astype(np.float32), cytoplasm_loading=loading.astype(np.float32),
         debris=debris,
+        cell_body=None if footprint is None else (footprint * excluded).astype(np.float32),
     )
 
 
@@ -75,17 +78,15 @@ def _nuclei(layout: Layout, shape: tuple[int, int], params: SynthParameters,
     thickness_flat = np.zeros(shape[0] * shape[1], dtype=np.float32)
     for batch in iter_disc_pixels(centers, major, shape):
         o = batch.owner
-        u = (batch.dx * cos[o] + batch.dy * sin[o]) / major[o]
-        v = (-batch.dx * sin[o] + batch.dy * cos[o]) / minor[o]
-        rho = np.sqrt(u * u + v * v)
-        # Soft edge ~0.3 µm wide; the label is the half-way contour.
+        rho = _ellipse_radius(batch, cos, sin, major, minor)
+        # Soft edge ~0.3 µm wide; the label is the half-way contour (rho <= 1, as in nucleus_labels).
         inside = np.clip((1.0 - rho) * minor[o] / edge_px + 0.5, 0.0, 1.0)
         keep = inside > 0
         o, rho, inside, flat = o[keep], rho[keep], inside[keep], batch.flat[keep]
         dome = np.sqrt(np.clip(1.0 - rho * rho, 0.0, 1.0))
         grain = texture[(flat // shape[1]) % len(texture), (flat % shape[1]) % len(texture)]
-        density = inside * (0.8 + 0.2 * dome) * (1.0 + 0.2 * grain) * layout.nucleus_brightness[o]
-        labels[flat[inside >= 0.5]] = o[inside >= 0.5] + 1
+        density = inside * (0.8 + 0.2 * dome) * (1.0 + params.chromatin_texture * grain) * layout.nucleus_brightness[o]
+        labels[flat[rho <= 1.0]] = o[rho <= 1.0] + 1
         chromatin_flat[flat] = density
         thickness_flat[flat] = params.nucleus_thickness_um * inside * (0.3 + 0.7 * dome)
     chromatin = chromatin_flat.reshape(shape)
@@ -97,8 +98,47 @@ def _nuclei(layout: Layout, shape: tuple[int, int], params: SynthParameters,
         nucleoli += accumulate(batch.flat, np.clip((r - dist) / max(params.px(0.25), 1.0), 0, 1), shape)
     nucleoli = np.minimum(nucleoli, 1.0) * (labels.reshape(shape) > 0)
     chromatin *= 1.0 - 0.45 * nucleoli
+    if len(layout.chromocenter_center):
+        # Chromocenters: compact heterochromatin, bright in Hoechst, only inside the nucleus.
+        foci = np.zeros(shape, dtype=np.float32)
+        for batch in iter_disc_pixels(layout.chromocenter_center / px, layout.chromocenter_radius / px, shape):
+            r = layout.chromocenter_radius[batch.owner] / px
+            dist = np.sqrt(batch.dy**2 + batch.dx**2)
+            foci += accumulate(batch.flat, np.clip((r - dist) / max(params.px(0.2), 1.0) + 0.5, 0, 1), shape)
+        chromatin += params.chromocenter_brightness * np.minimum(foci, 1.0) * chromatin
     thickness = thickness_flat.reshape(shape) + 1.0 * nucleoli
     return labels.reshape(shape), chromatin, thickness
+
+
+def _ellipse_radius(batch, cos: np.ndarray, sin: np.ndarray, major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """Elliptical radius of each pixel of ``batch`` about its owner (1 on the outline)."""
+    o = batch.owner
+    u = (batch.dx * cos[o] + batch.dy * sin[o]) / major[o]
+    v = (-batch.dx * sin[o] + batch.dy * cos[o]) / minor[o]
+    return np.sqrt(u * u + v * v)
+
+
+def nucleus_labels(layout: Layout, shape: tuple[int, int], params: SynthParameters, *,
+                   origin_px: tuple[float, float], scale: float = 0.0,
+                   centre_px: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Nucleus labels (cell index + 1, int32) in a frame moved against the render canvas.
+
+    A point at canvas pixel ``P`` lands at ``centre + (1 + scale)·(P - origin - centre)`` of the
+    returned ``shape`` image: ``origin_px`` is where the frame's pixel (0, 0) sits on the canvas
+    (fractional, so the mask can follow a subpixel-shifted stain), ``scale`` a relative
+    magnification about ``centre_px``. Same outline rule as the canvas labels (elliptical radius <= 1).
+    """
+    px = params.pixel_size_um
+    centre = np.asarray(centre_px, dtype=np.float64)
+    centers = centre + (1.0 + scale) * (layout.nucleus_center / px - np.asarray(origin_px) - centre)
+    major = (1.0 + scale) * layout.nucleus_semi_axes[:, 0] / px
+    minor = (1.0 + scale) * layout.nucleus_semi_axes[:, 1] / px
+    cos, sin = np.cos(layout.nucleus_angle), np.sin(layout.nucleus_angle)
+    labels = np.zeros(shape[0] * shape[1], dtype=np.int32)
+    for batch in iter_disc_pixels(centers, major, shape):
+        inside = _ellipse_radius(batch, cos, sin, major, minor) <= 1.0
+        labels[batch.flat[inside]] = batch.owner[inside] + 1
+    return labels.reshape(shape)
 
 
 def _droplets(layout: Layout, shape: tuple[int, int], params: SynthParameters) -> tuple[np.ndarray, np.ndarray]:
@@ -119,9 +159,9 @@ def _droplets(layout: Layout, shape: tuple[int, int], params: SynthParameters) -
     return thickness, np.minimum(rim, 1.0)
 
 
-def _cells(layout: Layout, shape: tuple[int, int], px: float,
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Cytoplasm height and CellTracker loading, computed on a 1 µm grid and interpolated.
+def _cells(layout: Layout, shape: tuple[int, int], px: float, rng: np.random.Generator, *,
+           footprint: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Cytoplasm height, CellTracker loading and (if asked) the cell footprint, on a 1 µm grid.
 
     The grid is warped by a smooth random displacement before finding each point's cell, so
     cell outlines are wavy rather than the straight edges of a Voronoi diagram.
@@ -146,12 +186,13 @@ def _cells(layout: Layout, shape: tuple[int, int], px: float,
     loading = layout.cytoplasm_brightness[own] * (radial > 0)
     zoom = step / px
     out = []
-    for grid_values in (height, loading):
+    maps = (height, loading, (radial > 0).astype(np.float32)) if footprint else (height, loading)
+    for grid_values in maps:
         grid = grid_values.reshape(grid_shape).astype(np.float32)
         rows = np.arange(shape[0], dtype=np.float32) / zoom
         cols = np.arange(shape[1], dtype=np.float32) / zoom
         out.append(_bilinear(grid, rows, cols))
-    return out[0], out[1]
+    return out[0], out[1], (out[2] if footprint else None)
 
 
 def _bilinear(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
