@@ -59,7 +59,7 @@ def save_preview(field: RenderedField, path: str | os.PathLike[str], *, dpi: int
 
 
 def save_gallery(fields: Mapping[str, RenderedField], path: str | os.PathLike[str], *, dpi: int = 60,
-                 panel_inches: float = 1.35) -> Path:
+                 panel_inches: float = 1.5) -> Path:
     """Write one row per variant (brightfield Z01 / Z04 / Z07, C01 / C02 / C03) to a greyscale PNG.
 
     Each column shares one display range over all rows (the 0.5-99.5 percentiles of the pooled
