@@ -195,3 +195,11 @@ def test_cli_presets_randomize_and_gallery(tmp_path, capsys):
     with Image.open(png) as image:
         assert image.mode == "L" and image.height < image.width  # two rows: reference and the preset
     assert np.asarray(Image.open(png)).std() > 10
+
+
+def test_gradients_must_leave_the_field_lit():
+    assert SynthParameters.for_magnification("20x", brightfield_gradient=1.9).brightfield_gradient == 1.9
+    with pytest.raises(SynthParameterError, match="brightfield_gradient = 2.0: must be below 2"):
+        SynthParameters.for_magnification("20x", brightfield_gradient=2.0)
+    with pytest.raises(SynthParameterError, match="stain_gradient"):
+        SynthParameters.for_magnification("20x", stain_gradient=(0.0, 2.5, 0.0))

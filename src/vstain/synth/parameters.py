@@ -295,10 +295,11 @@ def _check(p: SynthParameters) -> None:
             fail(name, f"needs one entry per stain ({', '.join(TARGETS)})")
     if any(g < 0 for g in p.stain_gradient):
         fail("stain_gradient", "must be >= 0")
-    # A tilt of g changes the light by ±g/2: it must stay positive.
-    if max(p.brightfield_gradient, *p.stain_gradient) + p.vignetting >= 1.5:
-        fail("brightfield_gradient" if p.brightfield_gradient >= max(p.stain_gradient) else "stain_gradient",
-             "vignetting + gradient would leave parts of the field unlit")
+    # A tilt of g changes the light by at most ±g/2 (at the full field's corners): it must stay lit.
+    if p.brightfield_gradient >= 2:
+        fail("brightfield_gradient", "must be below 2 (the far corner would be unlit)")
+    if max(p.stain_gradient) >= 2:
+        fail("stain_gradient", "must be below 2 (the far corner would be unlit)")
     for name in ("shift_px", "shift_site_px", "shift_site_phase"):
         if len(getattr(p, name)) != 2:
             fail(name, "must be a pair (dy, dx)")
