@@ -107,15 +107,17 @@ def test_dim_noisy_plate_is_dimmer_and_noisier():
 
 
 def test_clumped_culture_leaves_empty_areas():
+    assert SynthParameters.for_magnification("20x", preset="clumped").cell_arrangement == "clumps"
     empty = {}
     for preset in ("reference", "clumped"):
         fractions = []
-        for seed in (1, 5):
-            field, p = render(preset, seed, size=(256, 256))
+        for seed in (1, 5, 7, 9):
+            # Clumps smaller than the preset's 200 µm, so that tiny 83 µm crops see their edges.
+            field, p = render(preset, seed, size=(256, 256), clump_size_um=80.0)
             c03 = field.targets["cytoplasm"].astype(float)
             fractions.append(np.mean(c03 < p.cytoplasm_background + 0.1 * p.cytoplasm_counts))
         empty[preset] = np.mean(fractions)
-    assert empty["clumped"] > 0.15 and empty["clumped"] > 4 * empty["reference"]
+    assert empty["clumped"] > 0.2 and empty["clumped"] > 4 * empty["reference"]
 
 
 def test_defocused_stack_is_offset_and_wider():
