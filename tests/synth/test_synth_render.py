@@ -12,17 +12,16 @@ from vstain.vocabulary import PIXEL_SIZE_UM, TARGETS
 
 @pytest.fixture(scope="module")
 def field20():
-    # A field with several whole nuclei and many adipocytes (seed 16 of the current generator).
-    return render_field(magnification="20x", seed=16, size=(256, 256))
+    return render_field(magnification="20x", seed=11, size=(256, 256))
 
 
 def test_same_seed_gives_identical_arrays_and_different_seed_does_not(field20):
-    again = render_field(magnification="20x", seed=16, size=(256, 256))
+    again = render_field(magnification="20x", seed=11, size=(256, 256))
     assert np.array_equal(again.brightfield, field20.brightfield)
     assert np.array_equal(again.labels, field20.labels)
     for target in TARGETS:
         assert np.array_equal(again.targets[target], field20.targets[target])
-    other = render_field(magnification="20x", seed=17, size=(256, 256))
+    other = render_field(magnification="20x", seed=12, size=(256, 256))
     assert not np.array_equal(other.brightfield, field20.brightfield)
     assert not np.array_equal(other.targets["nuclei"], field20.targets["nuclei"])
 

@@ -26,23 +26,29 @@ def cell_body_stats(field, params) -> tuple[np.ndarray, np.ndarray]:
     return c03[~holes], c03[ndimage.binary_erosion(field.labels > 0, iterations=3)]
 
 
-@pytest.mark.parametrize("seed", [2, 9])
-def test_bright_cytoplasm_is_bright_almost_everywhere_with_dark_holes(seed):
-    bright, p = render("bright-cytoplasm", seed)
-    body, nuclei = cell_body_stats(bright, p)
-    c03 = bright.targets["cytoplasm"].astype(float)
-    # Most of the field is at least half the full cell level above the (moderate) background...
-    assert np.mean(c03 > p.cytoplasm_background + 0.5 * p.cytoplasm_counts) > 0.7
-    # ...the cell body is evenly filled, well above background even at its 10th percentile...
-    assert np.median(body) > p.cytoplasm_background + 0.8 * p.cytoplasm_counts
-    assert np.percentile(body, 10) > p.cytoplasm_background + 0.6 * p.cytoplasm_counts
-    # ...and the nuclei are dark holes in it.
-    assert len(nuclei) and np.median(nuclei) < 0.6 * np.median(body)
-    reference, q = render("reference", seed)
-    ref_body, _ = cell_body_stats(reference, q)
-    assert np.percentile(ref_body, 10) < q.cytoplasm_background + 0.5 * q.cytoplasm_counts  # dome-shaped cells
-    assert c03.mean() > 1.5 * reference.targets["cytoplasm"].mean()
-    assert body.std() / body.mean() < 0.6 * ref_body.std() / ref_body.mean()
+def test_bright_cytoplasm_is_bright_almost_everywhere_with_dark_holes():
+    cv, holes, means = {}, {}, {}
+    for preset in ("reference", "bright-cytoplasm"):
+        for seed in (5, 9):
+            field, p = render(preset, seed)
+            body, nuclei = cell_body_stats(field, p)
+            assert len(nuclei)
+            c03 = field.targets["cytoplasm"].astype(float)
+            cv.setdefault(preset, []).append(body.std() / body.mean())
+            holes.setdefault(preset, []).append(np.median(nuclei) / np.median(body))
+            means.setdefault(preset, []).append(c03.mean())
+            if preset == "bright-cytoplasm":
+                # Most of the field is at least half the full cell level above the (moderate) background...
+                assert np.mean(c03 > p.cytoplasm_background + 0.5 * p.cytoplasm_counts) > 0.75
+                # ...the cell body is evenly filled, well above background even at its 10th percentile...
+                assert np.median(body) > p.cytoplasm_background + 0.8 * p.cytoplasm_counts
+                assert np.percentile(body, 10) > p.cytoplasm_background + 0.6 * p.cytoplasm_counts
+                # ...and the nuclei are dark holes in it.
+                assert np.median(nuclei) < 0.6 * np.median(body)
+    # Against the reference's dome-shaped cells (measured: cv 0.11 vs 0.30-0.33, holes 0.47 vs 0.74-0.85).
+    assert np.mean(cv["bright-cytoplasm"]) < 0.6 * np.mean(cv["reference"])
+    assert np.mean(holes["bright-cytoplasm"]) < np.mean(holes["reference"]) - 0.15
+    assert np.mean(means["bright-cytoplasm"]) > 1.5 * np.mean(means["reference"])
 
 
 def nucleus_visibility(preset: str, seed: int) -> np.ndarray:
@@ -68,9 +74,30 @@ def test_faint_nuclei_have_much_lower_brightfield_contrast():
 
 
 def test_droplet_density_presets():
-    counts = {p: render(p, 5)[0].counts["n_droplets_in_view"]
+    counts = {p: sum(render(p, seed)[0].counts["n_droplets_in_view"] for seed in (2, 5, 9))
               for p in ("dense-small-droplets", "reference", "sparse-large-droplets")}
-    assert counts["dense-small-droplets"] > 2 * counts["reference"] > 4 * counts["sparse-large-droplets"]
+    # Measured: 200, 75 and 1 droplets in three 192x192 crops.
+    assert counts["dense-small-droplets"] > 2 * counts["reference"]
+    assert counts["reference"] > 10 * counts["sparse-large-droplets"]
+
+
+def test_a_lone_cell_or_an_empty_area_renders():
+    """Clumps and tiny fields can leave one cell or none on the canvas (no Voronoi neighbour)."""
+    import dataclasses as dc
+
+    from vstain.synth.layout import random_layout
+    from vstain.synth.specimen import render_specimen
+
+    params = SynthParameters.for_magnification("20x", cell_dropout=0.9, undifferentiated_fraction=0.0)
+    # Seed 97: one adipocyte, centred inside the 30 µm canvas.
+    layout = random_layout(np.random.default_rng(97), (30.0, 30.0), params)
+    assert layout.n_cells == 1 and len(layout.droplet_radius) > 0
+    specimen = render_specimen(layout, (92, 92), params, np.random.default_rng(0))
+    assert specimen.cytoplasm_thickness.max() > 0 and specimen.droplet_thickness.max() > 0
+    empty = SynthParameters.for_magnification("60x", cell_dropout=1.0)
+    field = render_field(magnification="60x", seed=1, size=(32, 32), params=empty)
+    assert field.n_nuclei == 0 and field.targets["cytoplasm"].mean() == pytest.approx(empty.cytoplasm_background, rel=0.1)
+    assert dc.replace(empty, cell_dropout=0.5).cell_dropout == 0.5
 
 
 def test_rim_droplets_are_rings_and_reference_droplets_are_filled():

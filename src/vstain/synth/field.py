@@ -1,7 +1,7 @@
 """Render one synthetic field of view in memory: 7 brightfield planes, 3 stains, nucleus labels.
 
 The specimen is drawn on a canvas larger than the field (FFT-friendly sides, with a margin wider
-than the defocus blur and the largest allowed misregistration), so propagation's periodic
+than the defocus blur and the plate's misregistration), so propagation's periodic
 boundary never reaches the crop and cells run off the edges as they do on a real plate. Each
 stain is sampled at its site's known subpixel offset from the brightfield
 (:mod:`vstain.synth.misregistration`; none on the default plate), and the nucleus labels follow
@@ -66,6 +66,23 @@ def field_shape(magnification: str, size: tuple[int, int] | None = None) -> tupl
     return tuple(size) if size is not None else FIELD_SHAPE[magnification]  # type: ignore[return-value]
 
 
+#: Misregistration room (px) every canvas keeps, as earlier versions did.
+_LEGACY_SHIFT_PX = 3
+
+
+def canvas_margin_px(params: SynthParameters, shape: tuple[int, int]) -> int:
+    """Pixels of specimen rendered around a ``shape`` field: room for blur and misregistration.
+
+    Room for the defocus blur, for shifts of 3 px (more if ``params``' shifts reach further)
+    and 8 px of slack; at least 2.5 σ of the fluorescence halo. Fields whose shifts stay within
+    3 px therefore share their canvas, hence their specimen, with the aligned field of the
+    same seed (and with earlier versions of the generator).
+    """
+    blur = max(math.ceil(params.px(defocus_reach_um(params))) + _LEGACY_SHIFT_PX + 8,
+               math.ceil(2.5 * params.px(params.haze_blur_um)))
+    return blur + max(0, math.ceil(max_shift_reach_px(params, shape)) - _LEGACY_SHIFT_PX)
+
+
 def render_field(
     *,
     magnification: str = "20x",
@@ -89,8 +106,8 @@ def render_field(
         Model parameters; default :meth:`SynthParameters.for_magnification`.
     site
         Field number (F001 is 1): where the misregistration model is evaluated. The specimen
-        and noise depend on ``seed`` only, so the same seed at another site differs only in
-        the stains' offsets.
+        and noise depend on ``seed`` and ``params`` only (not the site), so the same seed at
+        another site differs only in the stains' offsets.
     camera_noise
         False records the expected counts, rounded, without shot and read noise (for tests
         that need the exact signal, e.g. of a shift).
@@ -105,10 +122,11 @@ def render_field(
         raise SynthParameterError(f"shifts of a {rows}x{cols} field would exceed {MAX_SHIFT_PX:g} px at its corners; "
                                   "use a smaller shift_scale or field")
     rng = np.random.default_rng(seed)
+    # Earlier versions drew a random integer misregistration first; drawing (and dropping) it
+    # keeps the random stream, hence the cells and noise of a default field, as they were.
+    rng.integers(-_LEGACY_SHIFT_PX, _LEGACY_SHIFT_PX + 1, 2)
     focus_offset = params.focus_offset_um + float(rng.normal(0.0, params.focus_jitter_um))
-    # The margin never depends on the shifts: a shifted render shares its specimen with the aligned one.
-    reach_px = max(params.px(defocus_reach_um(params)), 3 * params.px(params.haze_blur_um))
-    margin = math.ceil(reach_px) + math.ceil(MAX_SHIFT_PX) + 8
+    margin = canvas_margin_px(params, (rows, cols))
     canvas = (sfft.next_fast_len(rows + 2 * margin), sfft.next_fast_len(cols + 2 * margin))
     extent_um = (canvas[0] * params.pixel_size_um, canvas[1] * params.pixel_size_um)
 

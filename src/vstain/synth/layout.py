@@ -135,6 +135,8 @@ def _in_clumps(rng: np.random.Generator, points: np.ndarray, extent_um: tuple[fl
 def _separate_nuclei(nucleus: np.ndarray, centers: np.ndarray, major: np.ndarray) -> np.ndarray:
     """Move nuclei that would touch a neighbour's back to their cell centre (repeat until none do)."""
     nucleus = nucleus.copy()
+    if len(nucleus) < 2:
+        return nucleus
     for _ in range(4):
         pairs = cKDTree(nucleus).query_pairs(2 * major.max() + 2.0, output_type="ndarray")
         if len(pairs) == 0:
@@ -191,10 +193,13 @@ def _droplets(
         theta = rng.uniform(0, 2 * np.pi, n_candidates)
         c = centers[cell] + reach[:, None] * np.stack([np.sin(theta), np.cos(theta)], axis=1)
         # Stay inside the own Voronoi cell by at least the droplet radius, and off the nucleus.
-        d, idx = tree.query(c, k=2)
-        other = centers[np.where(idx[:, 0] == cell, idx[:, 1], idx[:, 0])]
-        spacing = np.linalg.norm(other - centers[cell], axis=1)
-        to_boundary = (np.sum((c - other) ** 2, 1) - np.sum((c - centers[cell]) ** 2, 1)) / (2 * spacing)
+        if len(centers) > 1:
+            d, idx = tree.query(c, k=2)
+            other = centers[np.where(idx[:, 0] == cell, idx[:, 1], idx[:, 0])]
+            spacing = np.linalg.norm(other - centers[cell], axis=1)
+            to_boundary = (np.sum((c - other) ** 2, 1) - np.sum((c - centers[cell]) ** 2, 1)) / (2 * spacing)
+        else:  # a lone cell has no Voronoi boundary
+            to_boundary = np.full(len(c), np.inf)
         off_nucleus = np.linalg.norm(c - nucleus[cell], axis=1) >= r + nucleus_major[cell] + 0.5
         ok = (to_boundary >= r + 0.5) & off_nucleus
         c, r = c[ok], r[ok]

@@ -21,9 +21,8 @@ from typing import Any, Mapping
 from vstain.errors import ConfigError
 from vstain.vocabulary import FIELD_SHAPE, PIXEL_SIZE_UM, TARGETS, check_magnification
 
-#: Largest brightfield/fluorescence misregistration (px, per axis, anywhere in a full field) the
-#: renderer accepts. The render canvas always keeps this much margin, so a shifted plate shares
-#: its specimen with the aligned plate of the same seed.
+#: Largest brightfield/fluorescence misregistration (px, per axis, anywhere in a field) the
+#: renderer accepts: several times what real instruments show, and a bound on the render canvas.
 MAX_SHIFT_PX = 16.0
 
 CELL_ARRANGEMENTS = ("lattice", "clumps")

@@ -175,11 +175,16 @@ def _cells(layout: Layout, shape: tuple[int, int], px: float, rng: np.random.Gen
     gx += warp * _tile_to(periodic_noise(rng, warp_tile, sigma_px=7.0 / step), grid_shape)
     points = np.stack([gy.ravel(), gx.ravel()], axis=1)
     centers = layout.cell_center
+    if len(centers) == 0:  # an empty area (clumps, or a tiny field with every site dropped)
+        empty = np.zeros(shape, dtype=np.float32)
+        return empty, empty.copy(), (empty.copy() if footprint else None)
     distance, index = cKDTree(centers).query(points, k=2)
-    own, other = index[:, 0], index[:, 1]
-    spacing = np.linalg.norm(centers[other] - centers[own], axis=1)
-    # Distance to the Voronoi boundary between a point's two nearest cells.
-    to_boundary = (distance[:, 1] ** 2 - distance[:, 0] ** 2) / (2 * spacing)
+    own = index[:, 0]
+    # Distance to the Voronoi boundary between a point's two nearest cells (none for a lone cell).
+    to_boundary = np.full(len(points), np.inf)
+    paired = index[:, 1] < len(centers)
+    spacing = np.linalg.norm(centers[index[paired, 1]] - centers[own[paired]], axis=1)
+    to_boundary[paired] = (distance[paired, 1] ** 2 - distance[paired, 0] ** 2) / (2 * spacing)
     radial = np.clip(1.0 - (distance[:, 0] / layout.cell_radius[own]) ** 2, 0.0, 1.0)
     membrane = 0.35 + 0.65 * np.clip(to_boundary / 2.0, 0.0, 1.0)
     height = layout.cell_thickness[own] * (0.25 + 0.75 * np.sqrt(radial)) * (radial > 0) * membrane
