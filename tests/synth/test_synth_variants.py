@@ -139,7 +139,7 @@ def test_clumped_culture_leaves_empty_areas():
     for preset in ("reference", "clumped"):
         fractions = []
         for seed in (1, 5, 7, 9):
-            # Clumps smaller than the preset's 200 µm, so that tiny 83 µm crops see their edges.
+            # Clumps smaller than the preset's 120 µm, so that tiny 83 µm crops see their edges.
             field, p = render(preset, seed, size=(256, 256), clump_size_um=80.0)
             c03 = field.targets["cytoplasm"].astype(float)
             fractions.append(np.mean(c03 < p.cytoplasm_background + 0.1 * p.cytoplasm_counts))

@@ -74,10 +74,10 @@ PRESETS: dict[str, Preset] = {
                     shift_channel_px=((0.0, 0.0), (0.3, -0.2), (-0.25, 0.3)), shift_scale=2e-4),
     ),
     "clumped": Preset(
-        "cells in clumps with empty areas between them instead of a monolayer (clumps about a third of "
-        "the field wide at every magnification)",
+        "cells in clumps with empty areas between them instead of a monolayer (clumps 120 / 80 / 60 µm "
+        "at 20x / 40x / 60x)",
         values=dict(cell_arrangement="clumps", clump_coverage=0.5, cell_dropout=0.02),
-        by_magnification={mag: dict(clump_size_um=size) for mag, size in zip(MAGNIFICATIONS, (200.0, 100.0, 70.0))},
+        by_magnification={mag: dict(clump_size_um=size) for mag, size in zip(MAGNIFICATIONS, (120.0, 80.0, 60.0))},
     ),
     "rim-droplets": Preset(
         "BODIPY mostly at the droplet surface: large droplets are bright rings, not filled disks",
