@@ -30,7 +30,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "reference": Preset("today's default plate: levels of the challenge's 20x/40x/60x statistics, aligned stains"),
+    "reference": Preset("the default plate: levels of the challenge's 20x/40x/60x statistics, aligned stains"),
     "faint-nuclei": Preset(
         "nuclei barely visible in brightfield (weak phase and absorption): faint grey ellipses in the outer planes",
         values=dict(nucleus_index_step=0.0015, nucleus_absorption_per_um=0.0008, nucleus_thickness_um=3.0),
