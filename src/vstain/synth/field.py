@@ -11,7 +11,8 @@ C01.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from vstain.synth.layout import random_layout
 from vstain.synth.misregistration import channel_offsets, is_aligned, site_offsets
 from vstain.synth.noise import expose
 from vstain.synth.optics import defocus_reach_um, defocus_stack, illumination, plane_positions_um, transmission
-from vstain.synth.parameters import MAX_SHIFT_PX, SynthParameters, SynthParameterError, max_shift_reach_px
+from vstain.synth.parameters import MAX_SHIFT_PX, SynthParameterError, SynthParameters, max_shift_reach_px
 from vstain.synth.specimen import nucleus_labels, render_specimen
 from vstain.vocabulary import FIELD_SHAPE, TARGETS, check_magnification
 

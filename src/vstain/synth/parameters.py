@@ -314,19 +314,18 @@ def _check(p: SynthParameters) -> None:
 def _check_types(p: SynthParameters) -> None:
     """Numbers where numbers belong, pairs where pairs belong: one line naming the field otherwise."""
     for f in dataclasses.fields(p):
-        value = getattr(p, f.name)
-        example = f.default if f.default is not dataclasses.MISSING else None
-        if f.name == "magnification" or example is None and f.name != "pixel_size_um":
+        if f.name == "magnification":
             continue
-        if isinstance(example, str) or f.name == "cell_arrangement":
-            ok = isinstance(value, str)
-        elif isinstance(example, tuple):
-            ok = isinstance(value, tuple) and all(_is_number(v) or isinstance(v, tuple) for v in value)
-            ok = ok and all(all(_is_number(x) for x in v) for v in value if isinstance(v, tuple))
-        else:
-            ok = _is_number(value)
+        value = getattr(p, f.name)
+        if isinstance(f.default, str):
+            ok, kind = isinstance(value, str), "text"
+        elif isinstance(f.default, tuple):
+            entries = [x for v in value for x in (v if isinstance(v, tuple) else (v,))] \
+                if isinstance(value, tuple) else [None]
+            ok, kind = all(_is_number(x) for x in entries), "a list of numbers"
+        else:  # a number (pixel_size_um has no default)
+            ok, kind = _is_number(value), "a number"
         if not ok:
-            kind = "text" if isinstance(example, str) else "a list of numbers" if isinstance(example, tuple) else "a number"
             raise SynthParameterError(f"synth parameter {f.name} = {value!r}: must be {kind}")
 
 
