@@ -110,9 +110,11 @@ def test_randomisation_varies_every_documented_parameter_within_its_range():
             reference = reference_value(variation.name, mag)
             if variation.element is not None and variation.relative:
                 reference = reference[variation.element]
-            for value in values:
+            for params, value in zip(params_list, values):
                 if variation.name == "focus_offset_um":  # in reference z-steps
                     value = value / reference_value("plane_step_um", mag)
+                elif variation.name == "nucleus_counts":  # the in-focus part is what is drawn
+                    value = value * (1 - params.haze_fraction) / (1 - reference_value("haze_fraction", mag)) / reference
                 elif variation.relative:  # a factor on the reference (both ends of a pair)
                     value = value[0] / reference[0] if isinstance(value, tuple) else value / reference
                 assert variation.low - 1e-6 <= value <= variation.high + 1e-6, (variation.name, mag, value)
