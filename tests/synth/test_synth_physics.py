@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,18 @@ def test_sequential_relabels_present_labels_in_order():
     labels, owners = _sequential(np.array([[0, 7, 7], [3, 0, 9]], dtype=np.int32))
     assert labels.tolist() == [[0, 2, 2], [1, 0, 3]]
     assert owners.tolist() == [3, 7, 9]
+
+
+def test_typical_nucleus_level_follows_blur_halo_and_chromocenters():
+    from vstain.synth.fluorescence import typical_nucleus_level
+
+    sharp = SynthParameters.for_magnification("20x", haze_fraction=0.0, fluorescence_blur_um=0.05,
+                                              nucleus_diameter_um=(10.0, 10.0), nucleus_aspect=(1.0, 1.0))
+    # A 5 µm disc (15.4 px) barely blurred keeps almost all its light.
+    assert typical_nucleus_level(sharp) == pytest.approx(sharp.nucleus_counts, rel=0.02)
+    hazy = dataclasses.replace(sharp, haze_fraction=0.4, haze_blur_um=6.0)
+    assert typical_nucleus_level(hazy) < 0.85 * typical_nucleus_level(sharp)
+    # Chromocenters: 10 foci of ~1.37 µm² at +50% on a 25π µm² nucleus: 1 + 0.5 * 13.7 / (25π).
+    foci = dataclasses.replace(sharp, chromocenters_per_nucleus=(10, 10), chromocenter_brightness=0.5)
+    expected = 1 + 0.5 * 13.7 / (25 * np.pi)
+    assert typical_nucleus_level(foci) / typical_nucleus_level(sharp) == pytest.approx(expected, rel=1e-6)

@@ -12,6 +12,7 @@ import pytest
 from vstain.cli import main
 from vstain.errors import ConfigError
 from vstain.synth import PRESETS, VARIATIONS, SynthParameters, generate_plate, randomized_parameters
+from vstain.synth.fluorescence import typical_nucleus_level
 from vstain.synth.parameters import SynthParameterError, reference_value
 from vstain.synth.presets import preset_overrides
 from vstain.synth.randomize import MAX_SHIFT_RANGE_PX
@@ -95,6 +96,7 @@ def test_randomisation_is_deterministic_and_per_magnification():
 
 def test_randomisation_varies_every_documented_parameter_within_its_range():
     draws = {mag: [randomized_parameters(mag, seed) for seed in range(40)] for mag in MAGNIFICATIONS}
+    reference_params = {mag: SynthParameters.for_magnification(mag) for mag in MAGNIFICATIONS}
     for variation in VARIATIONS:
         for mag, params_list in draws.items():
             values = []
@@ -113,8 +115,8 @@ def test_randomisation_varies_every_documented_parameter_within_its_range():
             for params, value in zip(params_list, values):
                 if variation.name == "focus_offset_um":  # in reference z-steps
                     value = value / reference_value("plane_step_um", mag)
-                elif variation.name == "nucleus_counts":  # the in-focus part is what is drawn
-                    value = value * (1 - params.haze_fraction) / (1 - reference_value("haze_fraction", mag)) / reference
+                elif variation.name == "nucleus_counts":  # drawn as a typical nucleus's level
+                    value = typical_nucleus_level(params) / typical_nucleus_level(reference_params[mag])
                 elif variation.relative:  # a factor on the reference (both ends of a pair)
                     value = value[0] / reference[0] if isinstance(value, tuple) else value / reference
                 assert variation.low - 1e-6 <= value <= variation.high + 1e-6, (variation.name, mag, value)

@@ -103,3 +103,25 @@ def _scaled(image: np.ndarray, window: tuple[slice, slice], scale: float) -> np.
         image, np.array([factor, factor]), offset=start + centre - factor * centre, output_shape=shape,
         order=3, mode="nearest", output=np.float32,
     )
+
+
+def typical_nucleus_level(params: SynthParameters) -> float:
+    """Mean C01 counts above background over a typical nucleus, in focus and fully lit.
+
+    A disc of the mean nucleus area (``nucleus_diameter_um``, ``nucleus_aspect``) with the mean
+    chromocenter gain, blurred like the stain: how much Hoechst signal the pipelines' threshold
+    floor and brightness cap see. The wider the halo against the nucleus, the more light leaves it.
+    """
+    semi_major = 0.5 * float(np.mean(params.nucleus_diameter_um))
+    radius_px = params.px(semi_major * np.sqrt(float(np.mean(params.nucleus_aspect))))
+    haze_px = params.px(params.haze_blur_um)
+    side = int(2 ** np.ceil(np.log2(2 * radius_px + 8 * haze_px + 8)))
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    disc = (np.hypot(yy, xx) <= radius_px).astype(np.float32)
+    sigmas = (params.px(params.fluorescence_blur_um), haze_px)
+    blurred = gaussian_blur(disc, sigmas_px=sigmas, weights=(1.0 - params.haze_fraction, params.haze_fraction))
+    # Chromocenters (radius 0.4-0.9 µm, mean area ~1.37 µm²) add their share of the nucleus area.
+    foci_area = float(np.mean(params.chromocenters_per_nucleus)) * 1.37
+    nucleus_area = np.pi * semi_major**2 * float(np.mean(params.nucleus_aspect))
+    gain = 1.0 + params.chromocenter_brightness * foci_area / nucleus_area
+    return float(params.nucleus_counts * gain * blurred[disc > 0].mean())

@@ -9,8 +9,9 @@ and a magnification's draw does not depend on which other magnifications a plate
 
 Ranges are plausible for adipocyte cultures on a CV7000, wider than one lab's plates differ, and
 keep the challenge pipelines working on the true stains: nuclei stay between the 20x threshold
-floor and brightness cap (the Hoechst level is raised to make up for the light a wider halo takes
-out of focus; C01's illumination varies less than the other stains'), and 20-80 px wide at 20x.
+floor and brightness cap (the drawn Hoechst factor applies to a typical nucleus's mean, after
+blur, halo and chromocenters; C01's illumination varies less than the other stains'), and 20-80
+px wide at 20x.
 ``relative`` ranges multiply the magnification's reference value (for a ``(low, high)`` pair:
 both ends), so "half the stain" is half at every magnification.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vstain.synth.fluorescence import typical_nucleus_level
 from vstain.synth.misregistration import shift_overrides
 from vstain.synth.parameters import SynthParameters, reference_value
 from vstain.vocabulary import MAGNIFICATIONS, check_magnification
@@ -111,7 +113,7 @@ VARIATIONS: tuple[Variation, ...] = (
     # levels and camera
     Variation("brightfield_counts", 0.35, 1.5, log=True, relative=True, meaning="brightfield light"),
     Variation("nucleus_counts", 0.9, 1.05, relative=True,
-              meaning="Hoechst brightness in focus (then × 0.85 / (1 - haze_fraction))"),
+              meaning="Hoechst in a typical nucleus (fluorescence.typical_nucleus_level) × ref"),
     Variation("nuclei_background", 0.5, 2.0, log=True, relative=True, meaning="C01 background"),
     Variation("lipid_counts", 0.5, 2.0, log=True, relative=True, meaning="BODIPY brightness"),
     Variation("lipids_background", 0.5, 2.0, log=True, relative=True, meaning="C02 background"),
@@ -151,10 +153,14 @@ def randomized_parameters(magnification: str, seed: int, *, max_shift_px: float 
             current[variation.element] = value
             value = tuple(current)
         values[variation.name] = value
-    # The pipelines find nuclei between an absolute threshold floor and a brightness cap: keep the
-    # in-focus part of the Hoechst signal (1 - haze_fraction of it) where the reference has it.
-    reference_focus = 1.0 - reference_value("haze_fraction", magnification)
-    values["nucleus_counts"] = round(values["nucleus_counts"] * reference_focus / (1.0 - values["haze_fraction"]), 6)
+    # The pipelines find nuclei between an absolute threshold floor and a brightness cap: set the
+    # Hoechst level so that a typical nucleus (after blur, halo and chromocenters) is the drawn
+    # factor times the reference's.
+    reference = SynthParameters.for_magnification(magnification)
+    factor = values["nucleus_counts"] / reference.nucleus_counts
+    unit = SynthParameters.for_magnification(magnification, **{**values, "nucleus_counts": reference.nucleus_counts})
+    values["nucleus_counts"] = round(
+        factor * reference.nucleus_counts * typical_nucleus_level(reference) / typical_nucleus_level(unit), 6)
     rng = _stream(seed, magnification, "misregistration")
     if max_shift_px is None:
         max_shift_px = round(float(rng.uniform(*MAX_SHIFT_RANGE_PX)), 6)
