@@ -157,7 +157,7 @@ def test_preset_and_random_plates_are_byte_identical_per_seed_and_recorded(tmp_p
     generate_plate(other, wells=1, fields=2, seed=5, size=(40, 48), randomize=11, max_shift_px=3.0)
     assert json.loads((other / "plate.json").read_text())["parameters"] == \
         json.loads((tmp_path / "r1" / "plate.json").read_text())["parameters"]  # image seed != variant seed
-    with pytest.raises(ConfigError, match="either a preset or --randomize"):
+    with pytest.raises(ConfigError, match="either `preset` or `randomize`"):
         generate_plate(tmp_path / "both", preset="shifted", randomize=1, size=(16, 16))
 
 
@@ -190,7 +190,7 @@ def test_cli_presets_randomize_and_gallery(tmp_path, capsys):
         main(["synth", "--out", str(tmp_path / "y"), "--preset", "shifted", "--randomize", "1"])
     assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
     assert main(["synth", "--wells", "1"]) == 2
-    assert "--out is required" in capsys.readouterr().err
+    assert "error: --out is required to write a plate" in capsys.readouterr().err
     png = tmp_path / "gallery.png"
     assert main(["synth", "--gallery", str(png), "--preset", "bright-cytoplasm", "--size", "48"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -207,3 +207,9 @@ def test_gradients_must_leave_the_field_lit():
         SynthParameters.for_magnification("20x", brightfield_gradient=2.0)
     with pytest.raises(SynthParameterError, match="stain_gradient"):
         SynthParameters.for_magnification("20x", stain_gradient=(0.0, 2.5, 0.0))
+
+
+def test_cli_names_its_own_flags_in_errors(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "x"), "--max-shift", "40", "--size", "16"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --max-shift: 40.0 is out of range; use 0 to 16 px"
+    assert not (tmp_path / "x").exists()

@@ -179,6 +179,6 @@ def test_max_shift_bounds_every_offset_and_zero_aligns(tmp_path):
 def test_shifts_beyond_the_canvas_allowance_are_refused(tmp_path):
     with pytest.raises(SynthParameterError, match="shift_px"):
         SynthParameters.for_magnification("20x", shift_px=(MAX_SHIFT_PX + 1, 0.0))
-    with pytest.raises(ConfigError, match="max shift 20"):
+    with pytest.raises(ConfigError, match="`max_shift_px`: 20 is out of range"):
         generate_plate(tmp_path / "x", wells=1, fields=1, size=(24, 24), max_shift_px=20)
     assert not (tmp_path / "x").exists()

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"gallery: {save_gallery(fields, args.gallery)}")
         return 0
     if not args.out:
-        raise ConfigError("--out is required to write a plate (or use --list-presets / --gallery)")
+        raise ConfigError("`root` is required to write a plate (or use --list-presets / --gallery)")
 
     started = time.perf_counter()
     manifest = generate_plate(

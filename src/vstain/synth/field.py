@@ -11,8 +11,7 @@ C01.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
+from dataclasses import dataclass, field as dataclass_field
 from typing import Any, Sequence
 
 import numpy as np

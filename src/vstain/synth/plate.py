@@ -209,9 +209,9 @@ def plate_parameters(
     shifts of ``max_shift_px``, then ``overrides``.
     """
     if preset is not None and randomize is not None:
-        raise ConfigError("choose either a preset or --randomize, not both")
+        raise ConfigError("choose either `preset` or `randomize`, not both")
     if max_shift_px is not None and not 0 <= max_shift_px <= MAX_SHIFT_PX:
-        raise ConfigError(f"max shift {max_shift_px} px is out of range; use 0 to {MAX_SHIFT_PX:g} px")
+        raise ConfigError(f"`max_shift_px`: {max_shift_px} is out of range; use 0 to {MAX_SHIFT_PX:g} px")
     if randomize is not None:
         base = randomized_parameters(magnification, randomize).to_dict()
     else:

@@ -1,5 +1,6 @@
 """One-glance figures: a rendered field (brightfield Z01 / Z04 / Z07 over the three stains), and a
-gallery of plate variants side by side."""
+gallery of plate variants side by side.
+"""
 
 from __future__ import annotations
 
