@@ -29,7 +29,7 @@ from vstain.errors import PlateError, PlateNotFound
 from vstain.evaluation.columns import FEATURE_COLUMNS, IMAGE_COLUMNS
 from vstain.evaluation.metric import field_label
 from vstain.plate.index import Field, FieldKey, index_plate
-from vstain.plate.tiff import read_tiff
+from vstain.plate.images import read_image
 from vstain.vocabulary import CHANNEL_NAME_TARGETS, TARGET_CHANNEL_NAMES, check_magnification
 
 #: ``measure(nuclei, lipids, cytoplasm, *, magnification) -> FieldMeasurements``
@@ -65,7 +65,7 @@ def target_fields(folder: str | os.PathLike[str], *, magnification: str) -> tupl
 
 def read_stains(field: Field) -> dict[str, np.ndarray]:
     """``{"C01": image, "C02": ..., "C03": ...}`` of a field, as stored (uint16 counts)."""
-    return {channel: read_tiff(field.targets[CHANNEL_NAME_TARGETS[channel]]) for channel in TARGET_CHANNEL_NAMES}
+    return {channel: read_image(field.targets[CHANNEL_NAME_TARGETS[channel]]) for channel in TARGET_CHANNEL_NAMES}
 
 
 @dataclass

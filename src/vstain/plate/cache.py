@@ -27,7 +27,7 @@ import numpy as np
 from vstain.atomic import atomic_path, write_text_atomic
 from vstain.errors import PlateError, PlateNotFound
 from vstain.plate.index import Field, FieldKey
-from vstain.plate.tiff import read_tiff
+from vstain.plate.images import read_image
 from vstain.vocabulary import N_PLANES
 
 _FORMAT = "vstain.plate_cache"
@@ -213,13 +213,13 @@ def _is_current(target: Path, record: dict) -> bool:
 def _write_field(f: Field, target: Path, record: dict) -> None:
     target.mkdir(parents=True, exist_ok=True)
     (target / FIELD_RECORD).unlink(missing_ok=True)  # stale until every array is rewritten
-    first = read_tiff(f.brightfield[0])
+    first = read_image(f.brightfield[0])
     with atomic_path(target / "brightfield.npy") as tmp:
         # Filled plane by plane so only one plane is held in memory besides the map.
         stack = np.lib.format.open_memmap(tmp, mode="w+", dtype=first.dtype, shape=(N_PLANES, *first.shape))
         stack[0] = first
         for z, path in enumerate(f.brightfield[1:], start=1):
-            plane = read_tiff(path)
+            plane = read_image(path)
             if plane.shape != first.shape:
                 raise PlateError(f"{path}: size {plane.shape} differs from {f.brightfield[0].name} {first.shape}")
             stack[z] = plane
@@ -227,7 +227,7 @@ def _write_field(f: Field, target: Path, record: dict) -> None:
         del stack
     singles = {**f.targets, **({"mask": f.mask} if f.mask is not None else {})}
     for name, path in singles.items():
-        image = read_tiff(path)
+        image = read_image(path)
         with atomic_path(target / f"{name}.npy") as tmp, open(tmp, "wb") as handle:
             np.save(handle, image)
     write_text_atomic(target / FIELD_RECORD, json.dumps(record, indent=1) + "\n")

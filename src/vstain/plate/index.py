@@ -1,10 +1,13 @@
-"""Index a plate folder into fields of view and validate what is there.
+"""Index a plate into fields of view and validate what is there.
 
-Two layouts are accepted:
+Three layouts are accepted:
 
 * ``<root>/<mag>_images/*.tif`` (the challenge layout; magnification from the folder name), also
   when ``root`` is itself a ``<mag>_images`` folder;
-* a flat folder of images, with the magnification given by the caller.
+* a flat folder of images, with the magnification given by the caller;
+* an OME-Zarr HCS plate (``*.ome.zarr``, :mod:`vstain.plate.omezarr`): its fields' images are
+  planes of zarr arrays (:class:`~vstain.plate.images.ZarrPlane`) instead of TIFF files, read
+  through the same :class:`Field` methods.
 
 Only image folders are listed (never recursively), so ``masks/`` and caches are never taken for
 images. Every problem is reported once, naming the file, as a :class:`PlateIssue`; fields with an
@@ -26,6 +29,7 @@ from typing import Iterable, Literal, Mapping
 import numpy as np
 
 from vstain.errors import InvalidName, PlateError, PlateNotFound
+from vstain.plate.images import ImageLocation, read_image
 from vstain.plate.naming import ImageName, format_name, parse_name
 from vstain.plate.tiff import read_tiff, tiff_header
 from vstain.vocabulary import (
@@ -75,9 +79,9 @@ class Field:
     well: str
     field: int
     magnification: str
-    brightfield: tuple[Path, ...]
-    targets: Mapping[str, Path] = dataclass_field(default_factory=dict)
-    mask: Path | None = None
+    brightfield: tuple[ImageLocation, ...]
+    targets: Mapping[str, ImageLocation] = dataclass_field(default_factory=dict)
+    mask: ImageLocation | None = None
     shape: tuple[int, int] | None = None
     timepoint: int = 1
 
@@ -92,8 +96,8 @@ class Field:
         return f"{self.magnification} {self.well} F{self.field:03d}"
 
     @property
-    def files(self) -> tuple[Path, ...]:
-        """The field's image files: brightfield planes, then targets."""
+    def files(self) -> tuple[ImageLocation, ...]:
+        """The field's images (TIFF files or zarr planes): brightfield planes, then targets."""
         return (*self.brightfield, *self.targets.values())
 
     def has_targets(self, targets: Iterable[str] = TARGETS) -> bool:
@@ -115,17 +119,17 @@ class Field:
         """The z-stack as a ``(7, H, W)`` array in the stored dtype (uint16)."""
         if not self.brightfield:
             raise PlateError(f"{self.label}: brightfield was not indexed (index_plate(..., require='targets'))")
-        return np.stack([read_tiff(p) for p in self.brightfield])
+        return np.stack([read_image(p) for p in self.brightfield])
 
     def read_target(self, target: str) -> np.ndarray:
         """One fluorescence target as ``(H, W)``; raises :class:`PlateError` if absent."""
         if target not in self.targets:
             raise PlateError(f"{self.label}: no {target} image ({self.target_filename(target)}) in the plate")
-        return read_tiff(self.targets[target])
+        return read_image(self.targets[target])
 
     def read_mask(self) -> np.ndarray | None:
         """The nucleus label image from ``masks/``, or None if there is none."""
-        return None if self.mask is None else read_tiff(self.mask)
+        return None if self.mask is None else read_image(self.mask)
 
 
 @dataclass
@@ -281,6 +285,19 @@ def index_plate(
     fields: list[Field] = []
     if require not in ("brightfield", "targets"):
         raise ValueError(f"require must be 'brightfield' or 'targets', not {require!r}")
+    from vstain.plate.omezarr import index_hcs, is_hcs_plate
+
+    if is_hcs_plate(root):
+        if magnification is not None:
+            try:
+                check_magnification(magnification)
+            except ValueError as exc:
+                raise PlateError(f"{root}: {exc}") from None
+        fields, issues = index_hcs(root, magnification=magnification, require=require,
+                                   check_headers=check_headers or check_pixels, check_pixels=check_pixels)
+        order = {m: i for i, m in enumerate(MAGNIFICATIONS)}
+        fields.sort(key=lambda f: (order[f.magnification], f.well, f.field, f.timepoint))
+        return PlateIndex(root=root, fields=fields, issues=issues)
     for mag, folder in image_folders(root, magnification):
         found, folder_issues = _index_folder(
             folder, mag, _mask_folder(root, folder, mag), check_headers or check_pixels, require, check_pixels

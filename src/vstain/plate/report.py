@@ -47,10 +47,13 @@ def well_table(index: PlateIndex) -> pd.DataFrame:
 
 
 def _issues_per_well(index: PlateIndex) -> Counter:
-    """Issues counted per (magnification, well), where the file name tells the well."""
+    """Issues counted per (magnification, well), where the issue's field or its file name tells the well."""
     single_mag = index.magnifications[0] if len(index.magnifications) == 1 else None
     counts: Counter = Counter()
     for issue in index.issues:
+        if issue.field is not None:  # the index knew the field (always for zarr plates)
+            counts[(issue.field[0], issue.field[1])] += 1
+            continue
         try:
             well = parse_name(issue.path.name).well
         except InvalidName:

@@ -23,7 +23,7 @@ import numpy as np
 from vstain.atomic import write_text_atomic
 from vstain.errors import PlateError, PlateNotFound, VstainError
 from vstain.plate.index import Field
-from vstain.plate.tiff import read_tiff
+from vstain.plate.images import ImageLocation, read_image
 from vstain.vocabulary import BRIGHTFIELD_CHANNEL, MAGNIFICATIONS, PLANES, TARGET_CHANNEL_NAMES, TARGET_CHANNELS
 
 #: Percentiles computed by default (the reference's 0.01 / 99.99 plus the tails and median).
@@ -243,8 +243,8 @@ def compute_stats(
     histograms: dict[tuple[str, str], np.ndarray] = {}
     n_fields: dict[str, int] = {}
 
-    def accumulate(mag: str, key: str, path: Path) -> None:
-        image = read_tiff(path)
+    def accumulate(mag: str, key: str, path: ImageLocation) -> None:
+        image = read_image(path)
         if image.dtype != np.uint16:
             raise PlateError(f"{path}: {image.dtype} data; statistics need uint16 images")
         counts = np.bincount(image.ravel(), minlength=_N_BINS)
