@@ -167,11 +167,11 @@ def test_feature_table_shares_the_cpus_between_worker_processes(tmp_path, monkey
     for fov in (1, 2):
         write_field(tmp_path, "E05", fov, rng)
     fields, _ = target_fields(tmp_path, magnification="60x")
-    monkeypatch.setattr("vstain.evaluation.pipeline.usable_cpus", lambda: 8)
+    monkeypatch.setattr("vstain.plate.jobs.usable_cpus", lambda: 8)
     serial = FeatureTable.measure(fields, magnification="60x", measure=threaded_fake_measure)
-    assert serial.warnings == ["E05 F001, E05 F002: threads=None"]  # measure_field's own default
+    assert serial.warnings == ["E05 F001, E05 F002: threads=8"]  # one worker: every CPU for its field
     parallel = FeatureTable.measure(fields, magnification="60x", measure=threaded_fake_measure, workers=2)
-    assert parallel.warnings == ["E05 F001, E05 F002: threads=4"]  # 8 CPUs over 2 processes
+    assert parallel.warnings == ["E05 F001, E05 F002: threads=4"]  # 8 CPUs over 2 worker processes
 
 
 def test_feature_table_refuses_a_measurement_without_all_features(tmp_path):
