@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "check": "check",
     "stats": "stats",
     "cache": "cache",
+    "convert": "convert",
     "train": "train",
     "predict": "predict",
     "evaluate": "evaluate",

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from vstain.commands.cluster_args import add_cluster_arguments, cluster_options
 from vstain.vocabulary import MAGNIFICATIONS
 
 if TYPE_CHECKING:  # heavy imports stay inside functions, so `vstain --help` stays fast
@@ -18,12 +19,15 @@ EXAMPLE = """\
 example:
   vstain evaluate --truth data/plate --pred runs/pred --magnification 20x --out runs/eval20x
   vstain evaluate --truth data/plate --pred runs/pred --out runs/eval --workers 2   # every <mag>_images
+  vstain evaluate --truth plate.ome.zarr --pred pred.ome.zarr --out runs/eval --scheduler tcp://head:8786
 
 --truth and --pred are flat folders of C01/C02/C03 triplets (give --magnification) or plates with
 <mag>_images folders; fields are matched by (well, field) from the CV7000 names, brightfield is
 ignored. Writes into --out: features_truth.csv and features_pred.csv (the 102 columns of
 CellProfiler's Adipocytes_Image.csv), objects_{truth,pred}_<object>.csv, scores.json and
-report.html. With several magnifications the CSVs go to --out/<mag>/.
+report.html. With several magnifications the CSVs go to --out/<mag>/. Either side may be an
+OME-Zarr HCS plate. Each field's measurements are saved under --out/fields/ as soon as they are
+done: a rerun after a crash or kill measures only the fields not saved yet.
 """
 
 
@@ -37,15 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--truth", required=True, metavar="DIR", help="folder of the real C01/C02/C03 images")
-    parser.add_argument("--pred", required=True, metavar="DIR", help="folder of the predicted images (same names)")
+    parser.add_argument("--truth", required=True, metavar="PLATE",
+                        help="the real C01/C02/C03 images: a folder or an OME-Zarr plate")
+    parser.add_argument("--pred", required=True, metavar="PLATE",
+                        help="the predicted images (same names or fields): a folder or an OME-Zarr plate")
     parser.add_argument(
         "--magnification",
         choices=MAGNIFICATIONS,
         help="magnification (required for flat folders; default: every <mag>_images of --truth)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes measuring fields (default 1)")
     parser.add_argument(
         "--report-fields",
         type=int,
@@ -53,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="fields shown as image panels in report.html (default 3)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_cluster_arguments(parser, what="fields")
     parser.set_defaults(run=run)
 
 
@@ -66,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         magnification=args.magnification,
         workers=args.workers,
         report_fields=args.report_fields,
+        cluster=cluster_options(args),
+        progress=not args.no_progress,
+        announce=lambda line: print(line, flush=True),
     )
     _print_summary(scores, Path(args.out))
     return 0

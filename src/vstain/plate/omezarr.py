@@ -66,7 +66,7 @@ from vstain.vocabulary import (
 if TYPE_CHECKING:  # zarr is imported where it is used, so `import vstain.plate` stays light
     import zarr
 
-    from vstain.plate.index import Field, FieldKey, PlateIssue
+    from vstain.plate.index import Field, PlateIssue
 
 FORMAT = "vstain.hcs"
 VERSION = 1
@@ -408,18 +408,29 @@ def write_field(root: str | os.PathLike[str], layout: PlateLayout, key: Sequence
                 record: Mapping[str, Any] | None = None) -> None:
     """Write a field's planes, one chunk each, then mark the field image complete.
 
-    ``planes`` may be a generator, so one plane at a time is in memory. ``record`` is stored in
-    the image's ``vstain`` attributes (e.g. which model made a prediction).
+    See :func:`write_image`; this looks the field's image up in ``layout``.
+    """
+    image = layout.image(key)
+    write_image(Path(root) / layout.paths[image.key], image, planes, mask=mask, record=record)
+
+
+def write_image(path: str | os.PathLike[str], image: PlateImage, planes: Iterable[tuple[str, np.ndarray]], *,
+                mask: np.ndarray | None = None, record: Mapping[str, Any] | None = None) -> None:
+    """Write the planes of the field image at ``path`` (created by :func:`create_plate`), then mark it complete.
+
+    ``planes`` may be a generator of ``(channel label, plane)``, so one plane at a time is in
+    memory. ``record`` is stored in the image's ``vstain`` attributes (e.g. which model made a
+    prediction, the source TIFFs' descriptions).
 
     Raises
     ------
     PlateError
-        If a plane has another size or dtype than the layout says, or a channel is not in it.
+        If a plane has another size or dtype than the layout says, a channel is not in the
+        image, or a channel of the image was not given.
     """
     import zarr
 
-    image = layout.image(key)
-    path = Path(root) / layout.paths[image.key]
+    path = Path(path)
     array = zarr.open_array(path / LEVEL, mode="r+")
     positions = {label: i for i, label in enumerate(image.labels)}
     written = set()
@@ -445,6 +456,38 @@ def write_field(root: str | os.PathLike[str], layout: PlateLayout, key: Sequence
     attrs = dict(group.attrs)
     attrs["vstain"] = {**attrs["vstain"], "complete": True, **({"record": dict(record)} if record else {})}
     group.attrs.put(attrs)
+
+
+def image_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``vstain`` attributes of the field image at ``path`` (empty if it has none)."""
+    return dict((_read_attrs(Path(path)) or {}).get("vstain") or {})
+
+
+def extra_planes(field: Field) -> list[tuple[str, ZarrPlane]]:
+    """The channels of a zarr field that are neither inputs nor stains (uncertainty maps), with their planes."""
+    import zarr
+
+    planes = [p for p in field.files if isinstance(p, ZarrPlane)]
+    if not planes:
+        return []
+    image_dir, array_dir = planes[0].parent, planes[0].array
+    attrs = _read_group_attrs(image_dir) or {}
+    ome = attrs.get("ome", attrs)
+    labels = [str(c.get("label", "")) for c in (ome.get("omero") or {}).get("channels", [])]
+    names = dict(((attrs.get("vstain") or {}).get("identity") or {}).get("channels") or {})
+    known = {p.channel for p in planes}
+    array = zarr.open_array(array_dir, mode="r")
+    lead = (0,) * (array.ndim - 3)
+    extra = []
+    for index, label in enumerate(labels):
+        if _ALIASES.get(label, label) in known or label in known:
+            continue
+        if label.endswith(UNCERTAINTY_SUFFIX):
+            base = label.removesuffix(UNCERTAINTY_SUFFIX)
+            name = names.get(label) or _cv7000_name(field.plate, field.well, field.field, field.timepoint, base)
+            extra.append((label, ZarrPlane(array=array_dir, index=index, channel=label, name=name,
+                                           chunk=array.metadata.encode_chunk_key((*lead, index, 0, 0)))))
+    return extra
 
 
 def field_record(root: str | os.PathLike[str], layout: PlateLayout, key: Sequence[Any]) -> dict[str, Any] | None:
@@ -507,7 +550,7 @@ def index_hcs(
     """
     import zarr
 
-    from vstain.plate.index import Field, PlateIssue
+    from vstain.plate.index import PlateIssue
 
     root = Path(root)
     if not root.exists():
