@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/ or a flat folder of TIFFs)")
+    parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/, a flat folder of TIFFs) or OME-Zarr plate")
     parser.add_argument("--out", metavar="DIR", help="cache folder (default: <plate>.vstain-cache beside the plate)")
     parser.add_argument(
         "--magnification",

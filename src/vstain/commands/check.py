@@ -11,12 +11,16 @@ example:
   vstain check data/plate                       # <plate>/{20x,40x,60x}_images layout
   vstain check data/flat_folder --magnification 40x --fields
   vstain check data/plate --deep                # also decode every image (reads the whole plate)
+  vstain check data/plate.ome.zarr              # an OME-Zarr HCS plate
 
 What is checked by default (fast: file names and TIFF headers, no pixel data): CV7000 names,
 channels C01-C04, all 7 brightfield planes Z01-Z07 per field, duplicates, and from each TIFF
 header that the file opens, holds one 2-D uint16 plane and has the plate's size (nucleus masks:
 integer labels of their field's size). --deep also decodes the pixel data of every image, which
-finds files whose header is intact but whose data is truncated or corrupt.
+finds files whose header is intact but whose data is truncated or corrupt. An OME-Zarr plate is
+checked the same way: wells and field images the plate lists, the channels of each field
+(C01-C03, C04Z01-C04Z07), uint16 (c, y, x) arrays with one chunk per plane and the plate's size,
+planes never written (no chunk), and with --deep every chunk decoded.
 
 One line per well (counts of fields and of the stains and masks present), then every problem, one
 line each, naming the file. Exit code 1 if any error was found, 0 otherwise.
@@ -27,11 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check",
         help="validate a plate folder and summarise its fields",
-        description="Index a CV7000 plate folder, print a summary per well and list every problem found.",
+        description="Index a CV7000 plate folder or an OME-Zarr HCS plate, print a summary per well and "
+        "list every problem found.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/ or a flat folder of TIFFs)")
+    parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/, a flat folder of TIFFs) or OME-Zarr plate")
     parser.add_argument(
         "--magnification",
         choices=MAGNIFICATIONS,

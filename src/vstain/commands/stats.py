@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from vstain.commands.cluster_args import add_cluster_arguments, cluster_options
 from vstain.vocabulary import MAGNIFICATIONS, SPLIT_SUBSETS, TRAIN, VALIDATION
 
 EXAMPLE = """\
@@ -16,12 +17,15 @@ examples:
   # make a split (leave wells out, or N random fields per magnification) and describe its train subset
   vstain stats data/plate --make-split split.csv --holdout-wells B03 --out stats.json
   vstain stats data/plate --make-split split.csv --holdout-fields reference --seed 0   # 3/4/6 at 20x/40x/60x
+  vstain stats data/plate.ome.zarr --out stats.json --workers 2        # an OME-Zarr plate, 2 processes
 
 Statistics per magnification and channel (C04Z01..C04Z07, C01, C02, C03): min, max, mean, std and
 the 0.01/0.1/1/50/99/99.9/99.99 percentiles, exact (65536-bin histograms, one image in memory at a
 time). A split CSV has columns magnification,well,field,subset; subset is train (fitted),
 validation (picks checkpoints), test or calibration (never read by training); see docs/splits.md.
---make-split writes train and validation rows.
+--make-split writes train and validation rows. PLATE is a CV7000 folder or an OME-Zarr plate.
+Fields are read on a Dask cluster; each field's histograms are kept in OUT.fields/ until the
+statistics are written, so an interrupted run resumes.
 """
 
 
@@ -34,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/ or a flat folder of TIFFs)")
+    parser.add_argument("plate", help="plate folder (<plate>/<mag>_images/, a flat folder of TIFFs) or OME-Zarr plate")
     parser.add_argument("--out", metavar="JSON", help="where to write the statistics (JSON)")
     parser.add_argument(
         "--magnification",
@@ -61,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="random validation fields per magnification: a number, or 'reference' for 3/4/6 at 20x/40x/60x",
     )
     group.add_argument("--seed", type=int, default=0, help="seed of --holdout-fields (default: 0)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cluster_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -114,8 +120,13 @@ def run(args: argparse.Namespace) -> int:
                            magnifications=index.magnifications)
         fields = [f for f in fields if f.key in wanted]
         source |= {"split": str(args.split or args.make_split), "subset": args.subset}
-    stats = compute_stats(fields, source=source)
+    import shutil
+
+    partial = Path(args.out).with_name(Path(args.out).name + ".fields")
+    stats = compute_stats(fields, source=source, cluster=cluster_options(args), results=partial,
+                          progress=not args.no_progress)
     stats.save(args.out)
+    shutil.rmtree(partial, ignore_errors=True)
     print(f"wrote {args.out} ({len(fields)} fields)")
     for mag, per_channel in stats.to_dict()["stats"].items():
         for key, s in per_channel.items():

@@ -26,8 +26,8 @@ import numpy as np
 
 from vstain.atomic import atomic_path, write_text_atomic
 from vstain.errors import PlateError, PlateNotFound
-from vstain.plate.index import Field, FieldKey
 from vstain.plate.images import read_image
+from vstain.plate.index import Field, FieldKey
 from vstain.vocabulary import N_PLANES
 
 _FORMAT = "vstain.plate_cache"

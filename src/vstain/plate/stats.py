@@ -16,15 +16,20 @@ import math
 import os
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from vstain.atomic import write_text_atomic
+from vstain.atomic import atomic_path, write_text_atomic
 from vstain.errors import PlateError, PlateNotFound, VstainError
+from vstain.plate.images import read_image
 from vstain.plate.index import Field
-from vstain.plate.images import ImageLocation, read_image
 from vstain.vocabulary import BRIGHTFIELD_CHANNEL, MAGNIFICATIONS, PLANES, TARGET_CHANNEL_NAMES, TARGET_CHANNELS
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from vstain.plate.jobs import ClusterOptions
 
 #: Percentiles computed by default (the reference's 0.01 / 99.99 plus the tails and median).
 PERCENTILES: tuple[float, ...] = (0.01, 0.1, 1.0, 50.0, 99.0, 99.9, 99.99)
@@ -223,8 +228,11 @@ def compute_stats(
     *,
     percentiles: Sequence[float] = PERCENTILES,
     source: Mapping[str, object] | None = None,
+    cluster: "ClusterOptions | Client | None" = None,
+    results: str | os.PathLike[str] | None = None,
+    progress: bool = False,
 ) -> PlateStats:
-    """Exact statistics of ``fields``, read one image at a time.
+    """Exact statistics of ``fields``, one field per task, one image in memory at a time.
 
     Parameters
     ----------
@@ -234,37 +242,108 @@ def compute_stats(
         Percentiles (0-100) to store for every channel.
     source
         Provenance stored with the statistics (plate, split, subset).
+    cluster
+        Where the fields' histograms are computed (:class:`~vstain.plate.jobs.ClusterOptions`, or
+        an open ``distributed.Client``); default: here, in this process, without Dask.
+    results
+        Folder for each field's histograms (``<well>_F<nnn>_<mag>.npz``), saved as each field
+        ends, so a killed run resumes; a saved histogram is reused only while its images are
+        unchanged (name, size, modification time).
+    progress
+        A progress bar over fields on stderr.
 
     Returns
     -------
     PlateStats
         One :class:`ChannelStats` per magnification and channel key present in ``fields``.
     """
+    fields = list(fields)
     histograms: dict[tuple[str, str], np.ndarray] = {}
     n_fields: dict[str, int] = {}
+    store = Path(results) if results is not None else None
 
-    def accumulate(mag: str, key: str, path: ImageLocation) -> None:
-        image = read_image(path)
-        if image.dtype != np.uint16:
-            raise PlateError(f"{path}: {image.dtype} data; statistics need uint16 images")
-        counts = np.bincount(image.ravel(), minlength=_N_BINS)
-        if (mag, key) in histograms:
-            histograms[(mag, key)] += counts
-        else:
-            histograms[(mag, key)] = counts.astype(np.int64)
+    def add(field: Field, counts: Mapping[str, np.ndarray]) -> None:
+        if store is not None:
+            _save_histograms(store, field, counts)
+        n_fields[field.magnification] = n_fields.get(field.magnification, 0) + 1
+        for key, values in counts.items():
+            slot = (field.magnification, key)
+            histograms[slot] = histograms[slot] + values if slot in histograms else values.astype(np.int64)
 
+    todo = []
     for f in fields:
-        n_fields[f.magnification] = n_fields.get(f.magnification, 0) + 1
-        for key, path in zip(BRIGHTFIELD_KEYS, f.brightfield):
-            accumulate(f.magnification, key, path)
-        for target, path in f.targets.items():
-            accumulate(f.magnification, TARGET_KEYS[target], path)
+        saved = _load_histograms(store, f) if store is not None else None
+        if saved is None:
+            todo.append(f)
+        else:
+            add(f, saved)
+    if todo and cluster is None:
+        for f in todo:
+            add(f, field_histograms(f))
+    elif todo:
+        from vstain.plate.jobs import ClusterOptions, map_fields, open_client
+
+        if isinstance(cluster, ClusterOptions):
+            with open_client(cluster) as client:
+                map_fields(client, field_histograms, todo, label=lambda f: f.label, on_result=add,
+                           progress=progress, desc="stats")
+        else:
+            map_fields(cluster, field_histograms, todo, label=lambda f: f.label, on_result=add,
+                       progress=progress, desc="stats")
     if not histograms:
         raise PlateError("no fields to compute statistics on (empty selection)")
     channels: dict[str, dict[str, ChannelStats]] = {}
-    for (mag, key), counts in histograms.items():
+    for (mag, key), counts in sorted(histograms.items()):
         channels.setdefault(mag, {})[key] = ChannelStats.from_histogram(counts, percentiles=percentiles)
     return PlateStats(channels=channels, source={**(source or {}), "fields": n_fields})
+
+
+def field_histograms(field: Field) -> dict[str, np.ndarray]:
+    """The 65536-bin value counts of each image of ``field``, by channel key (one image in memory at a time)."""
+    counts: dict[str, np.ndarray] = {}
+    images = [*zip(BRIGHTFIELD_KEYS, field.brightfield), *((TARGET_KEYS[t], p) for t, p in field.targets.items())]
+    for key, path in images:
+        image = read_image(path)
+        if image.dtype != np.uint16:
+            raise PlateError(f"{path}: {image.dtype} data; statistics need uint16 images")
+        counts[key] = np.bincount(image.ravel(), minlength=_N_BINS).astype(np.int64)
+    return counts
+
+
+def _histogram_file(folder: Path, field: Field) -> Path:
+    return folder / f"{field.well}_F{field.field:03d}_{field.magnification}.npz"
+
+
+def _signature(field: Field) -> str:
+    return json.dumps([[str(p.name), (s := p.stat()).st_size, s.st_mtime_ns] for p in field.files])
+
+
+def _save_histograms(folder: Path, field: Field, counts: Mapping[str, np.ndarray]) -> None:
+    """Save a field's histograms sparsely (values present and their counts), atomically."""
+    arrays = {}
+    for key, values in counts.items():
+        present = np.flatnonzero(values)
+        arrays[f"{key}.values"] = present.astype(np.uint16)
+        arrays[f"{key}.counts"] = values[present]
+    with atomic_path(_histogram_file(folder, field)) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, signature=np.array(_signature(field)), **arrays)
+
+
+def _load_histograms(folder: Path, field: Field) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(_histogram_file(folder, field), allow_pickle=False) as archive:
+            if str(archive["signature"]) != _signature(field):
+                return None
+            counts = {}
+            for name in archive.files:
+                if name.endswith(".values"):
+                    key = name.removesuffix(".values")
+                    values = np.zeros(_N_BINS, dtype=np.int64)
+                    values[archive[name].astype(np.int64)] = archive[f"{key}.counts"]
+                    counts[key] = values
+            return counts
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def reference_stats() -> PlateStats:
