@@ -425,7 +425,9 @@ class Predictor:
                 f"{', '.join(self.magnifications)}; pass --magnification {self.magnifications[0]} or add models"
             )
         output = Path(output_dir)
-        folders = {m: output / f"{m}_images" if len(plate_mags) > 1 else output for m in plate_mags}
+        zarr_output = output.name.endswith(".zarr")
+        folders = {m: output / f"{m}_images" if len(plate_mags) > 1 and not zarr_output else output
+                   for m in plate_mags}
         inputs = {f.brightfield[0].parent.resolve() for f in fields}
         if any(folder.resolve() in inputs for folder in folders.values()):
             raise PlateError(
@@ -434,19 +436,23 @@ class Predictor:
             )
         bad_fields = _bad_fields(index, plate_dir, skip_bad_fields, len(fields))
         unusable = len(bad_fields)  # found by the index; unreadable pixel data is found when read
-        _prepare_folders([output, *folders.values()]
-                         + ([f / UNCERTAINTY_DIR for f in folders.values()] if self.uncertainty else []))
+        _prepare_folders([output, *folders.values()] + ([f / UNCERTAINTY_DIR for f in folders.values()]
+                                                        if self.uncertainty and not zarr_output else []))
 
         mine = shard(fields, rank.rank, rank.world_size)
-        planned = {f.key: self._output_paths(f, folders[f.magnification]) for f in mine}
-        # Temporaries a killed run left (kill -9 skips clean-up); only this rank's own names.
-        for folder in {p.parent for paths in planned.values() for p in paths.values()}:
-            remove_stale_parts(folder, [p.name for paths in planned.values() for p in paths.values()])
         remove_stale_parts(output, [_manifest_name(rank)])
         descriptions = {m: self._descriptions(m) for m in plate_mags}
-        done = [f for f in mine if not overwrite and all(p.is_file() for p in planned[f.key].values())]
-        if done:
-            self._check_provenance(done, planned, output)
+        if zarr_output:
+            zarr_plate = self._prepare_zarr(output, fields, mine, overwrite)
+            done = [f for f in mine if zarr_plate.done(f)]
+        else:
+            planned = {f.key: self._output_paths(f, folders[f.magnification]) for f in mine}
+            # Temporaries a killed run left (kill -9 skips clean-up); only this rank's own names.
+            for folder in {p.parent for paths in planned.values() for p in paths.values()}:
+                remove_stale_parts(folder, [p.name for paths in planned.values() for p in paths.values()])
+            done = [f for f in mine if not overwrite and all(p.is_file() for p in planned[f.key].values())]
+            if done:
+                self._check_provenance(done, planned, output)
         done_keys = {f.key for f in done}
         todo = [f for f in mine if f.key not in done_keys]
         skipped = len(mine) - len(todo)
@@ -460,6 +466,9 @@ class Predictor:
 
         def write(field: Any, images: dict[str, np.ndarray], spreads: dict[str, np.ndarray]) -> float:
             t0 = time.perf_counter()
+            if zarr_output:
+                zarr_plate.write(field, images, spreads)
+                return time.perf_counter() - t0
             paths, notes = planned[field.key], descriptions[field.magnification]
             for target, image in images.items():
                 write_tiff(paths[target], image, description=notes[target])
@@ -507,6 +516,17 @@ class Predictor:
         _write_manifest(output, manifest, rank)
         return manifest
 
+    def _prepare_zarr(self, output: Path, fields: list[Any], mine: list[Any], overwrite: bool) -> "_ZarrOutput":
+        """Create (or reopen) the prediction plate: every rank writes the same plate and wells, its own fields."""
+        from vstain.plate.omezarr import create_plate, prediction_layout, remove_stale_parts
+
+        layout = prediction_layout(fields, {m: self.targets(m) for m in self.magnifications},
+                                   uncertainty=self.uncertainty)
+        create_plate(output, layout, images=[f.key for f in mine])
+        for field in mine:  # temporaries of chunk writes a killed run left, in this rank's images only
+            remove_stale_parts(output / layout.paths[field.key])
+        return _ZarrOutput(self, output, layout, overwrite)
+
     def _check_provenance(self, done: list[Any], planned: Mapping[Any, Mapping[str, Path]], output: Path) -> None:
         """Refuse (one line) if an output that would be kept was made by other models or settings."""
         from vstain.plate.tiff import tiff_description
@@ -553,6 +573,47 @@ class Predictor:
             "bad_fields": bad_fields,
             "plate_issues": issues[:50],
         }
+
+
+class _ZarrOutput:
+    """Predictions written into an OME-Zarr HCS plate: one image per field, a chunk per plane.
+
+    Each field image records, in its ``vstain`` attributes, the provenance of every stain (model
+    SHA-256 and settings); a field counts as done when it is complete and was made as this run
+    would make it, and a complete field made otherwise stops the run (as TIFF outputs do).
+    """
+
+    def __init__(self, predictor: Predictor, output: Path, layout: Any, overwrite: bool) -> None:
+        self.predictor, self.output, self.layout, self.overwrite = predictor, output, layout, overwrite
+
+    def _provenance(self, field: Any) -> dict[str, Any]:
+        mag = field.magnification
+        return {t: self.predictor.provenance(mag, t) for t in self.predictor.targets(mag)}
+
+    def done(self, field: Any) -> bool:
+        from vstain.plate.omezarr import field_record
+
+        record = field_record(self.output, self.layout, field.key)
+        if record is None or self.overwrite:
+            return False
+        stored = (record.get("record") or {}).get(PROVENANCE_KEY) or {}
+        for target, expected in self._provenance(field).items():
+            text = json.dumps({PROVENANCE_KEY: stored[target]}) if target in stored else None
+            problem = _provenance_difference(text, expected, target)
+            if problem:
+                path = self.output / self.layout.paths[field.key]
+                raise PlateError(
+                    f"{path}: {problem}; outputs of different runs would mix in {self.output} - "
+                    "rerun with --overwrite to recompute every field, or choose another --output"
+                )
+        return True
+
+    def write(self, field: Any, images: Mapping[str, np.ndarray], spreads: Mapping[str, np.ndarray]) -> None:
+        from vstain.plate.omezarr import UNCERTAINTY_SUFFIX, channel_name_of, write_field
+
+        planes = [(channel_name_of(t), image) for t, image in images.items()]
+        planes += [(channel_name_of(t) + UNCERTAINTY_SUFFIX, image) for t, image in spreads.items()]
+        write_field(self.output, self.layout, field.key, planes, record={PROVENANCE_KEY: self._provenance(field)})
 
 
 def _bad_fields(index: Any, plate_dir: Any, skip: bool, good: int) -> list[dict[str, str]]:

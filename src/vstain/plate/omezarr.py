@@ -279,7 +279,7 @@ def create_plate(root: str | os.PathLike[str], layout: PlateLayout, *, images: I
         raise PlateError(f"{root}: exists and is not a folder (`output`)")
     digest = layout.digest()
     existing = _read_attrs(root)
-    if existing is not None:
+    if existing:  # no attributes yet: a plate another process is creating right now
         theirs = (existing.get("vstain") or {}).get("layout")
         if theirs != digest:
             what = "another vstain layout" if theirs else "not a vstain plate"
@@ -431,6 +431,11 @@ def write_image(path: str | os.PathLike[str], image: PlateImage, planes: Iterabl
     import zarr
 
     path = Path(path)
+    group = zarr.open_group(path, mode="r+")
+    attrs = dict(group.attrs)
+    if attrs["vstain"].get("complete"):  # rewriting: not complete until every plane is new
+        attrs["vstain"] = {**attrs["vstain"], "complete": False}
+        group.attrs.put(attrs)
     array = zarr.open_array(path / LEVEL, mode="r+")
     positions = {label: i for i, label in enumerate(image.labels)}
     written = set()
@@ -452,8 +457,6 @@ def write_image(path: str | os.PathLike[str], image: PlateImage, planes: Iterabl
             raise PlateError(f"{path}: the layout has a nucleus mask but none was given")
         labels = zarr.open_array(path / "labels" / MASK_LABEL / LEVEL, mode="r+")
         labels[0:1] = np.asarray(mask, dtype=image.mask_dtype)[None]
-    group = zarr.open_group(path, mode="r+")
-    attrs = dict(group.attrs)
     attrs["vstain"] = {**attrs["vstain"], "complete": True, **({"record": dict(record)} if record else {})}
     group.attrs.put(attrs)
 
