@@ -215,3 +215,46 @@ def test_evaluation_modules_never_import_torch():
         "vstain.commands.evaluate; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+CALLS: list[float] = []
+
+
+def counting_measure(nuclei, lipids, cytoplasm, *, magnification):
+    CALLS.append(float(nuclei.mean()))
+    return fake_measure(nuclei, lipids, cytoplasm, magnification=magnification)
+
+
+def test_saved_field_results_are_reused_and_only_missing_fields_are_measured(tmp_path):
+    rng = np.random.default_rng(8)
+    for well in ("B02", "C03"):
+        for fov in (1, 2, 3):
+            write_field(tmp_path / "plate", well, fov, rng)
+    fields, _ = target_fields(tmp_path / "plate", magnification="20x")
+    results = tmp_path / "results"
+    CALLS.clear()
+    first = FeatureTable.measure(fields, magnification="20x", measure=counting_measure, results=results,
+                                 keep_labels=[fields[0].key])
+    assert len(CALLS) == 6 and len(list(results.glob("*.json"))) == 6 and len(list(results.glob("*.npz"))) == 1
+    # as a killed job leaves it: two fields never saved
+    (results / "C03_F002.json").unlink()
+    (results / "B02_F001.json").unlink()
+    CALLS.clear()
+    resumed = FeatureTable.measure(fields, magnification="20x", measure=counting_measure, results=results,
+                                   keep_labels=[fields[0].key])
+    assert len(CALLS) == 2  # only the missing fields
+    pd.testing.assert_frame_equal(first.frame, resumed.frame)
+    for name in first.objects:
+        pd.testing.assert_frame_equal(first.objects[name], resumed.objects[name])
+    assert first.warnings == resumed.warnings
+    np.testing.assert_array_equal(first.labels[fields[0].key]["nuclei"], resumed.labels[fields[0].key]["nuclei"])
+    # a changed image makes its saved result stale
+    image = next(fields[3].targets.values().__iter__())
+    write_tiff(image, rng.integers(200, 800, (48, 64), dtype=np.uint16))
+    CALLS.clear()
+    FeatureTable.measure(fields, magnification="20x", measure=counting_measure, results=results)
+    assert len(CALLS) == 1
+    # the saved tables reproduce the CSV byte for byte
+    first.write_csv(tmp_path / "a.csv")
+    resumed.write_csv(tmp_path / "b.csv")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
