@@ -31,7 +31,7 @@ def bf_name(well: str, field: int, z: int) -> str:
     return f"AssayPlate_Greiner_#655090_{well}_T0001F{field:03d}L01A04Z{z:02d}C04.tif"
 
 
-@pytest.mark.parametrize("command", ["check", "stats", "cache"])
+@pytest.mark.parametrize("command", ["check", "stats", "cache", "convert"])
 def test_help_shows_an_example(command: str, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
