@@ -19,11 +19,12 @@ from vstain.data.augment import AugmentSettings
 from vstain.data.datasets import EpochSampler, FieldDataset, NucleusCropDataset, RandomCropDataset
 from vstain.data.store import FieldStore
 from vstain.errors import PlateError, SplitError
+from vstain.plate.images import ImageLocation, read_image
 from vstain.plate.index import Field, index_plate
 from vstain.plate.normalize import Normalizer
 from vstain.plate.splits import Split, leave_wells_out, random_fields_out
 from vstain.plate.stats import PlateStats, compute_stats
-from vstain.plate.tiff import read_tiff, write_tiff
+from vstain.plate.tiff import write_tiff
 from vstain.vocabulary import TRAIN, VALIDATION
 
 
@@ -119,7 +120,7 @@ class PlateDataModule(L.LightningDataModule):
         stats.save(saved)
         return stats
 
-    def _mask_path(self, field: Field) -> Path:
+    def _mask_path(self, field: Field) -> ImageLocation:
         if field.mask is not None:
             return field.mask
         path = self.run_dir / "masks" / field.target_filename("nuclei")
@@ -131,7 +132,7 @@ class PlateDataModule(L.LightningDataModule):
         return path
 
     def _labels(self, field: Field) -> np.ndarray:
-        return read_tiff(self._mask_path(field))
+        return read_image(self._mask_path(field))  # a TIFF, or a label plane of an OME-Zarr plate
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
