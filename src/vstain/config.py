@@ -86,8 +86,13 @@ class DataConfig(_Strict):
     normalization: Literal["minmax", "percentile"] = Field(
         "minmax", description="minmax is the reference; percentile is robust to outliers"
     )
-    sampling: Literal["random", "nuclei"] = Field(
-        "random", description="random crops, or crops centred on nuclei (nuclei recipe)"
+    sampling: Literal["random", "nuclei", "mixed"] = Field(
+        "random",
+        description="random crops; crops centred on nuclei (the reference nuclei recipe); or mixed: a fraction "
+        "data.centred_fraction of crops centred on nuclei, the rest random",
+    )
+    centred_fraction: float = Field(
+        0.5, ge=0, le=1, description="mixed sampling: fraction of crops centred on a nucleus"
     )
     crop_size: int = Field(512, ge=16, description="training crop side in pixels")
     samples_per_epoch: int | None = Field(
@@ -112,6 +117,11 @@ class ModelConfig(_Strict):
     name: str = Field("tiramisu", description="tiramisu | lupi | tiramisu_multi | patchgan")
     args: dict[str, Any] = Field(
         default_factory=dict, description="constructor overrides; empty = reference configuration"
+    )
+    output_init: Literal["median", "default"] = Field(
+        "median",
+        description="median: the untrained network outputs each target's training median; default: PyTorch's "
+        "initialisation (the reference, output 0.5)",
     )
 
 
@@ -149,8 +159,10 @@ class LossConfig(_Strict):
     )
     lwm: float = Field(1.0, ge=0, description="lupi: weight of the loss-weight-module term")
     bce: float = Field(1.0, ge=0, description="lupi: weight of the plain BCE term")
-    median: Literal["sample", "batch"] = Field(
-        "sample", description="MAE/median: per-sample median, or the reference's batch median"
+    median: Literal["sample", "batch", "dataset"] = Field(
+        "dataset",
+        description="MAE/median denominator: dataset = the training targets' median (the challenge pixel metric on "
+        "every crop); batch = the reference's batch median; sample = each crop's own median",
     )
     log_eps: float = Field(1e-3, gt=0, description="log-squared loss epsilon floor")
 

@@ -108,3 +108,18 @@ def test_epoch_sampler_order_changes_with_epoch():
     first = [i % 10 for i in sampler]
     sampler.set_epoch(1)
     assert [i % 10 for i in sampler] != first
+
+
+def test_mixed_sampling_centres_the_asked_fraction_of_crops(random_plate):
+    store = _store(random_plate)
+    n = 400
+    on_nucleus = {}
+    for fraction in (0.0, 0.5, 1.0):
+        dataset = NucleusCropDataset(store, crop=16, augment=None, samples_per_epoch=n, centred_fraction=fraction)
+        on_nucleus[fraction] = sum(int(dataset[i]["mask"][8, 8]) for i in range(n)) / n
+    assert on_nucleus[1.0] == 1.0
+    # The labelled squares cover a few per cent of each field: random crops rarely centre on one.
+    assert on_nucleus[0.0] < 0.15
+    assert abs(on_nucleus[0.5] - (0.5 + 0.5 * on_nucleus[0.0])) < 0.08
+    with pytest.raises(ValueError, match="centred_fraction"):
+        NucleusCropDataset(store, crop=16, centred_fraction=1.5)

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from vstain.losses import DEFAULT_EPS, REFERENCE_LOG_EPS, LogSquaredLoss, MedianMAE, target_median
+from vstain.losses import (
+    DEFAULT_EPS,
+    REFERENCE_LOG_EPS,
+    LogSquaredLoss,
+    LupiLoss,
+    MedianMAE,
+    dataset_reference,
+    target_median,
+)
 
 
 def img(values, b=1):
@@ -140,3 +148,56 @@ def test_intensity_losses_deterministic_and_float32_for_bf16(loss_fn):
     low = loss_fn(x.bfloat16(), y.bfloat16())
     assert low.dtype == torch.float32
     assert low.item() == pytest.approx(loss_fn(x, y).item(), rel=0.05)
+
+
+def test_median_mae_dataset_scope_hand_value():
+    x = torch.tensor([[[[0.2, 0.4]]], [[[0.0, 1.0]]]])
+    y = torch.tensor([[[[0.3, 0.6]]], [[[0.0, 0.5]]]])
+    # mean(|0.1|, |0.2|, 0, |0.5|) = 0.2, divided by the fixed reference 0.5
+    assert MedianMAE(median="dataset", reference=[0.5])(x, y).item() == pytest.approx(0.4, rel=1e-6)
+
+
+def test_dataset_scope_is_the_challenge_pixel_metric_on_raw_counts():
+    # With n = (raw - low) / span, the loss equals mean|raw error| / raw median exactly, whatever
+    # the crop: a dark crop cannot rescale the loss as a per-crop median does.
+    gen = torch.Generator().manual_seed(3)
+    low, high = 100.0, 2100.0
+    raw_y = torch.randint(80, 2500, (3, 1, 16, 16), generator=gen).float()
+    raw_x = raw_y + torch.randn(3, 1, 16, 16, generator=gen) * 50
+    raw_median = 900.0
+    reference = dataset_reference(raw_median, low, high)
+    assert reference == pytest.approx(0.45)
+    normalised = MedianMAE(median="dataset", reference=[reference])((raw_x - low) / (high - low), (raw_y - low) / (high - low))
+    assert normalised.item() == pytest.approx(((raw_x - raw_y).abs().mean() / raw_median).item(), rel=1e-5)
+
+
+def test_dataset_scope_is_per_channel():
+    x = torch.zeros(1, 2, 2, 2)
+    y = torch.ones(1, 2, 2, 2)
+    # channel 0: mean|1| / 0.5 = 2; channel 1: mean|1| / 0.25 = 4 -> mean 3
+    assert MedianMAE(median="dataset", reference=[0.5, 0.25])(x, y).item() == pytest.approx(3.0)
+
+
+def test_dataset_scope_needs_matching_positive_references():
+    with pytest.raises(ValueError, match="reference"):
+        MedianMAE(median="dataset")
+    with pytest.raises(ValueError, match="reference"):
+        MedianMAE(median="dataset", reference=[0.0])
+    with pytest.raises(ValueError, match="2 target channel"):
+        MedianMAE(median="dataset", reference=[0.5])(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 2))
+
+
+def test_lupi_loss_dataset_scope_uses_the_reference_in_every_mae_term():
+    gen = torch.Generator().manual_seed(4)
+    image = torch.rand(2, 1, 8, 8, generator=gen)
+    target = torch.rand(2, 1, 8, 8, generator=gen)
+    logits = torch.randn(2, 2, 8, 8, generator=gen)
+    mask = (torch.rand(2, 8, 8, generator=gen) > 0.5).float()
+    sides = [torch.randn(2, 1, 4, 4, generator=gen)]
+    _, half = LupiLoss(median="dataset", reference=[0.5])(logits, image, sides, target, mask)
+    _, quarter = LupiLoss(median="dataset", reference=[0.25])(logits, image, sides, target, mask)
+    # Halving the reference doubles every MAE term and leaves the BCE terms alone.
+    for term in ("median_mae", "lwm_weighted_mae", "lwm_side"):
+        assert quarter[term].item() == pytest.approx(2 * half[term].item(), rel=1e-5)
+    for term in ("bce", "lwm_weighted_bce"):
+        assert quarter[term].item() == pytest.approx(half[term].item(), rel=1e-6)

@@ -80,7 +80,8 @@ def test_recipe_lowers_its_loss_on_a_fixed_batch(tmp_path, random_plate, recipe)
     normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [65535.0] * 7,
                                "channels": [f"C04Z0{z}" for z in range(1, 8)]},
                      "targets": {t: {"kind": "minmax", "low": [0.0], "high": [65535.0], "channels": [t]}
-                                 for t in config.data.targets}}
+                                 for t in config.data.targets},
+                     "target_medians": {t: 20000.0 for t in config.data.targets}}
     module = recipe_class(recipe)(config.model_dump(mode="json"), normalization)
     batch = _fixed_batch(module, recipe)
     before = _objective(module, batch, recipe)
@@ -102,7 +103,8 @@ def test_gan_step_signs_discriminator_separates_and_generator_fools(tmp_path, ra
     config = load_config(_config(tmp_path, random_plate, "gan", gan__d_lr=1e-2, optimizer__lr=1e-2))
     normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
                                "channels": [f"C04Z0{z}" for z in range(1, 8)]},
-                     "targets": {"lipids": {"kind": "minmax", "low": [0.0], "high": [1.0], "channels": ["lipids"]}}}
+                     "targets": {"lipids": {"kind": "minmax", "low": [0.0], "high": [1.0], "channels": ["lipids"]}},
+                     "target_medians": {"lipids": 0.5}}
     module = recipe_class("gan")(config.model_dump(mode="json"), normalization)
     module.train()
     batch = _fixed_batch(module, "gan")
@@ -233,7 +235,8 @@ def test_learning_rate_schedule_cosine_restarts_and_finetune(tmp_path, random_pl
                                   {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
                                              "channels": [f"C04Z0{z}" for z in range(1, 8)]},
                                    "targets": {"nuclei": {"kind": "minmax", "low": [0.0], "high": [1.0],
-                                                          "channels": ["nuclei"]}}})
+                                                          "channels": ["nuclei"]}},
+                                   "target_medians": {"nuclei": 0.1}})
     module.steps_per_epoch = lambda: 10
     factors = [module.lr_factor(step) for step in range(0, 80)]
     assert factors[0] == pytest.approx(1.0)

@@ -45,7 +45,7 @@ class PlateDataModule(L.LightningDataModule):
 
     @property
     def needs_masks(self) -> bool:
-        return self.config.recipe == "lupi" or self.config.data.sampling == "nuclei"
+        return self.config.recipe == "lupi" or self.config.data.sampling in ("nuclei", "mixed")
 
     # ------------------------------------------------------------------ preparation
     def prepare(self) -> None:
@@ -87,6 +87,9 @@ class PlateDataModule(L.LightningDataModule):
                                          clip=True).to_dict()
                 for t in data.targets
             },
+            # Raw-count medians of the training targets: the loss scale of `loss.median: dataset`
+            # and the starting level of `model.output_init: median`.
+            "target_medians": {t: stats.get(data.magnification, t).percentile(50) for t in data.targets},
         }
         if self.needs_masks:
             for field in self.train_fields + self.val_fields:
@@ -147,9 +150,11 @@ class PlateDataModule(L.LightningDataModule):
         val_fields = self.val_fields[: self.config.trainer.limit_val_fields or None]
         self.val_dataset = FieldDataset(FieldStore(val_fields, data.targets, **{**common, "max_cached": 1}))
         augment = AugmentSettings(**data.augment.model_dump())
-        if data.sampling == "nuclei":
+        if data.sampling in ("nuclei", "mixed"):
+            fraction = data.centred_fraction if data.sampling == "mixed" else 1.0
             self.train_dataset = NucleusCropDataset(train_store, crop=data.crop_size, augment=augment,
-                                                    samples_per_epoch=data.samples_per_epoch, seed=self.config.seed)
+                                                    samples_per_epoch=data.samples_per_epoch, seed=self.config.seed,
+                                                    centred_fraction=fraction)
         else:
             self.train_dataset = RandomCropDataset(train_store, crop=data.crop_size, augment=augment,
                                                    samples_per_epoch=data.samples_per_epoch, seed=self.config.seed)

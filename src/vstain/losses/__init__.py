@@ -16,6 +16,7 @@ from vstain.losses.intensity import (
     REFERENCE_LOG_EPS,
     LogSquaredLoss,
     MedianMAE,
+    dataset_reference,
     target_median,
 )
 from vstain.losses.loss_weight import (
@@ -49,5 +50,6 @@ __all__ = [
     "misclassification_weight",
     "resize_map",
     "scaled_tanh",
+    "dataset_reference",
     "target_median",
 ]

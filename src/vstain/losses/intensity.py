@@ -7,13 +7,13 @@ whatever the input dtype, so bf16 autocast does not degrade the reduction.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
 
-MedianScope = Literal["sample", "batch"]
-MEDIAN_SCOPES: tuple[str, ...] = ("sample", "batch")
+MedianScope = Literal["sample", "batch", "dataset"]
+MEDIAN_SCOPES: tuple[str, ...] = ("sample", "batch", "dataset")
 
 #: The reference's epsilon; kept only to reproduce its behaviour (one zero target pixel out of
 #: four with a prediction of 0.01 costs 47.7, and the gradient at x = 0 against y = 1 is 3.7e9).
@@ -39,24 +39,53 @@ def _check_eps(eps: float) -> float:
     return float(eps)
 
 
+def check_median_scope(median: str, reference: Sequence[float] | None) -> MedianScope:
+    """Validate a median scope (and that ``"dataset"`` comes with its reference medians)."""
+    if median not in MEDIAN_SCOPES:
+        raise ValueError(f"median must be one of {MEDIAN_SCOPES}, got {median!r}")
+    if median == "dataset" and not reference:
+        raise ValueError("median='dataset' needs the per-channel reference medians of the training targets")
+    return median  # type: ignore[return-value]
+
+
+def reference_tensor(reference: Sequence[float] | None) -> torch.Tensor | None:
+    """``reference`` as a float32 ``(C,)`` tensor (None stays None); values must be > 0."""
+    if reference is None:
+        return None
+    values = torch.as_tensor(list(reference), dtype=torch.float32).reshape(-1)
+    if not bool(torch.all(torch.isfinite(values) & (values > 0))):
+        raise ValueError(f"reference medians must be finite and > 0, got {values.tolist()}")
+    return values
+
+
 def _check_same_shape(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape:
         raise ValueError(f"prediction shape {tuple(x.shape)} != target shape {tuple(y.shape)}")
 
 
-def target_median(y: torch.Tensor, *, scope: MedianScope = "sample", eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """Lower median of the target, clamped to at least `eps`.
+def target_median(
+    y: torch.Tensor,
+    *,
+    scope: MedianScope = "sample",
+    eps: float = DEFAULT_EPS,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The denominator of the median-normalised error: a median of the target, or a fixed one.
 
     Parameters
     ----------
     y : (B, C, H, W) tensor
         Target batch.
-    scope : {"sample", "batch"}
+    scope : {"sample", "batch", "dataset"}
         ``"sample"``: one median per image (sample and channel), returned with shape
         ``(B, C, 1, 1)`` so it broadcasts against ``y``; ``"batch"`` (the reference): one median
-        over every value of the batch, returned as a 0-d tensor.
+        over every value of the batch, returned as a 0-d tensor; ``"dataset"``: the fixed
+        per-channel ``reference`` (the median of the training fields' raw counts on the
+        normalised scale, see :func:`dataset_reference`), returned with shape ``(1, C, 1, 1)``.
     eps : float
         Floor, so an (almost) empty target does not divide by zero.
+    reference : (C,) tensor, optional
+        Required for ``scope="dataset"``.
 
     Returns
     -------
@@ -72,9 +101,35 @@ def target_median(y: torch.Tensor, *, scope: MedianScope = "sample", eps: float 
         med = med.view(*med.shape, *([1] * (y.dim() - med.dim())))
     elif scope == "batch":
         med = y.detach().median()
+    elif scope == "dataset":
+        if reference is None:
+            raise ValueError("median='dataset' needs the per-channel reference medians")
+        channels = y.shape[1] if y.dim() >= 2 else 1
+        if reference.numel() != channels:
+            raise ValueError(f"{reference.numel()} reference median(s) for {channels} target channel(s)")
+        med = reference.detach().to(device=y.device, dtype=torch.float32).view(1, channels, *([1] * (y.dim() - 2)))
     else:
         raise ValueError(f"median must be one of {MEDIAN_SCOPES}, got {scope!r}")
     return med.clamp_min(eps)
+
+
+def dataset_reference(raw_median: float, low: float, high: float) -> float:
+    """The ``"dataset"`` denominator of one channel, on the normalised scale.
+
+    With the target normalised as ``n = (raw - low) / (high - low)``, an error of ``d`` on the
+    normalised scale is ``d * (high - low)`` raw counts, so dividing it by
+    ``raw_median / (high - low)`` gives ``|raw error| / raw_median``: exactly the challenge's
+    pixelwise metric (MAE over the pooled median of the raw target, offset included), per pixel.
+    A per-crop median (``"sample"``) instead measures the crop's median *above ``low``*, which is
+    near 0 on dark crops and let them dominate the loss (docs/training.md, "Loss scale").
+
+    >>> dataset_reference(1000.0, 100.0, 2100.0)
+    0.5
+    """
+    span = float(high) - float(low)
+    if not span > 0:
+        raise ValueError(f"empty normalisation range [{low}, {high}]")
+    return float(raw_median) / span
 
 
 class LogSquaredLoss(nn.Module):
@@ -109,12 +164,15 @@ class MedianMAE(nn.Module):
 
     Parameters
     ----------
-    median : {"sample", "batch"}
+    median : {"sample", "batch", "dataset"}
         ``"sample"`` (default): each sample's MAE is divided by its own target median (per
-        channel when ``C > 1``) and the ratios are averaged over the batch, so one dim crop
-        cannot rescale its neighbours.
+        channel when ``C > 1``) and the ratios are averaged over the batch.
         ``"batch"``: the reference, one median over the whole batch tensor.
+        ``"dataset"``: a fixed per-channel ``reference`` (see :func:`dataset_reference`), which
+        makes the loss the challenge's pixelwise metric on the training crops.
         The median is the lower median (see :func:`target_median`).
+    reference : sequence of float, optional
+        Per-channel denominators for ``median="dataset"`` (normalised scale).
     eps : float
         The median is clamped to at least `eps` (the reference had no guard), so an all-zero
         target costs at most ``mean|x| / eps``.
@@ -122,19 +180,21 @@ class MedianMAE(nn.Module):
     Shapes: ``x``, ``y``: ``(B, C, H, W)``. Returns a 0-d float32 tensor.
     """
 
-    def __init__(self, *, median: MedianScope = "sample", eps: float = DEFAULT_EPS) -> None:
+    def __init__(
+        self, *, median: MedianScope = "sample", eps: float = DEFAULT_EPS, reference: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
-        if median not in MEDIAN_SCOPES:
-            raise ValueError(f"median must be one of {MEDIAN_SCOPES}, got {median!r}")
-        self.median = median
+        self.median = check_median_scope(median, reference)
         self.eps = _check_eps(eps)
+        self.register_buffer("reference", reference_tensor(reference), persistent=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_same_shape(x, y)
         x, y = x.float(), y.float()
         # Every sample has the same pixel count, so the mean of per-pixel ratios equals the batch
         # mean of per-sample MAE / median.
-        return ((x - y).abs() / target_median(y, scope=self.median, eps=self.eps)).mean()
+        med = target_median(y, scope=self.median, eps=self.eps, reference=self.reference)
+        return ((x - y).abs() / med).mean()
 
     def extra_repr(self) -> str:
         return f"median={self.median!r}, eps={self.eps:g}"

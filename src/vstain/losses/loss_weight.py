@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vstain.losses.intensity import DEFAULT_EPS, MEDIAN_SCOPES, MedianMAE, MedianScope, target_median
+from vstain.losses.intensity import (
+    DEFAULT_EPS,
+    MedianMAE,
+    MedianScope,
+    check_median_scope,
+    reference_tensor,
+    target_median,
+)
 from vstain.losses.segmentation import SegmentationBCE, binary_mask_index
 
 ResizeMode = Literal["area", "bilinear", "nearest"]
@@ -80,10 +87,13 @@ class LossWeightModuleLoss(nn.Module):
         Weight of misclassified pixels (2 in the reference).
     mae_weight, bce_weight, side_weight : float
         Reference 0.5, 1.0 and 0.1.
-    median : {"sample", "batch"}
-        Median scope; the reference used ``"batch"``.
+    median : {"sample", "batch", "dataset"}
+        Median scope; the reference used ``"batch"`` (see
+        :class:`~vstain.losses.intensity.MedianMAE`).
     eps : float
         Floor of the median.
+    reference : sequence of float, optional
+        Per-channel denominators for ``median="dataset"``.
     resize : {"area", "bilinear", "nearest"}
         How targets and weights are brought to the side outputs' size; the reference used
         ``"nearest"``, which keeps only the top-left pixel of each 2x2 (4x4, 8x8) block.
@@ -102,10 +112,10 @@ class LossWeightModuleLoss(nn.Module):
         median: MedianScope = "sample",
         eps: float = DEFAULT_EPS,
         resize: ResizeMode = "area",
+        reference: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if median not in MEDIAN_SCOPES:
-            raise ValueError(f"median must be one of {MEDIAN_SCOPES}, got {median!r}")
+        median = check_median_scope(median, reference)
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         if not eps > 0:
@@ -118,9 +128,11 @@ class LossWeightModuleLoss(nn.Module):
         self.eps = float(eps)
         self.resize = resize
         self.bce = SegmentationBCE()
+        self.register_buffer("reference", reference_tensor(reference), persistent=False)
 
     def _median_mae(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return (w * (x - y).abs() / target_median(y, scope=self.median, eps=self.eps)).mean()
+        med = target_median(y, scope=self.median, eps=self.eps, reference=self.reference)
+        return (w * (x - y).abs() / med).mean()
 
     def terms(
         self,
@@ -188,8 +200,9 @@ class LupiLoss(nn.Module):
     pixel_weight, lwm_mae_weight, lwm_bce_weight, lwm_side_weight, resize
         Passed to :class:`LossWeightModuleLoss` (as its ``pixel_weight``, ``mae_weight``,
         ``bce_weight``, ``side_weight``, ``resize``).
-    median, eps
-        Median scope and floor, shared by the LWM and the plain MedianMAE term.
+    median, eps, reference
+        Median scope, floor and (for ``"dataset"``) per-channel denominators, shared by the LWM
+        and the plain MedianMAE term.
 
     ``forward(seg_logits, image, side_outputs, target, mask)`` (the network's outputs first, in
     the order the LUPI network returns them) returns ``(total, components)``: ``total`` a 0-d
@@ -211,6 +224,7 @@ class LupiLoss(nn.Module):
         median: MedianScope = "sample",
         eps: float = DEFAULT_EPS,
         resize: ResizeMode = "area",
+        reference: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.lwm_weight = float(lwm_weight)
@@ -224,9 +238,10 @@ class LupiLoss(nn.Module):
             median=median,
             eps=eps,
             resize=resize,
+            reference=reference,
         )
         self.bce = SegmentationBCE()
-        self.median_mae = MedianMAE(median=median, eps=eps)
+        self.median_mae = MedianMAE(median=median, eps=eps, reference=reference)
 
     def forward(
         self,

@@ -248,6 +248,36 @@ class ScaledTanh(nn.Module):
 OUTPUT_ACTIVATIONS = ("tanh_scaled", "sigmoid")
 
 
+def initialise_output_bias(head: nn.Conv2d, activation: nn.Module, levels: Sequence[float]) -> None:
+    """Set ``head``'s bias so that, with zero input features, the output equals ``levels``.
+
+    A freshly initialised network then starts at the targets' typical level (e.g. their median on
+    the normalised scale) instead of the activation's midpoint 0.5: a dark, sparse stain (nuclei:
+    a median near 0.02) no longer spends its first steps pulling every pixel down from 0.5.
+    Levels are clamped to [0.005, 0.995] to keep the inverse finite.
+
+    Parameters
+    ----------
+    head
+        The final 1x1 convolution (``out_channels == len(levels)``).
+    activation
+        The output activation that follows it (:class:`ScaledTanh` or ``nn.Sigmoid``).
+    levels
+        One target level per output channel, on the (0, 1) output scale.
+    """
+    values = torch.as_tensor(list(levels), dtype=torch.float64).clamp(0.005, 0.995)
+    if head.bias is None or head.bias.numel() != values.numel():
+        raise ValueError(f"{values.numel()} level(s) for a head with {head.out_channels} output(s)")
+    if isinstance(activation, ScaledTanh):
+        bias = torch.atanh(2 * values - 1)
+    elif isinstance(activation, nn.Sigmoid):
+        bias = torch.logit(values)
+    else:
+        raise ValueError(f"cannot invert the output activation {type(activation).__name__}")
+    with torch.no_grad():
+        head.bias.copy_(bias.to(head.bias.dtype))
+
+
 def make_output_activation(name: str) -> nn.Module:
     """The final squashing named ``name``: ``"tanh_scaled"`` (reference) or ``"sigmoid"``.
 

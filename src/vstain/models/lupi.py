@@ -38,7 +38,14 @@ import torch
 from torch import nn
 
 from vstain.errors import ConfigError
-from vstain.models.layers import DenseBlock, crop_to, make_output_activation, pad_to_multiple
+from vstain.models.layers import (
+    DenseBlock,
+    ScaledTanh,
+    crop_to,
+    initialise_output_bias,
+    make_output_activation,
+    pad_to_multiple,
+)
 from vstain.models.tiramisu import TiramisuDecoder, TiramisuEncoder
 
 __all__ = ["LupiTiramisu", "FUSIONS"]
@@ -146,3 +153,12 @@ class LupiTiramisu(nn.Module):
         if self.training:
             return seg_logits, image, sides
         return seg_logits, image
+
+    def set_output_level(self, levels: Sequence[float]) -> None:
+        """Start the image output and the side outputs at ``levels`` (see :func:`initialise_output_bias`).
+
+        The side outputs go through the same scaled tanh in the loss, so they start there too.
+        """
+        initialise_output_bias(self.head, self.activation, levels)
+        for side in self.side_heads:
+            initialise_output_bias(side, ScaledTanh(), levels)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from vstain.errors import ConfigError
-from vstain.models.layers import crop_to, make_output_activation, pad_to_multiple
+from vstain.models.layers import crop_to, initialise_output_bias, make_output_activation, pad_to_multiple
 from vstain.models.tiramisu import TiramisuDecoder, TiramisuEncoder
 
 __all__ = ["MultiTiramisu", "DECODER_LAYOUTS"]
@@ -108,3 +108,10 @@ class MultiTiramisu(nn.Module):
         bottleneck, skips = self.encoder(x)
         outputs = [head(decoder(bottleneck, skips)) for decoder, head in zip(self.decoders, self.heads)]
         return crop_to(self.activation(torch.cat(outputs, dim=1)), size)
+
+    def set_output_level(self, levels: Sequence[float]) -> None:
+        """Start each output channel at its level in ``levels`` (see :func:`initialise_output_bias`)."""
+        levels = list(levels)
+        per_head = len(levels) // len(self.heads)
+        for i, head in enumerate(self.heads):
+            initialise_output_bias(head, self.activation, levels[i * per_head : (i + 1) * per_head])

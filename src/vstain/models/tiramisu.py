@@ -19,6 +19,7 @@ from vstain.models.layers import (
     TransitionDown,
     TransitionUp,
     crop_to,
+    initialise_output_bias,
     make_output_activation,
     pad_to_multiple,
 )
@@ -220,4 +221,8 @@ class Tiramisu(nn.Module):
         bottleneck, skips = self.encoder(x)
         out = self.activation(self.head(self.decoder(bottleneck, skips)))
         return crop_to(out, size)
+
+    def set_output_level(self, levels: Sequence[float]) -> None:
+        """Start the output at ``levels`` (one per output channel, see :func:`initialise_output_bias`)."""
+        initialise_output_bias(self.head, self.activation, levels)
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from vstain.config import TrainConfig
+from vstain.errors import ConfigError
 from vstain.inference.tiler import Tiler
 from vstain.models import build_model
 from vstain.training.metrics import BinaryIoU, PixelRelativeMAE
@@ -88,6 +89,8 @@ class StainingModule(L.LightningModule):
         self.register_buffer("target_scale", scale, persistent=False)
         self.register_buffer("target_offset", offset, persistent=False)
         self.generator = build_model(self.cfg.model.name, **self.cfg.model.args)
+        if self.cfg.model.output_init == "median":
+            self.generator.set_output_level(self.target_levels())
         if self.cfg.trainer.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)
         self.val_pixel = PixelRelativeMAE(len(self.targets))
@@ -97,6 +100,38 @@ class StainingModule(L.LightningModule):
         self.validation_panel: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _target_medians(self) -> list[float]:
+        medians = self.normalization.get("target_medians")
+        if not isinstance(medians, dict) or any(t not in medians for t in self.targets):
+            raise ConfigError("this run's normalisation has no training-target medians (made by an older vstain); "
+                              "set loss.median=sample and model.output_init=default to resume it")
+        return [float(medians[t]) for t in self.targets]
+
+    def loss_reference(self) -> list[float] | None:
+        """Per-target denominators of the MAE/median losses for ``loss.median: dataset`` (else None).
+
+        The training targets' raw median on each target's normalised scale
+        (:func:`vstain.losses.dataset_reference`), so the loss is the challenge's pixel metric.
+        """
+        if self.cfg.loss.median != "dataset":
+            return None
+        from vstain.losses import dataset_reference
+
+        out = []
+        for target, median in zip(self.targets, self._target_medians()):
+            norm = self.normalization["targets"][target]
+            out.append(dataset_reference(max(median, 1.0), norm["low"][0], norm["high"][0]))
+        return out
+
+    def target_levels(self) -> list[float]:
+        """Each target's training median on the normalised (0, 1) output scale."""
+        levels = []
+        for target, median in zip(self.targets, self._target_medians()):
+            norm = self.normalization["targets"][target]
+            low, high = norm["low"][0], norm["high"][0]
+            levels.append(min(max((median - low) / (high - low), 0.0), 1.0))
+        return levels
+
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Put a batch in the memory format the network was set up for."""
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.trainer.channels_last else x

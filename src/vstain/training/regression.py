@@ -24,6 +24,7 @@ class RegressionModule(StainingModule):
             options["eps"] = loss_cfg.log_eps
         elif loss_cfg.regression == "median_mae":
             options["median"] = loss_cfg.median
+            options["reference"] = self.loss_reference()
         self.loss = build_loss(loss_cfg.regression, **options)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
