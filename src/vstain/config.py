@@ -231,6 +231,11 @@ class ValidationConfig(_Strict):
     monitor: str = Field(
         "auto", description="metric the best checkpoint is chosen on; auto = pixel relative MAE of the targets"
     )
+    linear_baseline: bool = Field(
+        True,
+        description="fit the per-pixel linear regression on the training fields, score it on the validation fields "
+        "and warn loudly if the exported model is worse (summary.json, bundle)",
+    )
 
 
 class TrainConfig(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import lightning as L
@@ -201,9 +202,18 @@ def test_exported_bundle_loads_and_predicts(tmp_path, random_plate):
     seg, image = loaded.model(torch.rand(1, 7, 48, 40))
     assert image.shape == (1, 1, 48, 40) and seg.shape == (1, 2, 48, 40)
     run = tmp_path / "run"
-    for name in ("config.resolved.yaml", "environment.json", "stats.json", "split.csv"):
+    for name in ("config.resolved.yaml", "environment.json", "stats.json", "split.csv", "summary.json",
+                 "linear_baseline.json"):
         assert (run / name).is_file(), name
     assert list((run / "logs" / "panels").glob("*.png"))
+    # The bundle and the run summary both carry the comparison with the linear baseline.
+    summary = json.loads((run / "summary.json").read_text())["validation"]
+    linear = json.loads((run / "linear_baseline.json").read_text())["pixel_rel_mae"]["nuclei"]
+    assert loaded.metadata.validation["linear_baseline"] == {"nuclei": pytest.approx(linear)}
+    assert summary["per_target"]["nuclei"]["linear"] == pytest.approx(linear)
+    best = summary["per_target"]["nuclei"]["model"]
+    assert best == pytest.approx(loaded.metadata.validation["val/pixel_rel_mae"])  # one target: mean = itself
+    assert loaded.metadata.validation["beats_linear"] is (best < linear)
 
 
 def test_config_errors_are_one_readable_line(tmp_path, random_plate):

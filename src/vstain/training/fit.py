@@ -120,6 +120,7 @@ def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | Non
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from vstain.data.datamodule import PlateDataModule
+    from vstain.training.baseline_check import LinearBaselineCheck
     from vstain.training.callbacks import BundleExport, EpochSummary, ValidationPanels
     from vstain.training.csv_history import ResumableCSVLogger
 
@@ -149,8 +150,13 @@ def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | Non
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode="min", save_top_k=1,
                         auto_insert_metric_name=False, enable_version_counter=False),
         ValidationPanels(out / "logs" / "panels"),
-        BundleExport(out / "model.safetensors", datamodule, monitor=monitor),
     ]
+    check = None
+    if config.validation.linear_baseline:
+        check = LinearBaselineCheck(datamodule, out, monitor=monitor, seed=config.seed)
+        callbacks.append(check)
+    # After the check, so the bundle records its verdict.
+    callbacks.append(BundleExport(out / "model.safetensors", datamodule, monitor=monitor, check=check))
     if not trainer_cfg.progress_bar:
         callbacks.append(EpochSummary(config.name))
     if trainer_cfg.checkpoint_every_n_steps:
