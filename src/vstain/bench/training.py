@@ -199,7 +199,8 @@ def _unit_normalization(targets: list[str]) -> dict[str, Any]:
         return Normalizer([0.0] * n, [1.0] * n, channels=channels, kind="minmax").to_dict()
 
     planes = [f"C{BRIGHTFIELD_CHANNEL:02d}Z{z:02d}" for z in PLANES]
-    return {"input": unit(planes), "targets": {t: unit([f"C{TARGET_CHANNELS[t]:02d}"]) for t in targets}}
+    return {"input": unit(planes), "targets": {t: unit([f"C{TARGET_CHANNELS[t]:02d}"]) for t in targets},
+            "target_medians": {t: 0.5 for t in targets}}
 
 
 class _RandomBatches(torch.utils.data.Dataset):
