@@ -38,7 +38,8 @@ def _normalization(targets) -> dict:
     unit = {"kind": "minmax", "low": [0.0], "high": [1.0]}
     return {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
                       "channels": [f"C04Z0{z}" for z in range(1, 8)]},
-            "targets": {t: {**unit, "channels": [t]} for t in targets}}
+            "targets": {t: {**unit, "channels": [t]} for t in targets},
+            "target_medians": {t: 0.5 for t in targets}}
 
 
 def _module(recipe: str, *, compile: bool):
