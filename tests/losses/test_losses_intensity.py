@@ -167,7 +167,8 @@ def test_dataset_scope_is_the_challenge_pixel_metric_on_raw_counts():
     raw_median = 900.0
     reference = dataset_reference(raw_median, low, high)
     assert reference == pytest.approx(0.45)
-    normalised = MedianMAE(median="dataset", reference=[reference])((raw_x - low) / (high - low), (raw_y - low) / (high - low))
+    loss = MedianMAE(median="dataset", reference=[reference])
+    normalised = loss((raw_x - low) / (high - low), (raw_y - low) / (high - low))
     assert normalised.item() == pytest.approx(((raw_x - raw_y).abs().mean() / raw_median).item(), rel=1e-5)
 
 
