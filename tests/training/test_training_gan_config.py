@@ -16,4 +16,4 @@ def test_gan_module_without_gan_section_is_a_config_error(tmp_path):
     assert config.gan is None
     lipids = Normalizer(np.array([0.0]), np.array([1000.0]), channels=["C02"]).to_dict()
     with pytest.raises(ConfigError, match="gan: the gan recipe needs a gan section"):
-        GanModule(config.model_dump(mode="json"), {"targets": {"lipids": lipids}})
+        GanModule(config.model_dump(mode="json"), {"targets": {"lipids": lipids}, "target_medians": {"lipids": 0.5}})
