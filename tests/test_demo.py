@@ -7,13 +7,14 @@ import pytest
 
 from vstain.cli import main
 from vstain.demo import PROFILES, SUMMARY_NAME, format_summary, run_demo
-from vstain.demo.run import _Clock, _train_all
 from vstain.demo.summary import feature_group
 from vstain.plate.splits import Split
 
 
 def test_training_warnings_reach_the_user(tmp_path, monkeypatch):
     """The demo no longer silences every warning around training (fit() filters Lightning's advice itself)."""
+    from vstain.training.recipes import cpu_recipe, train_recipe
+
     bundle = tmp_path / "model.safetensors"
     bundle.write_bytes(b"")
     split = tmp_path / "split.csv"
@@ -24,11 +25,13 @@ def test_training_warnings_reach_the_user(tmp_path, monkeypatch):
         return bundle
 
     monkeypatch.setattr("vstain.training.fit.fit", fake_fit)
+    profile = PROFILES["test"]
+    recipe = cpu_recipe("20x")
     with pytest.warns(UserWarning, match="something the user must see") as record:
-        bundles = _train_all(PROFILES["test"], plate=tmp_path, split=split, runs_dir=tmp_path / "runs", seed=0,
-                             clock=_Clock(lambda line: None))
-    assert len(record) == 5 and set(bundles) == {"nuclei", "lipids_pretrain", "lipids_gan", "cytoplasm_pretrain",
-                                                 "cytoplasm_gan"}
+        bundles = train_recipe(recipe, plate=tmp_path, split=split, runs_dir=tmp_path / "runs", magnification="20x",
+                               seed=0, overrides=profile.common,
+                               step_overrides={s.name: profile.overrides[s.name] for s in recipe})
+    assert len(record) == 3 and set(bundles) == {"nuclei", "lipids", "cytoplasm"}
 
 
 def test_feature_groups():
@@ -87,12 +90,12 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     assert sorted(split.assignments.values()) == ["test", "train", "train", "validation"]
     (test_key,) = split.keys("test")
     assert written["heldout_fields"] == [f"{test_key[0]} {test_key[1]} F{test_key[2]:03d}"]
-    for run in ("nuclei", "lipids_pretrain", "lipids_gan", "cytoplasm_pretrain", "cytoplasm_gan"):
+    for run in ("nuclei", "lipids", "cytoplasm"):  # the CPU recipe: one model per stain
         assert Split.load(out / "runs" / run / "split.csv") == split
     assert report.index("trained models against two baselines") < report.index("<h2>Scores</h2>")
     # progress: a line per stage with the elapsed time, and one per training epoch
     assert all(line.startswith("[") and " s] " in line for line in lines)
-    assert any("training cytoplasm_gan" in line for line in lines)
-    assert "[nuclei] epoch 1/" in capsys.readouterr().out
+    assert any("training cytoplasm" in line for line in lines)
+    assert "[C1_20x_cpu] epoch 1/" in capsys.readouterr().out
     table = format_summary(written)
     assert "mean_image" in table and "linear" in table and "report:" in table

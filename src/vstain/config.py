@@ -138,8 +138,13 @@ class OptimizerConfig(_Strict):
 class SchedulerConfig(_Strict):
     """Learning-rate schedule of the main stage (the fine-tune stage follows at a constant rate)."""
 
-    name: Literal["none", "cosine_warm_restarts", "step"] = Field(
-        "none", description="cosine_warm_restarts is stepped every iteration (fractional epochs), as the reference did"
+    name: Literal["none", "cosine_warm_restarts", "step", "cosine"] = Field(
+        "none",
+        description="cosine_warm_restarts is stepped every iteration (fractional epochs), as the reference did; "
+        "cosine: one half-cosine from the learning rate to eta_min over the main stage, after the warm-up",
+    )
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear warm-up from 0 over this many (fractional) epochs, before any schedule"
     )
     t0: int = Field(2, ge=1, description="cosine: epochs of the first cycle")
     t_mult: int = Field(2, ge=1, description="cosine: cycle length multiplier")

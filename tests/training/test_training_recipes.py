@@ -254,3 +254,21 @@ def test_learning_rate_schedule_cosine_restarts_and_finetune(tmp_path, random_pl
     assert factors[19] < 0.01 and factors[20] == pytest.approx(1.0)  # warm restart at epoch 2
     assert factors[40] == pytest.approx(0.5)          # second cycle lasts 4 epochs (2..6)
     assert factors[60] == pytest.approx(1e-5 / 1e-3)  # fine-tune stage at constant 1e-5
+
+
+def test_learning_rate_warmup_then_one_cosine(tmp_path, random_plate):
+    config = load_config(_config(tmp_path, random_plate, "regression", scheduler__name="cosine",
+                                 scheduler__warmup_epochs=1.0, trainer__max_epochs=5))
+    module = recipe_class("regression")(config.model_dump(mode="json"), {
+        "input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7, "channels": [f"C04Z0{z}" for z in range(1, 8)]},
+        "targets": {"lipids": {"kind": "minmax", "low": [0.0], "high": [1.0], "channels": ["lipids"]}},
+        "target_medians": {"lipids": 0.1}})
+    module.steps_per_epoch = lambda: 10
+    factors = [module.lr_factor(step) for step in range(0, 50)]
+    assert factors[0] == pytest.approx(0.1) and factors[4] == pytest.approx(0.5)  # linear warm-up over 10 steps
+    assert factors[10] == pytest.approx(1.0)                                   # cosine starts at the full rate
+    assert factors[30] == pytest.approx(0.5)                                   # half-way through epochs 1..5
+    assert factors[49] < 0.01 and module.lr_factor(50) == 0.0                  # ends at eta_min, then stops
+    assert module.has_schedule()
+    assert not recipe_class("regression")(load_config(_config(tmp_path, random_plate, "regression")).model_dump(
+        mode="json"), module.normalization).has_schedule()

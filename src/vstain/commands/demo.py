@@ -9,8 +9,9 @@ examples:
   vstain demo --out demo-out            # about 15 minutes on a 2-core CPU
   vstain demo --out demo-quick --quick  # the same pipeline at small size, about 3 minutes
 
-Synthesises a 20x plate, trains the three stains with the smoke recipes (nuclei with LUPI,
-lipids and cytoplasm pretrain then GAN), predicts the held-out fields, scores the models and two
+Synthesises a 20x plate, trains the three stains with the CPU recipe (configs/cpu: nuclei with
+LUPI, lipids and cytoplasm by regression on the challenge's pixel metric), predicts the held-out
+test fields, scores the models and two
 baselines (training-mean image; per-pixel linear regression on the brightfield planes) with the
 challenge metric, and writes DIR/report.html and DIR/demo-summary.json.
 """

@@ -195,10 +195,14 @@ class StainingModule(L.LightningModule):
         cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
         return cls(parameters, lr=lr or opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
 
+    def has_schedule(self) -> bool:
+        """Whether the learning rate ever changes (a schedule, a warm-up or a fine-tune stage)."""
+        sched = self.cfg.scheduler
+        return sched.name != "none" or sched.warmup_epochs > 0 or self.cfg.finetune.epochs > 0
+
     def configure_optimizers(self):
         optimizer = self.build_optimizer(self.generator.parameters())
-        sched = self.cfg.scheduler
-        if sched.name == "none" and self.cfg.finetune.epochs == 0:
+        if not self.has_schedule():
             return optimizer
         # A LambdaLR multiplier evaluated every step covers all schedules: cosine warm restarts
         # at fractional epochs (as the reference stepped it), step decay and the fine-tune stage.
@@ -218,6 +222,15 @@ class StainingModule(L.LightningModule):
         if epoch >= self.cfg.trainer.max_epochs:
             return self.cfg.finetune.lr / base if self.cfg.finetune.epochs else 0.0
         sched = self.cfg.scheduler
+        if epoch < sched.warmup_epochs:
+            # Linear warm-up: Adam's first steps with a large rate and unsettled moment estimates
+            # can throw a freshly initialised network far off.
+            return (epoch + 1.0 / self.steps_per_epoch()) / sched.warmup_epochs
+        if sched.name == "cosine":
+            span = max(self.cfg.trainer.max_epochs - sched.warmup_epochs, 1e-9)
+            progress = (epoch - sched.warmup_epochs) / span
+            eta_min = sched.eta_min / base
+            return eta_min + (1 - eta_min) * (1 + math.cos(math.pi * progress)) / 2
         if sched.name == "cosine_warm_restarts":
             # Cycle i lasts t0 * t_mult**i epochs (SGDR, Loshchilov & Hutter).
             cycle_start, length = 0.0, float(sched.t0)

@@ -63,11 +63,11 @@ class BundleExport(Callback):
     vstain model bundle (never chosen on training loss).
     """
 
-    def __init__(self, path: Path, datamodule: Any, *, monitor: str, check: Any = None) -> None:
+    def __init__(self, path: Path, datamodule: Any, *, monitor: str, summary: Any = None) -> None:
         self.path = Path(path)
         self.datamodule = datamodule
         self.monitor = monitor
-        self.check = check  # a LinearBaselineCheck whose verdict goes into the bundle
+        self.summary = summary  # a RunSummary whose linear-baseline verdict goes into the bundle
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -88,10 +88,11 @@ class BundleExport(Callback):
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/") and key != self.monitor:
                 validation.setdefault(f"last_{key}", float(value))
-        if self.check is not None and self.check.verdict:
-            validation["linear_baseline"] = {t: v["linear"] for t, v in self.check.verdict["per_target"].items()}
-            validation["best_per_target"] = {t: v["model"] for t, v in self.check.verdict["per_target"].items()}
-            validation["beats_linear"] = self.check.verdict["beats_linear"]
+        verdict = self.summary.verdict if self.summary is not None else {}
+        if "beats_linear" in verdict:
+            validation["linear_baseline"] = {t: v["linear"] for t, v in verdict["per_target"].items()}
+            validation["best_per_target"] = {t: v["model"] for t, v in verdict["per_target"].items()}
+            validation["beats_linear"] = verdict["beats_linear"]
 
         from vstain.inference.bundle import save_bundle
         from vstain.models import model_arguments

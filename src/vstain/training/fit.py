@@ -120,9 +120,9 @@ def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | Non
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from vstain.data.datamodule import PlateDataModule
-    from vstain.training.baseline_check import LinearBaselineCheck
     from vstain.training.callbacks import BundleExport, EpochSummary, ValidationPanels
     from vstain.training.csv_history import ResumableCSVLogger
+    from vstain.training.run_summary import RunSummary
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = PlateDataModule(config, out)
@@ -151,12 +151,10 @@ def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | Non
                         auto_insert_metric_name=False, enable_version_counter=False),
         ValidationPanels(out / "logs" / "panels"),
     ]
-    check = None
-    if config.validation.linear_baseline:
-        check = LinearBaselineCheck(datamodule, out, monitor=monitor, seed=config.seed)
-        callbacks.append(check)
-    # After the check, so the bundle records its verdict.
-    callbacks.append(BundleExport(out / "model.safetensors", datamodule, monitor=monitor, check=check))
+    summary = RunSummary(datamodule, out, monitor=monitor, linear_baseline=config.validation.linear_baseline,
+                         seed=config.seed)
+    # The summary first, so the bundle records its verdict.
+    callbacks += [summary, BundleExport(out / "model.safetensors", datamodule, monitor=monitor, summary=summary)]
     if not trainer_cfg.progress_bar:
         callbacks.append(EpochSummary(config.name))
     if trainer_cfg.checkpoint_every_n_steps:

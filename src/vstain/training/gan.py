@@ -138,7 +138,7 @@ class GanModule(StainingModule):
         opt_g = self.build_optimizer(self.generator.parameters())
         assert self.cfg.gan is not None
         opt_d = self.build_optimizer(self.discriminator.parameters(), lr=self.cfg.gan.d_lr)
-        if self.cfg.scheduler.name == "none" and self.cfg.finetune.epochs == 0:
+        if not self.has_schedule():
             return [opt_g, opt_d]
         # Same multiplier for both (the reference decayed both with one StepLR setting).
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda=self.lr_factor) for o in (opt_g, opt_d)]

@@ -1,13 +1,14 @@
-"""A trained model must beat the per-pixel linear regression it could have learned.
+"""The run's ``summary.json``: the validation history, the exported epoch, and the linear baseline verdict.
 
-:class:`LinearBaselineCheck` fits :class:`~vstain.evaluation.baselines.LinearBaseline` (the 7
-brightfield planes and a smoothed copy, least squares per pixel) on the run's training fields at
-the start of training, scores it on the run's validation fields with the same pixel metric the
-validation logs (``val/pixel_rel_mae_C0k``: MAE in raw counts over the pooled target median), and
-at the end compares it with the checkpoint the run exports (the best ``monitor`` epoch). A model
-that ends worse than the linear regression on any stain has not learned the plate; the run then
-says so on the terminal, in ``summary.json`` and in the model bundle's validation record, instead
-of quietly exporting it.
+A trained model must beat the per-pixel linear regression it could have learned. With
+``validation.linear_baseline`` (the default), :class:`RunSummary` fits
+:class:`~vstain.evaluation.baselines.LinearBaseline` (the 7 brightfield planes and a smoothed copy,
+least squares per pixel) on the run's training fields at the start of training, scores it on the
+run's validation fields with the same pixel metric the validation logs (``val/pixel_rel_mae_C0k``:
+MAE in raw counts over the pooled target median), and at the end compares it with the checkpoint
+the run exports (the best ``monitor`` epoch). A model that ends worse than the linear regression on
+any stain has not learned the plate; the run then says so on the terminal, in ``summary.json`` and
+in the model bundle's validation record, instead of quietly exporting it.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def metric_name(target: str) -> str:
     return f"val/pixel_rel_mae_C{TARGET_CHANNELS[target]:02d}"
 
 
-class LinearBaselineCheck(Callback):
-    """Compare the exported (best-validation) epoch with the linear baseline, per target.
+class RunSummary(Callback):
+    """Record validation per epoch; at the end, summarise the exported (best-validation) epoch.
 
     Parameters
     ----------
@@ -72,16 +73,20 @@ class LinearBaselineCheck(Callback):
         Where ``linear_baseline.json`` and ``summary.json`` are written.
     monitor
         The metric the best checkpoint is chosen on (lower is better).
+    linear_baseline
+        Compare with the per-pixel linear regression (fitted at the start of training).
     seed
         Seed of the baseline's pixel draw.
     log
         Where the verdict line goes (``print`` by default).
     """
 
-    def __init__(self, datamodule: Any, run_dir: Path, *, monitor: str, seed: int = 0, log=print) -> None:
+    def __init__(self, datamodule: Any, run_dir: Path, *, monitor: str, linear_baseline: bool = True, seed: int = 0,
+                 log=print) -> None:
         self.datamodule = datamodule
         self.run_dir = Path(run_dir)
         self.monitor = monitor
+        self.linear_baseline = linear_baseline
         self.seed = seed
         self.say = log
         self.linear: dict[str, float] = {}
@@ -101,6 +106,8 @@ class LinearBaselineCheck(Callback):
         self.history = [dict(e) for e in state_dict.get("history", [])]
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not self.linear_baseline:
+            return
         saved = self.run_dir / "linear_baseline.json"
         if saved.exists():  # a resumed run keeps the numbers it started with
             self.linear = {k: float(v) for k, v in json.loads(saved.read_text())["pixel_rel_mae"].items()}
@@ -130,21 +137,33 @@ class LinearBaselineCheck(Callback):
             name = metric_name(target)
             if name in metrics:
                 entry[target] = float(metrics[name])
+        if "val/iou" in metrics:  # the LUPI segmentation head
+            entry["iou"] = float(metrics["val/iou"])
         self.history.append(entry)
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not self.history or not self.linear:
+        if not trainer.is_global_zero or not self.history:
             return
         best = min(self.history, key=lambda e: e["monitor"])
-        per_target = {}
-        for target in self.targets:
-            model = best.get(target)
-            per_target[target] = {"model": model, "linear": self.linear.get(target),
-                                  "beats_linear": None if model is None else bool(model < self.linear[target])}
-        losing = [t for t, v in per_target.items() if v["beats_linear"] is False]
         self.verdict = {"best_epoch": int(best["epoch"]), "monitor": self.monitor, "best_score": best["monitor"],
-                        "per_target": per_target, "beats_linear": not losing}
-        name = module.cfg.name
+                        "per_target": {t: {"model": best.get(t)} for t in self.targets}}
+        if "iou" in best:
+            self.verdict["iou"] = best["iou"]
+        if self.linear:
+            self._compare(module.cfg.name, best)
+        summary = {"name": module.cfg.name, "validation": self.verdict,
+                   "history": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in e.items()}
+                               for e in self.history]}
+        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def _compare(self, name: str, best: dict[str, float]) -> None:
+        per_target = self.verdict["per_target"]
+        for target, values in per_target.items():
+            model = values["model"]
+            values.update(linear=self.linear.get(target),
+                          beats_linear=None if model is None else bool(model < self.linear[target]))
+        losing = [t for t, v in per_target.items() if v["beats_linear"] is False]
+        self.verdict["beats_linear"] = not losing
         for target in losing:
             values = per_target[target]
             self.say(f"[{name}] WARNING: {target}: the exported model's validation pixel error {values['model']:.4g} "
@@ -155,7 +174,3 @@ class LinearBaselineCheck(Callback):
             shown = ", ".join(f"{t} {v['model']:.4g} < {v['linear']:.4g}" for t, v in per_target.items()
                               if v["model"] is not None)
             self.say(f"[{name}] the exported model beats the linear baseline on validation: {shown}")
-        summary = {"name": name, "validation": self.verdict,
-                   "history": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in e.items()}
-                               for e in self.history]}
-        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""The run says loudly when its model is worse than the per-pixel linear regression."""
+"""The run summary: it says loudly when the model is worse than the per-pixel linear regression."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vstain.evaluation.baselines import LinearBaseline
-from vstain.training.baseline_check import LinearBaselineCheck, linear_baseline_errors
+from vstain.training.run_summary import RunSummary, linear_baseline_errors
 
 
 class _Field:
@@ -47,7 +47,7 @@ def test_linear_errors_are_the_pixel_metric_of_the_fitted_baseline():
 def _check(tmp_path, linear, history):
     lines = []
     datamodule = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(targets=["nuclei", "lipids"])))
-    check = LinearBaselineCheck(datamodule, tmp_path, monitor="val/pixel_rel_mae", log=lines.append)
+    check = RunSummary(datamodule, tmp_path, monitor="val/pixel_rel_mae", log=lines.append)
     check.linear = linear
     check.history = history
     trainer = SimpleNamespace(is_global_zero=True)
@@ -75,10 +75,23 @@ def test_a_model_that_beats_linear_everywhere_says_so(tmp_path):
     assert len(lines) == 1 and "beats the linear baseline" in lines[0]
 
 
+def test_without_the_linear_baseline_the_summary_still_records_the_exported_epoch(tmp_path):
+    datamodule = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(targets=["nuclei"])))
+    summary = RunSummary(datamodule, tmp_path, monitor="val/pixel_rel_mae", linear_baseline=False)
+    summary.on_fit_start(SimpleNamespace(is_global_zero=True), None)  # fits nothing
+    assert not (tmp_path / "linear_baseline.json").exists()
+    summary.history = [{"epoch": 0.0, "monitor": 0.4, "nuclei": 0.4, "iou": 0.2},
+                       {"epoch": 1.0, "monitor": 0.3, "nuclei": 0.3, "iou": 0.6}]
+    summary.on_fit_end(SimpleNamespace(is_global_zero=True), SimpleNamespace(cfg=SimpleNamespace(name="run")))
+    verdict = json.loads((tmp_path / "summary.json").read_text())["validation"]
+    assert verdict == {"best_epoch": 1, "monitor": "val/pixel_rel_mae", "best_score": 0.3,
+                       "per_target": {"nuclei": {"model": 0.3}}, "iou": 0.6}
+
+
 def test_history_survives_a_resume_through_the_callback_state():
     datamodule = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(targets=["lipids"])))
-    first = LinearBaselineCheck(datamodule, "unused", monitor="m")
+    first = RunSummary(datamodule, "unused", monitor="m")
     first.history = [{"epoch": 0.0, "monitor": 0.3, "lipids": 0.3}]
-    second = LinearBaselineCheck(datamodule, "unused", monitor="m")
+    second = RunSummary(datamodule, "unused", monitor="m")
     second.load_state_dict(first.state_dict())
     assert second.history == first.history

@@ -1,0 +1,320 @@
+"""``vstain bench quality``: does the CPU recipe learn plates nobody tuned it on?
+
+For each plate variant (a ``vstain synth`` preset or a seeded randomisation of the physical
+parameters, docs/synthetic-data.md) the benchmark synthesises a small plate, holds out its last
+well as the test fields, trains the three stains with the CPU recipe
+(:func:`vstain.training.recipes.cpu_recipe`) at the benchmark's budget, predicts the test fields
+and scores the models and both baselines (training-mean image, per-pixel linear regression) with
+the challenge metric (:func:`vstain.demo.trial.run_trial`). It writes into ``out``::
+
+    <variant>/            plate/, split.csv, runs/, predictions/, evaluation/, trial.json
+    quality.json          every number, per variant
+    quality.csv           one row per variant x stain x method (pixelwise), plus score rows
+    quality.md            the tables of docs/quality.md
+    quality.png           the figure
+
+Every variant is a pure function of its name and ``seed``; a rerun skips variants whose
+``trial.json`` exists (delete it to recompute). Variants marked ``tuned`` were looked at while the
+recipe was developed; the others were held back and only run to judge it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from vstain.atomic import write_text_atomic
+from vstain.errors import ConfigError
+from vstain.vocabulary import TARGETS, TEST, TRAIN, VALIDATION
+
+__all__ = ["BUDGETS", "VARIANTS", "Variant", "run_quality_benchmark"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One plate variant of the benchmark."""
+
+    name: str
+    magnification: str
+    preset: str | None = None  #: a ``vstain synth --preset``
+    randomize: int | None = None  #: a ``vstain synth --randomize`` seed
+    tuned: bool = False  #: looked at while the recipe was developed (else held back)
+
+
+#: The benchmark's plates: three development variants at 20x, and held-back variants at every
+#: magnification (presets never looked at while tuning, and seeded random draws of every parameter).
+VARIANTS: tuple[Variant, ...] = (
+    Variant("reference-20x", "20x", preset="reference", tuned=True),
+    Variant("faint-nuclei-20x", "20x", preset="faint-nuclei", tuned=True),
+    Variant("bright-cytoplasm-20x", "20x", preset="bright-cytoplasm", tuned=True),
+    Variant("dim-noisy-40x", "40x", preset="dim-noisy"),
+    Variant("sparse-large-droplets-60x", "60x", preset="sparse-large-droplets"),
+    Variant("random-20x", "20x", randomize=2001),
+    Variant("random-40x", "40x", randomize=4001),
+    Variant("random-60x", "60x", randomize=6001),
+)
+
+_COMMON = ("trainer.progress_bar=false", "trainer.log_every_n_steps=1000", "data.num_workers=0")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Plate size and training length of one benchmark flavour."""
+
+    size: tuple[int, int]
+    wells: int
+    fields: int
+    step_overrides: dict[str, tuple[str, ...]]
+    common: tuple[str, ...] = _COMMON
+
+
+#: ``bench``: 1024² fields, 3 wells x 3 fields, at most 10 minutes of training per variant on a
+#: 2-core CPU; ``smoke``: a few steps on tiny plates, to test the machinery.
+BUDGETS: dict[str, Budget] = {
+    "bench": Budget(size=(1024, 1024), wells=3, fields=3,
+                    step_overrides={"nuclei": ("trainer.max_epochs=4",), "lipids": ("trainer.max_epochs=3",),
+                                    "cytoplasm": ("trainer.max_epochs=3",)}),
+    "smoke": Budget(size=(384, 384), wells=2, fields=2,
+                    step_overrides={s: ("trainer.max_epochs=1", "data.samples_per_epoch=8", "data.crop_size=96")
+                                    for s in TARGETS},
+                    common=(*_COMMON, "validation.linear_baseline=false")),
+}
+
+
+def _variant_split(fields: Sequence[Any], *, wells: Sequence[str]) -> dict[tuple[str, str, int], str]:
+    """The last well is test; the first field of every other well validates; the rest train."""
+    test_well = wells[-1]
+    subsets = {}
+    for field in fields:
+        well, number = field.key[1], field.key[2]
+        subsets[field.key] = TEST if well == test_well else (VALIDATION if number == 1 else TRAIN)
+    return subsets
+
+
+def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Synthesise, train, predict and score one variant; returns (and writes) its ``trial.json``."""
+    from vstain.demo.summary import _method_summary
+    from vstain.demo.trial import Clock, run_trial
+    from vstain.plate.index import index_plate
+    from vstain.plate.splits import Split
+    from vstain.synth.plate import generate_plate, well_names
+    from vstain.training.recipes import cpu_recipe
+
+    result_path = out / "trial.json"
+    if result_path.exists():
+        log(f"{variant.name}: already done ({result_path}), skipped")
+        return json.loads(result_path.read_text())
+    for stale in ("plate", "runs", "heldout", "predictions", "evaluation"):
+        if (out / stale).exists():  # an interrupted earlier attempt: start the variant afresh
+            shutil.rmtree(out / stale)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = Clock(lambda line: log(f"{variant.name} {line}"))
+    with clock.stage("synth", f"synthesising {budget.wells} wells x {budget.fields} fields of "
+                              f"{budget.size[0]}x{budget.size[1]} px"):
+        generate_plate(out / "plate", magnification=variant.magnification, wells=budget.wells, fields=budget.fields,
+                       seed=seed, size=budget.size, preset=variant.preset, randomize=variant.randomize)
+    fields = index_plate(out / "plate", magnification=variant.magnification).select(
+        magnification=variant.magnification)
+    split = Split(_variant_split(fields, wells=well_names(budget.wells)))
+    split_path = split.save(out / "split.csv")
+    recipe = cpu_recipe(variant.magnification)
+    trial = run_trial(out / "plate", split_path, out, magnification=variant.magnification, recipe=recipe, seed=seed,
+                      clock=clock, overrides=budget.common, step_overrides=budget.step_overrides)
+    result: dict[str, Any] = {
+        "variant": asdict(variant),
+        "methods": {m: _method_summary(s) for m, s in trial.scores.items()},
+        "nuclei_counts": nuclei_counts(out / "evaluation" / "model"),
+        "validation": _validation(out / "runs", recipe),
+        "test_fields": trial.test_labels,
+        "timings": dict(clock.timings),
+    }
+    write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=False) + "\n")
+    return result
+
+
+def nuclei_counts(evaluation: Path) -> list[dict[str, Any]]:
+    """Per test field: nuclei the pipeline finds on the true C01 and on the predicted C01."""
+    truth = _read_rows(evaluation / "features_truth.csv")
+    predicted = {(r["Metadata_Well"], r["Metadata_FoV"]): r for r in _read_rows(evaluation / "features_pred.csv")}
+    rows = []
+    for row in truth:
+        key = (row["Metadata_Well"], row["Metadata_FoV"])
+        pred = predicted.get(key, {})
+        rows.append({"field": f"{key[0]} {key[1]}", "truth": _number(row.get("Count_nuclei")),
+                     "predicted": _number(pred.get("Count_nuclei"))})
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _validation(runs: Path, recipe: Sequence[Any]) -> dict[str, Any]:
+    """Each run's verdict against the linear baseline and its segmentation IoU (from summary.json)."""
+    out = {}
+    for step in recipe:
+        path = runs / step.name / "summary.json"
+        if path.exists():
+            summary = json.loads(path.read_text())["validation"]
+            out[step.name] = {"beats_linear": summary.get("beats_linear"), "iou": summary.get("iou"),
+                              "per_target": summary.get("per_target")}
+    return out
+
+
+def run_quality_benchmark(
+    out: str | Path,
+    *,
+    variants: Sequence[str] | None = None,
+    budget: str = "bench",
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the benchmark's variants into ``out``; returns (and writes) the summary.
+
+    Parameters
+    ----------
+    out
+        Output folder (created; variants already done there are reused).
+    variants
+        Names from :data:`VARIANTS` (default all).
+    budget
+        ``"bench"`` or ``"smoke"`` (:data:`BUDGETS`).
+    seed
+        Seed of the plates, splits, training runs and baselines.
+    log
+        Called with each progress line.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown variant or budget.
+    """
+    known = {v.name: v for v in VARIANTS}
+    chosen = list(variants) if variants else list(known)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    root = Path(out)
+    results = [run_variant(known[name], root / name, budget=BUDGETS[budget], seed=seed, log=log) for name in chosen]
+    summary = {"budget": budget, "seed": seed, "size": list(BUDGETS[budget].size), "variants": results,
+               "targets": check_targets(results)}
+    write_text_atomic(root / "quality.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_text_atomic(root / "quality.csv", quality_csv(results))
+    write_text_atomic(root / "quality.md", quality_markdown(summary))
+    quality_figure(results, root / "quality.png")
+    return summary
+
+
+def _pixel(entry: dict[str, Any], stain: str) -> float | None:
+    return next((v for k, v in entry["pixelwise_per_channel"].items() if k.endswith(stain)), None)
+
+
+def check_targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The quality targets per variant: score <= 0.5 x linear; every stain's pixel error below both
+    baselines; nuclei counts within 20 % of the truth's; LUPI validation IoU above 0.5."""
+    out = {}
+    for result in results:
+        methods = result["methods"]
+        model, linear, mean = methods["model"], methods["linear"], methods["mean_image"]
+        ratio = None if not (model["score"] and linear["score"]) else model["score"] / linear["score"]
+        stains_beat = {s: (_pixel(model, s) is not None and all(
+            _pixel(model, s) < (_pixel(b, s) if _pixel(b, s) is not None else math.inf) for b in (linear, mean)))
+            for s in TARGETS}
+        counts = [c for c in result["nuclei_counts"] if c["truth"]]
+        count_errors = [abs((c["predicted"] or 0.0) - c["truth"]) / c["truth"] for c in counts]
+        iou = result["validation"].get("nuclei", {}).get("iou")
+        out[result["variant"]["name"]] = {
+            "score_over_linear": ratio,
+            "score_target_met": ratio is not None and ratio <= 0.5,
+            "stains_beat_both_baselines": stains_beat,
+            "max_nuclei_count_error": max(count_errors) if count_errors else None,
+            "nuclei_count_target_met": bool(count_errors) and max(count_errors) <= 0.2,
+            "iou": iou,
+            "iou_target_met": iou is not None and iou > 0.5,
+        }
+    return out
+
+
+def quality_csv(results: Sequence[dict[str, Any]]) -> str:
+    """One row per variant x stain x method (pixelwise) and per variant x method (score, featurewise)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["variant", "magnification", "tuned", "stain", "method", "metric", "value"])
+    for result in results:
+        variant = result["variant"]
+        for method, entry in result["methods"].items():
+            for metric in ("score", "pixelwise", "featurewise"):
+                writer.writerow([variant["name"], variant["magnification"], variant["tuned"], "all", method, metric,
+                                 entry[metric]])
+            for stain in TARGETS:
+                writer.writerow([variant["name"], variant["magnification"], variant["tuned"], stain, method,
+                                 "pixelwise", _pixel(entry, stain)])
+    return buffer.getvalue()
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def quality_markdown(summary: dict[str, Any]) -> str:
+    """The benchmark's tables in Markdown (scores per method; pixel error per stain; the targets)."""
+    lines = ["| variant | tuned on | score model | score linear | score mean image | model / linear | "
+             "nuclei model | nuclei linear | lipids model | lipids linear | cytoplasm model | cytoplasm linear | "
+             "nuclei count error (max) | LUPI val IoU |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for result in summary["variants"]:
+        variant, methods = result["variant"], result["methods"]
+        target = summary["targets"][variant["name"]]
+        cells = [variant["name"], "yes" if variant["tuned"] else "no (held back)",
+                 _num(methods["model"]["score"]), _num(methods["linear"]["score"]),
+                 _num(methods["mean_image"]["score"]), _num(target["score_over_linear"], 2)]
+        for stain in TARGETS:
+            cells += [_num(_pixel(methods["model"], stain)), _num(_pixel(methods["linear"], stain))]
+        error = target["max_nuclei_count_error"]
+        cells += ["n/a" if error is None else f"{100 * error:.0f} %", _num(target["iou"], 2)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def quality_figure(results: Sequence[dict[str, Any]], path: Path) -> None:
+    """Scores per variant and method, and pixel errors per stain (model vs linear), as a PNG."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    names = [r["variant"]["name"] for r in results]
+    figure = Figure(figsize=(max(8, 1.3 * len(names)), 6.5))
+    top, bottom = figure.subplots(2, 1)
+    x = np.arange(len(names))
+    for i, method in enumerate(("model", "linear", "mean_image")):
+        values = [r["methods"][method]["score"] or math.nan for r in results]
+        top.bar(x + (i - 1) * 0.27, values, 0.27, label=method)
+    top.set_xticks(x, names, rotation=20, fontsize=8)
+    top.set_ylabel("challenge score (lower is better)")
+    top.legend(fontsize=8)
+    for i, stain in enumerate(TARGETS):
+        model = [_pixel(r["methods"]["model"], stain) or math.nan for r in results]
+        linear = [_pixel(r["methods"]["linear"], stain) or math.nan for r in results]
+        bottom.bar(x + (i - 1) * 0.27, model, 0.13, label=f"{stain} model")
+        bottom.bar(x + (i - 1) * 0.27 + 0.13, linear, 0.13, label=f"{stain} linear", alpha=0.45)
+    bottom.set_xticks(x, names, rotation=20, fontsize=8)
+    bottom.set_ylabel("pixelwise relative MAE")
+    bottom.legend(fontsize=7, ncol=3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
