@@ -260,7 +260,8 @@ def test_learning_rate_warmup_then_one_cosine(tmp_path, random_plate):
     config = load_config(_config(tmp_path, random_plate, "regression", scheduler__name="cosine",
                                  scheduler__warmup_epochs=1.0, trainer__max_epochs=5))
     module = recipe_class("regression")(config.model_dump(mode="json"), {
-        "input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7, "channels": [f"C04Z0{z}" for z in range(1, 8)]},
+        "input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
+                  "channels": [f"C04Z0{z}" for z in range(1, 8)]},
         "targets": {"lipids": {"kind": "minmax", "low": [0.0], "high": [1.0], "channels": ["lipids"]}},
         "target_medians": {"lipids": 0.1}})
     module.steps_per_epoch = lambda: 10

@@ -97,7 +97,8 @@ def _variant_split(fields: Sequence[Any], *, wells: Sequence[str]) -> dict[tuple
     return subsets
 
 
-def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
+                log: Callable[[str], None]) -> dict[str, Any]:
     """Synthesise, train, predict and score one variant; returns (and writes) its ``trial.json``."""
     from vstain.demo.summary import _method_summary
     from vstain.demo.trial import Clock, run_trial
@@ -228,7 +229,8 @@ def _pixel(entry: dict[str, Any], stain: str) -> float | None:
 
 def check_targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The quality targets per variant: score <= 0.5 x linear; every stain's pixel error below both
-    baselines; nuclei counts within 20 % of the truth's; LUPI validation IoU above 0.5."""
+    baselines; nuclei counts within 20 % of the truth's; LUPI validation IoU above 0.5.
+    """
     out = {}
     for result in results:
         methods = result["methods"]
