@@ -9,7 +9,8 @@ import pytest
 from vstain.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "vstain" / "configs"
-ALL = sorted((CONFIGS / "train").glob("*.yaml")) + sorted((CONFIGS / "smoke").glob("*.yaml"))
+ALL = sorted((CONFIGS / "train").glob("*.yaml")) + sorted((CONFIGS / "smoke").glob("*.yaml")) \
+    + sorted((CONFIGS / "cpu").glob("*.yaml"))
 
 
 def _load(path: Path, tmp_path: Path):
@@ -34,7 +35,8 @@ def test_nine_reference_models_are_shipped():
 @pytest.mark.parametrize("path", ALL, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_config_validates(path, tmp_path):
     config = _load(path, tmp_path)
-    assert config.name == path.stem
+    # CPU recipe runs are named apart from the reference's, so both can share a runs/ folder.
+    assert config.name == path.stem + ("_cpu" if path.parent.name == "cpu" else "")
 
 
 @pytest.mark.parametrize("mag,epochs,holdout", [("20x", 20, 3), ("40x", 30, 4), ("60x", 60, 6)])
@@ -64,3 +66,36 @@ def test_gan_config_without_pretrained_generator_says_what_to_do(tmp_path):
 
     with pytest.raises(ConfigError, match=r"gan\.pretrained: .* does not exist \(train the pretrain config first"):
         load_config(CONFIGS / "train" / "C2_20x_gan.yaml", [f"data.root={tmp_path}"])
+
+
+@pytest.mark.parametrize("mag", ["20x", "40x", "60x"])
+def test_cpu_recipe_is_one_model_per_stain_with_the_quality_fixes(mag, tmp_path):
+    from vstain.training.recipes import cpu_recipe, final_runs
+
+    recipe = cpu_recipe(mag)
+    assert final_runs(recipe) == {"nuclei": "nuclei", "lipids": "lipids", "cytoplasm": "cytoplasm"}
+    configs = {step.name: _load(CONFIGS / "cpu" / Path(step.config).name, tmp_path) for step in recipe}
+    for stain, config in configs.items():
+        assert config.data.targets == [stain] and config.data.magnification == mag
+        # the corrections of the quality work (docs/training.md): the challenge's pixel metric as the
+        # loss scale, outputs starting at the data's level, percentile normalisation, a warm-up
+        assert config.loss.median == "dataset" and config.model.output_init == "median"
+        assert config.data.normalization == "percentile" and config.scheduler.warmup_epochs > 0
+        assert config.validation.linear_baseline and config.trainer.limit_val_fields
+    assert configs["nuclei"].recipe == "lupi" and configs["nuclei"].data.sampling == "mixed"
+    assert configs["lipids"].loss.regression == configs["cytoplasm"].loss.regression == "median_mae"
+    # one network size for every magnification; the crop grows with the magnification's pixel count
+    sizes = {mag: _load(CONFIGS / "cpu" / f"C1_{mag}.yaml", tmp_path).data.crop_size for mag in ("20x", "40x", "60x")}
+    assert sizes["20x"] <= sizes["40x"] <= sizes["60x"]
+
+
+def test_reference_recipe_names_the_shipped_configs(tmp_path):
+    from vstain.training.recipes import final_runs, reference_recipe
+
+    recipe = reference_recipe("40x")
+    assert [step.name for step in recipe] == ["C1_40x", "C2_40x_pretrain", "C2_40x_gan", "C3_40x_pretrain",
+                                              "C3_40x_gan"]
+    assert final_runs(recipe) == {"nuclei": "C1_40x", "lipids": "C2_40x_gan", "cytoplasm": "C3_40x_gan"}
+    assert recipe[2].pretrained == "C2_40x_pretrain"
+    for step in recipe:
+        assert (CONFIGS / "train" / Path(step.config).name).is_file()
