@@ -193,3 +193,19 @@ def test_a_failed_run_removes_the_folder_it_created_only(tmp_path, cli, one_line
     (existing / "notes.txt").write_text("mine")
     assert cli("train", "-c", config, "--out", existing)[0] == 2
     assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("value", [0, 1234])
+def test_a_constant_or_empty_target_is_refused_before_training(tmp_path, cli, one_line_error, snapshot, value):
+    """Issue 11, bad input: a target with nothing to learn -> one line before training; the plate untouched."""
+    from vstain.plate.tiff import write_tiff
+
+    plate = write_random_plate(tmp_path / "plate")
+    for path in (plate / "20x_images").glob("*C02.tif"):
+        write_tiff(path, np.full((64, 80), value, np.uint16))
+    before = snapshot(plate)
+    code, _, err = cli("train", "-c", _config(tmp_path, plate), "--out", tmp_path / "run")
+    assert code == 2
+    line = one_line_error(err, plate, "lipids", "constant", "data.targets")
+    assert f"every pixel {value}" in line
+    assert not (tmp_path / "run").exists() and snapshot(plate) == before

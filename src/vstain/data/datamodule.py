@@ -8,7 +8,7 @@ resumed run reuses exactly the same split and normalisation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 import numpy as np
@@ -74,6 +74,7 @@ class PlateDataModule(L.LightningDataModule):
         self.train_fields = [f for f in fields if f.key in train_keys]
         self.val_fields = [f for f in fields if f.key in val_keys]
         stats = self._stats()
+        check_learnable_targets(stats, data.magnification, data.targets, root=data.root)
         self._input = Normalizer.from_stats(stats, data.magnification, kind=data.normalization)
         # Targets are clipped to [0, 1] whatever the normalisation: the networks end in a scaled
         # tanh with range (0, 1), and the log-squared loss is undefined below 0. (Inputs keep
@@ -177,3 +178,29 @@ class PlateDataModule(L.LightningDataModule):
         # Each process validates its own share; the metrics sum their states across processes.
         indices = list(range(rank, len(self.val_dataset), world))
         return DataLoader(self.val_dataset, batch_size=1, sampler=indices, num_workers=0)
+
+
+def check_learnable_targets(stats: PlateStats, magnification: str, targets: Sequence[str], *, root: Path) -> None:
+    """Refuse, before training starts, a target stain with nothing to learn on the training fields.
+
+    A stain whose 0.01st and 99.99th percentiles coincide is constant (or empty, e.g. a channel
+    that was never imaged) on the training fields: every normalisation of it is undefined and any
+    model would learn a flat image.
+
+    Raises
+    ------
+    PlateError
+        Naming the plate, the stain and what to do.
+    """
+    from vstain.plate.stats import TARGET_KEYS
+
+    for target in targets:
+        entry = stats.get(magnification, target)
+        low, high = entry.percentile(0.01), entry.percentile(99.99)
+        if high <= low:
+            where = "every pixel" if entry.min == entry.max else "99.98 % of the pixels"
+            raise PlateError(
+                f"{root}: the {target} stain ({TARGET_KEYS[target]}) of the {magnification} training fields is "
+                f"constant ({where} {low:g}): nothing to learn; check that the stain was imaged, or leave "
+                f"{target} out of data.targets"
+            )
