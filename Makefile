@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 DEMO_OUT ?= demo-out
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-quality clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: install
 
 bench: install
 	$(BIN)/vstain bench --quick --out bench.json
+
+# Hours on a 2-core CPU: the CPU recipe on every plate variant (docs/quality.md); resumable.
+bench-quality: install
+	$(BIN)/vstain bench quality --out bench-quality
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

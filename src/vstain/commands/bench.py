@@ -22,6 +22,13 @@ Sections (default: all):
   evaluation  the CellProfiler-equivalent measurements of one synthetic 20x field (1 thread and
               the default)
 Prints a table per section; --out also writes the numbers as JSON.
+
+  vstain bench quality --out bench-quality      # hours: the CPU recipe on 8 plate variants
+  vstain bench quality --variants reference-20x random-40x --out bq
+  quality     not part of `all`: for each plate variant (vstain synth presets and random draws,
+              held-back ones included) train the CPU recipe, predict held-out wells and score it
+              against the mean-image and linear baselines; --out is then a folder (quality.md,
+              .csv, .json, .png); a rerun skips variants already done (docs/quality.md)
 """
 
 
@@ -37,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # The default is a string: argparse checks a list default of nargs="*" against the choices as a whole.
-    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all"], default="all",
-                        help=f"what to time: {', '.join(SECTIONS)} or all (default all)")
+    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all", "quality"],
+                        default="all",
+                        help=f"what to time: {', '.join(SECTIONS)} or all (default all); or quality, alone")
     parser.add_argument("--quick", action="store_true", help="small sizes that run in minutes on a CPU")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
@@ -49,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default: 1024x1024 with --quick, 2154x2554 without)")
     parser.add_argument("--compile", action="store_true",
                         help="on a CPU, also time torch.compile (minutes of warm-up; always timed on CUDA)")
+    parser.add_argument("--variants", nargs="+", metavar="NAME",
+                        help="quality: plate variants to run (default all; see docs/quality.md)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="quality: tiny plates and a few steps (tests the machinery; the numbers mean nothing)")
+    parser.add_argument("--seed", type=int, default=0, help="quality: seed of plates, splits and training (default 0)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
     parser.set_defaults(run=run)
@@ -74,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
             raise VstainError(f"--field {args.field}: each side must be at least 16 pixels")
         field = (height, width)
     named = [args.sections] if isinstance(args.sections, str) else list(args.sections)
+    if "quality" in named:
+        return _quality(args, named)
     sections = set(SECTIONS) if not named or "all" in named else set(named)
     if args.no_training:
         sections.discard("training")
@@ -88,4 +103,21 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         save_result(result, args.out)
         print(f"\nwrote {args.out}")
+    return 0
+
+
+def _quality(args: argparse.Namespace, named: list[str]) -> int:
+    from vstain.bench.quality import run_quality_benchmark
+    from vstain.errors import VstainError
+
+    if len(named) > 1:
+        raise VstainError("the quality benchmark runs alone (hours, not minutes): `vstain bench quality --out DIR`")
+    out = args.out or "bench-quality"
+    summary = run_quality_benchmark(out, variants=args.variants, budget="smoke" if args.smoke else "bench",
+                                    seed=args.seed, log=lambda line: print(line, flush=True))
+    from vstain.bench.quality import quality_markdown
+
+    print()
+    print(quality_markdown(summary))
+    print(f"wrote {out}/quality.md, quality.csv, quality.json, quality.png")
     return 0

@@ -1,0 +1,83 @@
+"""`vstain bench quality`: the machinery end to end on a tiny variant, and the target checks by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from vstain.bench.quality import VARIANTS, check_targets, quality_csv, quality_markdown
+from vstain.cli import main
+from vstain.vocabulary import MAGNIFICATIONS
+
+
+def test_variants_cover_every_magnification_and_hold_some_back():
+    assert len(VARIANTS) >= 6
+    assert {v.magnification for v in VARIANTS} == set(MAGNIFICATIONS)
+    held_back = [v for v in VARIANTS if not v.tuned]
+    assert {v.magnification for v in held_back} == set(MAGNIFICATIONS)
+    assert len({v.name for v in VARIANTS}) == len(VARIANTS)
+    assert all((v.preset is None) != (v.randomize is None) for v in VARIANTS)
+
+
+def _result(name, *, model, linear, mean, counts, iou):
+    def entry(score, pixels):
+        return {"score": score, "pixelwise": sum(pixels) / 3, "featurewise": 2 * score - sum(pixels) / 3,
+                "pixelwise_per_channel": dict(zip(("C01 nuclei", "C02 lipids", "C03 cytoplasm"), pixels))}
+
+    return {"variant": {"name": name, "magnification": "20x", "tuned": False},
+            "methods": {"model": entry(*model), "linear": entry(*linear), "mean_image": entry(*mean)},
+            "nuclei_counts": [{"field": "B04 F001", "truth": t, "predicted": p} for t, p in counts],
+            "validation": {"nuclei": {"iou": iou}}}
+
+
+def test_targets_by_hand():
+    good = _result("a", model=(0.3, (0.2, 0.3, 0.2)), linear=(0.8, (0.6, 0.9, 0.4)), mean=(1.0, (0.8, 1.0, 0.5)),
+                   counts=[(100, 90), (50, 59)], iou=0.6)
+    bad = _result("b", model=(0.5, (0.2, 0.95, 0.2)), linear=(0.8, (0.6, 0.9, 0.4)), mean=(1.0, (0.8, 1.0, 0.5)),
+                  counts=[(100, 75), (40, None)], iou=0.4)
+    targets = check_targets([good, bad])
+    assert targets["a"] == {"score_over_linear": pytest.approx(0.375), "score_target_met": True,
+                            "stains_beat_both_baselines": {"nuclei": True, "lipids": True, "cytoplasm": True},
+                            "max_nuclei_count_error": pytest.approx(0.18), "nuclei_count_target_met": True,
+                            "iou": 0.6, "iou_target_met": True}
+    b = targets["b"]
+    assert b["score_over_linear"] == pytest.approx(0.625) and not b["score_target_met"]
+    assert b["stains_beat_both_baselines"] == {"nuclei": True, "lipids": False, "cytoplasm": True}
+    assert b["max_nuclei_count_error"] == 1.0 and not b["nuclei_count_target_met"]  # no nuclei found = 100 % off
+    assert not b["iou_target_met"]
+    rows = list(csv.DictReader(quality_csv([good]).splitlines()))
+    assert len(rows) == 3 * (3 + 3)  # 3 methods x (score, pixelwise, featurewise + 3 stains)
+    assert "| a | no (held back) | 0.300 | 0.800 | 1.000 | 0.37 |" in quality_markdown(
+        {"variants": [good], "targets": targets})
+
+
+@pytest.mark.slow
+def test_smoke_benchmark_end_to_end_and_resumes(tmp_path, capsys):
+    out = tmp_path / "bq"
+    assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 0
+    summary = json.loads((out / "quality.json").read_text())
+    (result,) = summary["variants"]
+    assert set(result["methods"]) == {"model", "linear", "mean_image"}
+    assert result["variant"]["name"] == "reference-20x" and result["test_fields"]
+    assert all(c["truth"] for c in result["nuclei_counts"])  # the true C01 has nuclei the pipeline finds
+    assert set(summary["targets"]["reference-20x"]) >= {"score_over_linear", "nuclei_count_target_met"}
+    for name in ("quality.md", "quality.csv", "quality.png"):
+        assert (out / name).stat().st_size > 0
+    split = (out / "reference-20x" / "split.csv").read_text()
+    assert "test" in split and "validation" in split and "train" in split
+    assert "reference-20x |" in capsys.readouterr().out
+    # A rerun reuses the finished variant instead of training again.
+    trained = (out / "reference-20x" / "runs" / "nuclei" / "model.safetensors").stat().st_mtime_ns
+    assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert (out / "reference-20x" / "runs" / "nuclei" / "model.safetensors").stat().st_mtime_ns == trained
+
+
+def test_quality_runs_alone_and_names_unknown_variants(tmp_path, capsys):
+    assert main(["bench", "quality", "training", "--out", str(tmp_path)]) == 2
+    assert "runs alone" in capsys.readouterr().err
+    assert main(["bench", "quality", "--variants", "nope", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "reference-20x" in err
