@@ -170,6 +170,11 @@ class LossConfig(_Strict):
         "every crop); batch = the reference's batch median; sample = each crop's own median",
     )
     log_eps: float = Field(1e-3, gt=0, description="log-squared loss epsilon floor")
+    squared: float = Field(
+        0.0, ge=0,
+        description="weight of a squared term (error/median)² added to every MAE/median term (0: the plain "
+        "metric): missed bright objects pull harder and are learnt sooner (docs/training.md, 'Loss scale')",
+    )
 
 
 class GanConfig(_Strict):

@@ -202,3 +202,34 @@ def test_lupi_loss_dataset_scope_uses_the_reference_in_every_mae_term():
         assert quarter[term].item() == pytest.approx(2 * half[term].item(), rel=1e-5)
     for term in ("bce", "lwm_weighted_bce"):
         assert quarter[term].item() == pytest.approx(half[term].item(), rel=1e-6)
+
+
+def test_squared_term_hand_value_and_zero_is_the_plain_metric():
+    x = torch.tensor([[[[0.5, 0.0]]]])
+    y = torch.tensor([[[[0.4, 1.0]]]])
+    # ratios r = d / 0.5: 0.2 and -2; |r| + 0.5 r^2 = 0.22 and 4.0 -> mean 2.11
+    assert MedianMAE(median="dataset", reference=[0.5], squared=0.5)(x, y).item() == pytest.approx(2.11)
+    assert MedianMAE(median="dataset", reference=[0.5], squared=0.0)(x, y).item() == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="squared"):
+        MedianMAE(squared=-1.0)
+
+
+def test_squared_term_pulls_large_errors_harder_than_small_ones():
+    # The L1 gradient is the same for every pixel; with the squared term a pixel 5 medians off
+    # pulls 6x as hard as one 0 medians off (1 + 2 * 0.5 * 5), and a small error stays ~L1.
+    x = torch.tensor([[[[0.0, 0.0]]]], requires_grad=True)
+    y = torch.tensor([[[[1e-4, 1.0]]]])
+    MedianMAE(median="dataset", reference=[0.2], squared=0.5)(x, y).backward()
+    small, large = (-x.grad[0, 0, 0]).tolist()
+    assert large / small == pytest.approx(6.0, rel=1e-3)
+
+
+def test_lupi_loss_passes_the_squared_weight_to_every_mae_term():
+    gen = torch.Generator().manual_seed(5)
+    image, target = torch.rand(2, 1, 8, 8, generator=gen), torch.rand(2, 1, 8, 8, generator=gen)
+    logits, mask = torch.randn(2, 2, 8, 8, generator=gen), (torch.rand(2, 8, 8, generator=gen) > 0.5).float()
+    _, plain = LupiLoss(median="dataset", reference=[0.5])(logits, image, [], target, mask)
+    _, squared = LupiLoss(median="dataset", reference=[0.5], squared=1.0)(logits, image, [], target, mask)
+    for term in ("median_mae", "lwm_weighted_mae"):
+        assert squared[term] > plain[term]
+    assert squared["bce"] == plain["bce"]

@@ -21,7 +21,9 @@ from vstain.losses.intensity import (
     MedianMAE,
     MedianScope,
     check_median_scope,
+    check_squared,
     reference_tensor,
+    relative_error,
     target_median,
 )
 from vstain.losses.segmentation import SegmentationBCE, binary_mask_index
@@ -94,6 +96,8 @@ class LossWeightModuleLoss(nn.Module):
         Floor of the median.
     reference : sequence of float, optional
         Per-channel denominators for ``median="dataset"``.
+    squared : float
+        Weight of the squared term of every MAE/median (:func:`~vstain.losses.intensity.relative_error`).
     resize : {"area", "bilinear", "nearest"}
         How targets and weights are brought to the side outputs' size; the reference used
         ``"nearest"``, which keeps only the top-left pixel of each 2x2 (4x4, 8x8) block.
@@ -113,9 +117,11 @@ class LossWeightModuleLoss(nn.Module):
         eps: float = DEFAULT_EPS,
         resize: ResizeMode = "area",
         reference: Sequence[float] | None = None,
+        squared: float = 0.0,
     ) -> None:
         super().__init__()
         median = check_median_scope(median, reference)
+        self.squared = check_squared(squared)
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         if not eps > 0:
@@ -132,7 +138,7 @@ class LossWeightModuleLoss(nn.Module):
 
     def _median_mae(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         med = target_median(y, scope=self.median, eps=self.eps, reference=self.reference)
-        return (w * (x - y).abs() / med).mean()
+        return (w * relative_error(x - y, med, squared=self.squared)).mean()
 
     def terms(
         self,
@@ -200,9 +206,9 @@ class LupiLoss(nn.Module):
     pixel_weight, lwm_mae_weight, lwm_bce_weight, lwm_side_weight, resize
         Passed to :class:`LossWeightModuleLoss` (as its ``pixel_weight``, ``mae_weight``,
         ``bce_weight``, ``side_weight``, ``resize``).
-    median, eps, reference
-        Median scope, floor and (for ``"dataset"``) per-channel denominators, shared by the LWM
-        and the plain MedianMAE term.
+    median, eps, reference, squared
+        Median scope, floor, (for ``"dataset"``) per-channel denominators and the weight of the
+        squared term, shared by the LWM and the plain MedianMAE term.
 
     ``forward(seg_logits, image, side_outputs, target, mask)`` (the network's outputs first, in
     the order the LUPI network returns them) returns ``(total, components)``: ``total`` a 0-d
@@ -225,6 +231,7 @@ class LupiLoss(nn.Module):
         eps: float = DEFAULT_EPS,
         resize: ResizeMode = "area",
         reference: Sequence[float] | None = None,
+        squared: float = 0.0,
     ) -> None:
         super().__init__()
         self.lwm_weight = float(lwm_weight)
@@ -239,9 +246,10 @@ class LupiLoss(nn.Module):
             eps=eps,
             resize=resize,
             reference=reference,
+            squared=squared,
         )
         self.bce = SegmentationBCE()
-        self.median_mae = MedianMAE(median=median, eps=eps, reference=reference)
+        self.median_mae = MedianMAE(median=median, eps=eps, reference=reference, squared=squared)
 
     def forward(
         self,

@@ -49,7 +49,8 @@ class GanModule(StainingModule):
         self.d_loss = RaLSGANDiscriminatorLoss()
         self.g_loss = RaLSGANGeneratorLoss()
         self.gradient_loss = GradientLoss()
-        self.median_mae = MedianMAE(median=self.cfg.loss.median, reference=self.loss_reference())
+        self.median_mae = MedianMAE(median=self.cfg.loss.median, reference=self.loss_reference(),
+                                    squared=self.cfg.loss.squared)
         if gan.pool == "history":
             self.real_pool: OutputHistoryPool | None = OutputHistoryPool(gan.pool_size)
             self.fake_pool: OutputHistoryPool | None = OutputHistoryPool(gan.pool_size)

@@ -26,7 +26,8 @@ class LupiModule(StainingModule):
         super().__init__(config, normalization)
         weights = self.cfg.loss
         self.loss = LupiLoss(lwm_weight=weights.lwm, bce_weight=weights.bce, mae_weight=weights.median_mae,
-                             median=weights.median, reference=self.loss_reference())
+                             median=weights.median, reference=self.loss_reference(),
+                             squared=weights.squared)
 
     def network_output(self, x: torch.Tensor) -> torch.Tensor:
         # The tiler blends the image and the segmentation logits together: (B, 1 + 2, h, w).

@@ -25,6 +25,7 @@ class RegressionModule(StainingModule):
         elif loss_cfg.regression == "median_mae":
             options["median"] = loss_cfg.median
             options["reference"] = self.loss_reference()
+            options["squared"] = loss_cfg.squared
         self.loss = build_loss(loss_cfg.regression, **options)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
