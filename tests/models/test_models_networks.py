@@ -143,6 +143,30 @@ def test_gradients_reach_every_parameter_lupi(fusion: str) -> None:
     _assert_every_parameter_gets_gradient(model)
 
 
+def test_lupi_seg_skips_make_segmentation_see_fine_detail() -> None:
+    # A one-pixel change of the input reaches the segmentation logits at that pixel only through
+    # the full-resolution encoder skip: without skips the segmentation decoder starts from the
+    # 1/16 bottleneck, and its answer to a point change is spread over a 16-pixel cell.
+    torch.manual_seed(0)
+    with_skips = build_model("lupi", **TINY, dropout=0.0, transition_dropout=0.0, seg_skips=True).eval()
+    torch.manual_seed(0)
+    without = build_model("lupi", **TINY, dropout=0.0, transition_dropout=0.0).eval()
+    assert with_skips.seg_skips and not without.seg_skips
+    assert len(list(with_skips.seg_decoder.parameters())) == len(list(without.seg_decoder.parameters()))
+    x = _input(32, 32)
+    poked = x.clone()
+    poked[0, :, 9, 9] += 1.0
+    with torch.no_grad():
+        change_with = (with_skips(poked)[0] - with_skips(x)[0]).abs().sum(1)[0]
+        change_without = (without(poked)[0] - without(x)[0]).abs().sum(1)[0]
+    assert change_with[9, 9] > 0
+    # with skips the change peaks at the poked pixel; without, the poked pixel is no special one
+    assert change_with[9, 9] == change_with.max()
+    assert change_without[9, 9] < change_without.max()
+    seg, image, sides = with_skips.train()(_input(32, 32, batch=2))
+    assert seg.shape == (2, 2, 32, 32) and image.shape == (2, 1, 32, 32)
+
+
 def test_gradients_reach_every_parameter_patchgan() -> None:
     torch.manual_seed(0)
     model = build_model("patchgan", ndf=4, n_layers=2).train()

@@ -58,8 +58,14 @@ class LupiTiramisu(nn.Module):
 
     Parameters are those of :class:`~vstain.models.tiramisu.Tiramisu` plus
     ``seg_classes`` (segmentation logits, 2 = background/nucleus), ``fusion`` (``"sum"`` or
-    ``"multiply"``), ``final_layers`` and ``final_growth`` (the extra regression dense block).
-    See the module docstring for the forward contract.
+    ``"multiply"``), ``final_layers`` and ``final_growth`` (the extra regression dense block),
+    ``seg_skips`` (give the segmentation decoder the encoder skips too; ``False`` is the
+    reference). See the module docstring for the forward contract.
+
+    Without skips the segmentation decoder rebuilds nucleus outlines from the bottleneck alone
+    (1/16 of the input size with four down blocks, where a 20x nucleus is under a pixel): in short
+    CPU runs it stayed at "background everywhere" (``val/iou`` 0) while the regression decoder,
+    which has the skips, already drew the nuclei. ``seg_skips=True`` is the CPU recipe's choice.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class LupiTiramisu(nn.Module):
         final_growth: int = 2,
         efficient: bool = False,
         output_activation: str = "tanh_scaled",
+        seg_skips: bool = False,
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -98,7 +105,10 @@ class LupiTiramisu(nn.Module):
             efficient=efficient,
         )
         common = dict(up_blocks=up_blocks, growth_rate=growth_rate, dropout=dropout, efficient=efficient)
-        self.seg_decoder = TiramisuDecoder(self.encoder.out_channels, skip_channels=None, **common)
+        self.seg_skips = bool(seg_skips)
+        self.seg_decoder = TiramisuDecoder(
+            self.encoder.out_channels, skip_channels=self.encoder.skip_channels if seg_skips else None, **common
+        )
         self.reg_decoder = TiramisuDecoder(
             self.encoder.out_channels, skip_channels=self.encoder.skip_channels, **common
         )
@@ -143,7 +153,7 @@ class LupiTiramisu(nn.Module):
         n_steps = len(self.reg_decoder)
         for i in range(n_steps):
             reg = self.reg_decoder.step(i, self._fuse(reg, guide), skips_coarse_first[i])
-            seg = self.seg_decoder.step(i, seg, None)
+            seg = self.seg_decoder.step(i, seg, skips_coarse_first[i] if self.seg_skips else None)
             guide = seg
             if self.training and i < n_steps - 1:
                 scale = 2 ** (n_steps - 1 - i)
