@@ -81,3 +81,19 @@ def test_quality_runs_alone_and_names_unknown_variants(tmp_path, capsys):
     assert main(["bench", "quality", "--variants", "nope", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "reference-20x" in err
+
+
+def test_full_size_budget_is_the_shipped_recipe_on_real_fields(tmp_path, monkeypatch):
+    import vstain.bench.quality as quality
+
+    assert quality.BUDGETS["full"].size is None and quality.BUDGETS["full"].step_overrides == {}
+    chosen = {}
+
+    def fake_run(out, *, variants, budget, seed, log):  # records what the CLI asked for
+        chosen.update(variants=variants, budget=budget)
+        raise quality.ConfigError("stop here")
+
+    monkeypatch.setattr(quality, "run_quality_benchmark", fake_run)
+    assert main(["bench", "quality", "--full-size", "--variants", "random-20x", "--out", str(tmp_path)]) == 2
+    assert chosen == {"variants": ["random-20x"], "budget": "full"}
+

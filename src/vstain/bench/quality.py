@@ -67,7 +67,7 @@ _COMMON = ("trainer.progress_bar=false", "trainer.log_every_n_steps=1000", "data
 class Budget:
     """Plate size and training length of one benchmark flavour."""
 
-    size: tuple[int, int]
+    size: tuple[int, int] | None  #: None: the magnification's real field size
     wells: int
     fields: int
     step_overrides: dict[str, tuple[str, ...]]
@@ -80,6 +80,8 @@ BUDGETS: dict[str, Budget] = {
     "bench": Budget(size=(1024, 1024), wells=3, fields=3,
                     step_overrides={"nuclei": ("trainer.max_epochs=4",), "lipids": ("trainer.max_epochs=3",),
                                     "cytoplasm": ("trainer.max_epochs=3",)}),
+    # The CPU recipe as shipped (configs/cpu), on fields of the instrument's size.
+    "full": Budget(size=None, wells=3, fields=3, step_overrides={}),
     "smoke": Budget(size=(384, 384), wells=2, fields=2,
                     step_overrides={s: ("trainer.max_epochs=1", "data.samples_per_epoch=8", "data.crop_size=96")
                                     for s in TARGETS},
@@ -116,8 +118,8 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
             shutil.rmtree(out / stale)
     out.mkdir(parents=True, exist_ok=True)
     clock = Clock(lambda line: log(f"{variant.name} {line}"))
-    with clock.stage("synth", f"synthesising {budget.wells} wells x {budget.fields} fields of "
-                              f"{budget.size[0]}x{budget.size[1]} px"):
+    size = "full-size" if budget.size is None else f"{budget.size[0]}x{budget.size[1]} px"
+    with clock.stage("synth", f"synthesising {budget.wells} wells x {budget.fields} fields of {size}"):
         generate_plate(out / "plate", magnification=variant.magnification, wells=budget.wells, fields=budget.fields,
                        seed=seed, size=budget.size, preset=variant.preset, randomize=variant.randomize)
     fields = index_plate(out / "plate", magnification=variant.magnification).select(
@@ -214,7 +216,8 @@ def run_quality_benchmark(
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     root = Path(out)
     results = [run_variant(known[name], root / name, budget=BUDGETS[budget], seed=seed, log=log) for name in chosen]
-    summary = {"budget": budget, "seed": seed, "size": list(BUDGETS[budget].size), "variants": results,
+    size = BUDGETS[budget].size
+    summary = {"budget": budget, "seed": seed, "size": None if size is None else list(size), "variants": results,
                "targets": check_targets(results)}
     write_text_atomic(root / "quality.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_text_atomic(root / "quality.csv", quality_csv(results))

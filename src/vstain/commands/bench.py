@@ -25,6 +25,7 @@ Prints a table per section; --out also writes the numbers as JSON.
 
   vstain bench quality --out bench-quality      # hours: the CPU recipe on 8 plate variants
   vstain bench quality --variants reference-20x random-40x --out bq
+  vstain bench quality --full-size --variants random-20x --out bq-full   # the 30-minute recipe, full fields
   quality     not part of `all`: for each plate variant (vstain synth presets and random draws,
               held-back ones included) train the CPU recipe, predict held-out wells and score it
               against the mean-image and linear baselines; --out is then a folder (quality.md,
@@ -59,8 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="on a CPU, also time torch.compile (minutes of warm-up; always timed on CUDA)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
                         help="quality: plate variants to run (default all; see docs/quality.md)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="quality: tiny plates and a few steps (tests the machinery; the numbers mean nothing)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true",
+                      help="quality: tiny plates and a few steps (tests the machinery; the numbers mean nothing)")
+    size.add_argument("--full-size", action="store_true",
+                      help="quality: fields of the instrument's size and the CPU recipe as shipped (~1 h a variant "
+                           "on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="quality: seed of plates, splits and training (default 0)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
@@ -113,8 +118,9 @@ def _quality(args: argparse.Namespace, named: list[str]) -> int:
     if len(named) > 1:
         raise VstainError("the quality benchmark runs alone (hours, not minutes): `vstain bench quality --out DIR`")
     out = args.out or "bench-quality"
-    summary = run_quality_benchmark(out, variants=args.variants, budget="smoke" if args.smoke else "bench",
-                                    seed=args.seed, log=lambda line: print(line, flush=True))
+    budget = "smoke" if args.smoke else "full" if args.full_size else "bench"
+    summary = run_quality_benchmark(out, variants=args.variants, budget=budget, seed=args.seed,
+                                    log=lambda line: print(line, flush=True))
     from vstain.bench.quality import quality_markdown
 
     print()
