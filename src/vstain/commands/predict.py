@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vstain.commands.cluster_args import add_cluster_arguments, cluster_options
 from vstain.vocabulary import MAGNIFICATIONS
 
 EXAMPLE = """\
@@ -13,6 +14,8 @@ example:
   vstain predict --models C1_20x.safetensors C2_20x.safetensors --input flat/ --magnification 20x \\
       --output out/ --mode tiles --tta 8 --uncertainty
   torchrun --nproc-per-node 4 -m vstain predict --models models/20x --input plate --output out --device cuda
+  vstain predict --models models/20x --input plate.ome.zarr --output pred.ome.zarr --workers 2
+  vstain predict --models models/20x --input plate --output out --scheduler tcp://head:8786
 
 Writes one uint16 TIFF per field and stain, named as the CV7000 would name that channel (C01
 nuclei, C02 lipids, C03 cytoplasm), flat in --output (in <mag>_images/ subfolders when the plate
@@ -22,7 +25,13 @@ and settings made it, and a rerun with other models or settings stops rather tha
 (--overwrite recomputes every field). A field whose brightfield is missing or unreadable stops
 the run before anything is computed, naming the file; --skip-bad-fields predicts the others and
 lists the bad ones. With --uncertainty the TTA standard deviation is written under the same names
-in <output>/uncertainty/.
+in <output>/uncertainty/. An --output ending in .zarr is written as an OME-Zarr HCS plate.
+
+On CPUs, --workers N (N > 1), --scheduler or --cluster predict the fields on Dask workers (local
+processes, an existing cluster, SLURM/PBS): each worker loads the bundles once from their files
+(which it must be able to read) and writes its fields as it finishes them; outputs, resume and
+predictions.json are the same as in one process. Without these options (or --workers 1) the
+fields are predicted in this process. GPUs use torchrun, not Dask.
 """
 
 
@@ -61,12 +70,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="predict the good fields when some fields' brightfield is missing or unreadable "
                              "(default: stop, naming the bad file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cluster_arguments(parser, what="fields on CPUs; 1 = in this process")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vstain.inference.predictor import Predictor
+    from vstain.inference.distributed import rank_info
+    from vstain.inference.predictor import Predictor, check_cluster_use
 
+    cluster = cluster_options(args) if args.workers > 1 or args.scheduler or args.cluster else None
+    if cluster is not None:  # before any model is loaded or device opened
+        check_cluster_use(args.device, rank_info())
     predictor = Predictor(
         args.models,
         device=args.device,
@@ -83,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = predictor.predict_plate(
         args.input, args.output, magnification=args.magnification, overwrite=args.overwrite,
         skip_bad_fields=args.skip_bad_fields, progress=not args.no_progress,
+        cluster=cluster, announce=lambda line: print(line, flush=True),
     )
     fields = manifest["fields"]
     timings = manifest["timings"]

@@ -29,6 +29,15 @@ Before any field is computed, the plate is checked (a field whose brightfield is
 unreadable stops the run unless ``skip_bad_fields``) and the output folders are created and
 probed for writing.
 
+On CPUs, ``predict_plate(..., cluster=...)`` maps the fields over a Dask cluster instead
+(:mod:`vstain.plate.jobs`: local worker processes, an existing scheduler or a SLURM/PBS
+cluster): each task gets a field's location, never its pixels; each worker loads the bundles once
+(from their files, checked against this run's SHA-256) and reads, predicts and writes its fields
+itself, the same files as here, atomically, as soon as each is done. Resume, provenance checks,
+bad-field handling and ``predictions.json`` are this process's, as without a cluster, and the
+outputs are bit-identical to a one-process run. GPUs are not used this way: under ``torchrun``
+each rank predicts its share of the fields (:mod:`vstain.inference.distributed`).
+
 Examples
 --------
 A runnable example: an untrained tiny network saved as a bundle stands in for a trained one.
@@ -66,19 +75,24 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from vstain.errors import PlateError, VstainError
+from vstain.errors import ConfigError, PlateError, VstainError
 from vstain.inference.bundle import BundleError, ModelBundle, find_bundles, load_model
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.engine import FieldEngine, StainNetworks
 from vstain.inference.tiler import MODES, Tiler
 from vstain.vocabulary import N_PLANES, TARGETS
 
-__all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "PROVENANCE_KEY", "to_uint16"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from vstain.plate.jobs import ClusterOptions
+
+__all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "PROVENANCE_KEY", "to_uint16", "check_cluster_use"]
 
 MANIFEST_NAME = "predictions.json"
 UNCERTAINTY_DIR = "uncertainty"
@@ -170,6 +184,10 @@ class Predictor:
             precision=precision, channels_last=channels_last, compile=compile, tta=tta, batch_size=batch_size
         )
         self._tiler_options = dict(tile_size=tile_size, overlap=overlap)
+        # Everything but the device and the bundles: what a Dask worker needs to build the same predictor.
+        self._options: dict[str, Any] = dict(
+            mode=mode, uncertainty=uncertainty, tile_size=tile_size, overlap=overlap, **self._engine_options
+        )
         bundles = self._load(models)
         self.bundles = bundles
         self.groups = self._group(bundles)
@@ -376,6 +394,8 @@ class Predictor:
         skip_bad_fields: bool = False,
         progress: bool = True,
         rank: RankInfo | None = None,
+        cluster: "ClusterOptions | Client | None" = None,
+        announce: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Predict every field of a plate into ``output_dir`` (see the module docstring).
 
@@ -398,6 +418,12 @@ class Predictor:
             Show a progress bar (fields/s) on stderr.
         rank
             This worker's share of the fields (default: from the ``torchrun`` environment).
+        cluster
+            Predict on the CPU workers of a Dask cluster (:class:`~vstain.plate.jobs.ClusterOptions`,
+            or an open ``distributed.Client``) instead of in this process; bundles must be files
+            the workers can read. Not with a GPU or under ``torchrun``.
+        announce
+            Receives one line naming the cluster (and its dashboard address) when one is started.
 
         Returns
         -------
@@ -408,10 +434,13 @@ class Predictor:
 
         from vstain.atomic import remove_stale_parts
         from vstain.plate.index import index_plate
-        from vstain.plate.tiff import write_tiff
 
         started = time.perf_counter()
         rank = rank or self.rank
+        if cluster is not None:
+            self._check_cluster_use(rank)
+            # Workers may run in other folders (or on other machines): give them absolute paths.
+            plate_dir, output_dir = os.path.abspath(plate_dir), os.path.abspath(output_dir)
         index = index_plate(plate_dir, magnification=magnification)
         fields = index.fields
         if not fields:
@@ -469,20 +498,23 @@ class Predictor:
             if zarr_output:
                 zarr_plate.write(field, images, spreads)
                 return time.perf_counter() - t0
-            paths, notes = planned[field.key], descriptions[field.magnification]
-            for target, image in images.items():
-                write_tiff(paths[target], image, description=notes[target])
-            for target, image in spreads.items():
-                key = f"{target}:uncertainty"
-                write_tiff(paths[key], image, description=notes[key])
+            _write_tiffs(planned[field.key], descriptions[field.magnification], images, spreads)
             return time.perf_counter() - t0
 
-        bar = tqdm(total=len(todo), unit="field", desc="predict", disable=not progress, file=sys.stderr)
+        on_cluster = None
+        if cluster is not None and todo:
+            on_cluster = self._predict_on_cluster(
+                todo, cluster, output=output, folders=folders, zarr_plate=zarr_plate if zarr_output else None,
+                skip_bad_fields=skip_bad_fields, progress=progress, announce=announce, timings=timings,
+                bad_fields=bad_fields)
+        here = todo if cluster is None else []  # the fields this process reads, predicts and writes itself
+
+        bar = tqdm(total=len(here), unit="field", desc="predict", disable=not progress or not here, file=sys.stderr)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-read") as reader, \
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="vstain-write") as writer:
-            pending_read: Future | None = reader.submit(read, todo[0]) if todo else None
+            pending_read: Future | None = reader.submit(read, here[0]) if here else None
             pending_write: Future | None = None
-            for i, field in enumerate(todo):
+            for i, field in enumerate(here):
                 assert pending_read is not None
                 try:
                     prepared, read_s = pending_read.result()
@@ -491,12 +523,12 @@ class Predictor:
                         raise PlateError(f"{exc}; fix the field, or pass --skip-bad-fields to predict "
                                          "the others") from None
                     bad_fields.append({"field": field.label, "problem": str(exc)})
-                    pending_read = reader.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+                    pending_read = reader.submit(read, here[i + 1]) if i + 1 < len(here) else None
                     bar.update(1)
                     continue
                 timings["read"].append(read_s)
                 # Stream: the next field is read (and normalised) while this one is computed.
-                pending_read = reader.submit(read, todo[i + 1]) if i + 1 < len(todo) else None
+                pending_read = reader.submit(read, here[i + 1]) if i + 1 < len(here) else None
                 t0 = time.perf_counter()
                 images, spreads = self._infer(prepared, self._groups_for(field.magnification))
                 timings["compute"].append(time.perf_counter() - t0)
@@ -513,8 +545,90 @@ class Predictor:
                                   done=len(todo) - len(bad_fields) + unusable,
                                   skipped=skipped, elapsed=elapsed, timings=timings, rank=rank,
                                   issues=[str(i) for i in index.issues], bad_fields=bad_fields)
+        if on_cluster is not None:
+            manifest["cluster"] = on_cluster.where
+            manifest["oom_fallbacks"] = list(dict.fromkeys(manifest["oom_fallbacks"] + on_cluster.fallbacks))
         _write_manifest(output, manifest, rank)
         return manifest
+
+    def _check_cluster_use(self, rank: RankInfo) -> None:
+        """Refuse (one line) a cluster together with a GPU or ``torchrun``, or bundles that are not files."""
+        check_cluster_use(self.device, rank)
+        for bundle in self.bundles:
+            if bundle.path is None:
+                raise BundleError(f"{bundle.name}: a bundle built in memory cannot be sent to Dask workers; "
+                                  "save it with save_bundle and pass its file")
+
+    def _recipe(self) -> "_Recipe":
+        """What a worker needs to build this predictor: the bundles' files and SHA-256, the settings."""
+        files = tuple((str(Path(b.path).resolve()), b.content_hash()) for b in self.bundles if b.path is not None)
+        return _Recipe(bundles=files, options=tuple(sorted(self._options.items(), key=lambda kv: kv[0])))
+
+    def _predict_on_cluster(
+        self,
+        todo: list[Any],
+        cluster: "ClusterOptions | Client",
+        *,
+        output: Path,
+        folders: Mapping[str, Path],
+        zarr_plate: "_ZarrOutput | None",
+        skip_bad_fields: bool,
+        progress: bool,
+        announce: Callable[[str], None] | None,
+        timings: dict[str, list[float]],
+        bad_fields: list[dict[str, str]],
+    ) -> "_ClusterRun":
+        """Read, predict and write ``todo`` on the cluster's workers; times and bad fields land here.
+
+        Each task carries the field's location and where its outputs go, with the exact
+        descriptions (provenance) this process would write, so the files are the same bytes.
+        """
+        from vstain.plate.jobs import ClusterOptions, map_fields, open_client
+
+        recipe = self._recipe()
+        jobs = []
+        for field in todo:
+            mag = field.magnification
+            if zarr_plate is not None:
+                jobs.append(_FieldJob(field=field, zarr_path=str(output / zarr_plate.layout.paths[field.key]),
+                                      zarr_image=zarr_plate.layout.image(field.key),
+                                      record={PROVENANCE_KEY: zarr_plate.provenance(field)}))
+            else:
+                paths = {kind: str(path) for kind, path in self._output_paths(field, folders[mag]).items()}
+                jobs.append(_FieldJob(field=field, paths=paths, descriptions=self._descriptions(mag)))
+        fallbacks: list[str] = []
+        found_bad: dict[Any, dict[str, str]] = {}
+
+        def keep(job: _FieldJob, result: dict[str, Any]) -> None:
+            if "problem" in result:  # header fine, pixel data not (e.g. a truncated file)
+                if not skip_bad_fields:
+                    raise PlateError(f"{result['problem']}; fix the field, or pass --skip-bad-fields to predict "
+                                     "the others")
+                found_bad[job.field.key] = {"field": job.field.label, "problem": result["problem"]}
+                return
+            for step in ("read", "compute", "write"):
+                timings[step].append(result[f"{step}_s"])
+            fallbacks.extend(result["fallbacks"])
+
+        lines: list[str] = []
+
+        def hear(line: str) -> None:
+            lines.append(line)
+            if announce is not None:
+                announce(line)
+
+        try:
+            if isinstance(cluster, ClusterOptions):
+                with open_client(cluster, announce=hear) as client:
+                    map_fields(client, _predict_field_job, jobs, label=lambda job: job.field.label, on_result=keep,
+                               arguments=(recipe,), progress=progress, desc="predict")
+            else:
+                hear(f"Dask cluster at {cluster.scheduler.address}")
+                map_fields(cluster, _predict_field_job, jobs, label=lambda job: job.field.label, on_result=keep,
+                           arguments=(recipe,), progress=progress, desc="predict")
+        finally:  # in the plate's order, as the one-process path lists them
+            bad_fields.extend(found_bad[f.key] for f in todo if f.key in found_bad)
+        return _ClusterRun(where=lines[0] if lines else "Dask cluster", fallbacks=list(dict.fromkeys(fallbacks)))
 
     def _prepare_zarr(self, output: Path, fields: list[Any], mine: list[Any], overwrite: bool) -> "_ZarrOutput":
         """Create (or reopen) the prediction plate: every rank writes the same plate and wells, its own fields."""
@@ -586,7 +700,8 @@ class _ZarrOutput:
     def __init__(self, predictor: Predictor, output: Path, layout: Any, overwrite: bool) -> None:
         self.predictor, self.output, self.layout, self.overwrite = predictor, output, layout, overwrite
 
-    def _provenance(self, field: Any) -> dict[str, Any]:
+    def provenance(self, field: Any) -> dict[str, Any]:
+        """The provenance of each stain of ``field``, as stored in its image's attributes."""
         mag = field.magnification
         return {t: self.predictor.provenance(mag, t) for t in self.predictor.targets(mag)}
 
@@ -597,7 +712,7 @@ class _ZarrOutput:
         if record is None or self.overwrite:
             return False
         stored = (record.get("record") or {}).get(PROVENANCE_KEY) or {}
-        for target, expected in self._provenance(field).items():
+        for target, expected in self.provenance(field).items():
             text = json.dumps({PROVENANCE_KEY: stored[target]}) if target in stored else None
             problem = _provenance_difference(text, expected, target)
             if problem:
@@ -609,11 +724,115 @@ class _ZarrOutput:
         return True
 
     def write(self, field: Any, images: Mapping[str, np.ndarray], spreads: Mapping[str, np.ndarray]) -> None:
-        from vstain.plate.omezarr import UNCERTAINTY_SUFFIX, channel_name_of, write_field
+        from vstain.plate.omezarr import write_field
 
-        planes = [(channel_name_of(t), image) for t, image in images.items()]
-        planes += [(channel_name_of(t) + UNCERTAINTY_SUFFIX, image) for t, image in spreads.items()]
-        write_field(self.output, self.layout, field.key, planes, record={PROVENANCE_KEY: self._provenance(field)})
+        write_field(self.output, self.layout, field.key, _zarr_planes(images, spreads),
+                    record={PROVENANCE_KEY: self.provenance(field)})
+
+
+def _zarr_planes(images: Mapping[str, np.ndarray], spreads: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """A field's predictions as (channel label, plane) pairs of the prediction plate."""
+    from vstain.plate.omezarr import UNCERTAINTY_SUFFIX, channel_name_of
+
+    planes = [(channel_name_of(t), image) for t, image in images.items()]
+    return planes + [(channel_name_of(t) + UNCERTAINTY_SUFFIX, image) for t, image in spreads.items()]
+
+
+def _write_tiffs(paths: Mapping[str, str | Path], descriptions: Mapping[str, str],
+                 images: Mapping[str, np.ndarray], spreads: Mapping[str, np.ndarray]) -> None:
+    """A field's predictions (and uncertainty maps) as TIFFs, each written atomically."""
+    from vstain.plate.tiff import write_tiff
+
+    for target, image in images.items():
+        write_tiff(paths[target], image, description=descriptions[target])
+    for target, image in spreads.items():
+        key = f"{target}:uncertainty"
+        write_tiff(paths[key], image, description=descriptions[key])
+
+
+# ---------------------------------------------------------------------- on a Dask cluster
+def check_cluster_use(device: str | torch.device, rank: RankInfo) -> None:
+    """Refuse, in one line, Dask workers together with a GPU or ``torchrun`` (GPUs stay on torchrun).
+
+    Raises
+    ------
+    ConfigError
+        If ``device`` is not the CPU, or this process is one rank of several.
+    """
+    if torch.device(device).type != "cpu":
+        raise ConfigError(f"`device` {device}: Dask workers (`workers`, `scheduler`, `cluster`) predict on CPUs; "
+                          "for GPUs run without them (torchrun shards the fields over GPUs)")
+    if rank.world_size > 1:
+        raise ConfigError(f"this is rank {rank.rank} of {rank.world_size} under torchrun, which shards the fields "
+                          "itself; run either torchrun or Dask workers (`workers`, `scheduler`, `cluster`), not both")
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """How a worker builds the run's predictor: bundle files with their SHA-256, and the settings."""
+
+    bundles: tuple[tuple[str, str], ...]
+    options: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class _FieldJob:
+    """One field for a worker: where its brightfield is and where (and how described) its outputs go."""
+
+    field: Any
+    paths: Mapping[str, str] | None = None
+    descriptions: Mapping[str, str] | None = None
+    zarr_path: str | None = None
+    zarr_image: Any = None
+    record: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class _ClusterRun:
+    where: str
+    fallbacks: list[str]
+
+
+def _worker_predictor(recipe: _Recipe) -> Predictor:
+    """The run's predictor, built from the bundle files; refuses a file changed since the run began."""
+    predictor = Predictor([path for path, _ in recipe.bundles], device="cpu", **dict(recipe.options))
+    for bundle, (path, expected) in zip(predictor.bundles, recipe.bundles):
+        if bundle.content_hash() != expected:
+            raise BundleError(f"{path}: changed since this run started (sha256 {bundle.content_hash()[:12]}, "
+                              f"the run uses {expected[:12]}); rerun predict")
+    return predictor
+
+
+def _predict_field_job(job: _FieldJob, recipe: _Recipe) -> dict[str, Any]:
+    """Read, predict and write one field on a Dask worker (bundles loaded once per worker).
+
+    Returns the step times and the engine's fallbacks, or ``{"problem": ...}`` for a field whose
+    pixel data cannot be read (the caller decides, as for the one-process path).
+    """
+    from vstain.plate.jobs import field_threads, worker_cached
+
+    torch.set_num_threads(field_threads())  # the nanny set 1; a field has the worker's threads
+    predictor = worker_cached(("vstain.predictor", recipe), lambda: _worker_predictor(recipe))
+    field = job.field
+    groups = predictor._groups_for(field.magnification)
+    t0 = time.perf_counter()
+    try:
+        prepared = predictor._normalise(field.read_brightfield(), groups)
+    except PlateError as exc:
+        return {"problem": str(exc)}
+    t1 = time.perf_counter()
+    images, spreads = predictor._infer(prepared, groups)
+    t2 = time.perf_counter()
+    if job.zarr_path is not None:
+        from vstain.plate.omezarr import write_image
+
+        write_image(job.zarr_path, job.zarr_image, _zarr_planes(images, spreads), record=job.record)
+    else:
+        assert job.paths is not None and job.descriptions is not None
+        _write_tiffs(job.paths, job.descriptions, images, spreads)
+    t3 = time.perf_counter()
+    fallbacks = [step for groups_ in predictor.groups.values() for g in groups_ for step in g.engine.fallbacks]
+    return {"read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2, "fallbacks": fallbacks}
 
 
 def _bad_fields(index: Any, plate_dir: Any, skip: bool, good: int) -> list[dict[str, str]]:
