@@ -179,3 +179,22 @@ def test_bundles_that_workers_cannot_load_as_this_run_are_refused(tmp_path, lipi
     changed = _Recipe(bundles=((recipe.bundles[0][0], "0" * 64),), options=recipe.options)
     with pytest.raises(BundleError, match="changed since this run started"):
         _worker_predictor(changed)
+
+
+def test_help_shows_the_dask_ways_and_its_examples_parse(capsys):
+    import shlex
+
+    from vstain.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = capsys.readouterr().out
+    assert "--workers N" in text and "--scheduler ADDRESS" in text and "--cluster YAML" in text
+    examples = [line.strip().removeprefix("torchrun --nproc-per-node 4 -m ").rstrip(" \\")
+                for line in text.split("example:")[1].split("\n\n")[0].replace("\\\n", " ").splitlines()
+                if line.strip()]
+    assert len(examples) == 5
+    assert any("--workers 2" in e for e in examples) and any("--scheduler tcp://" in e for e in examples)
+    for example in examples:
+        args = build_parser().parse_args(shlex.split(example)[1:])
+        assert args.command == "predict" and args.models
