@@ -35,7 +35,9 @@ cluster): each task gets a field's location, never its pixels; each worker loads
 (from their files, checked against this run's SHA-256) and reads, predicts and writes its fields
 itself, the same files as here, atomically, as soon as each is done. Resume, provenance checks,
 bad-field handling and ``predictions.json`` are this process's, as without a cluster, and the
-outputs are bit-identical to a one-process run. GPUs are not used this way: under ``torchrun``
+outputs are bit-identical to a one-process run with as many threads per field (the worker's
+threads: a different count changes float summation order, so at most the rounding of a value,
+like the other speed settings). GPUs are not used this way: under ``torchrun``
 each rank predicts its share of the fields (:mod:`vstain.inference.distributed`).
 
 Examples
