@@ -113,10 +113,6 @@ def test_a_bad_field_on_a_worker_is_skipped_or_stops_the_run(tmp_path, client, l
     assert str(plane) in str(error.value) and "\n" not in str(error.value)
 
 
-def _executing(dask_worker) -> int:
-    return len(dask_worker.state.executing)
-
-
 @pytest.mark.slow
 def test_a_killed_predict_reruns_only_the_missing_fields(tmp_path, client, lipids):
     plate = write_plate(tmp_path / "plate", wells=WELLS, fields=tuple(range(1, 9)), shape=(128, 128))
@@ -131,6 +127,10 @@ def test_a_killed_predict_reruns_only_the_missing_fields(tmp_path, client, lipid
     os.killpg(job.pid, signal.SIGKILL)
     job.wait(timeout=60)
     # fields a worker was already computing still finish (atomically); wait for the workers to be idle
+
+    def _executing(dask_worker) -> int:  # nested: sent by value, the workers need not import this module
+        return len(dask_worker.state.executing)
+
     while any(client.run(_executing).values()):
         time.sleep(0.1)
     before = {name: p.stat().st_mtime_ns for name, p in _files(out).items()}
