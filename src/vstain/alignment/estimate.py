@@ -111,13 +111,16 @@ def reference_image(brightfield: np.ndarray, *, kind: Reference = "zstd", plane:
 def brightfield_features(brightfield: np.ndarray, *, sigma: float = 3.0) -> np.ndarray:
     """Features a linear stain prediction is built from: each plane and its local contrast.
 
-    Returns ``(2 * planes + 1, H, W)`` float32: the planes (relative to their mean), the local
-    mean absolute deviation of each plane at scale ``sigma`` px, and a constant.
+    Returns ``(planes + 4, H, W)`` float32: the planes (relative to their mean), the local mean
+    absolute deviation of the first, middle and last planes at scale ``sigma`` px, and a constant.
     """
     stack = np.asarray(brightfield, dtype=np.float32)
     stack = stack / np.maximum(stack.mean(axis=(1, 2), keepdims=True), 1e-6)
-    smooth = ndimage.gaussian_filter(stack, (0, sigma, sigma))
-    contrast = ndimage.gaussian_filter(np.abs(stack - smooth), (0, sigma, sigma))
+    # Local contrast of the first, middle and last planes only: the others add little and cost
+    # most of the time (measured in docs/alignment.md).
+    outer = stack[[0, stack.shape[0] // 2, stack.shape[0] - 1]]
+    smooth = ndimage.gaussian_filter(outer, (0, sigma, sigma), truncate=3.0)
+    contrast = ndimage.gaussian_filter(np.abs(outer - smooth), (0, sigma, sigma), truncate=3.0)
     return np.concatenate([stack, contrast, np.ones((1, *stack.shape[1:]), np.float32)])
 
 
@@ -183,7 +186,8 @@ def estimate_offset(
     if reference.shape != stain.shape:
         raise ValueError(f"reference {reference.shape} and stain {stain.shape} differ in shape")
     whole = _correlate(reference, stain, upsample)
-    size = min(tile, *stain.shape)
+    # At least 2 x 2 tiles, so that agreement means something on small fields.
+    size = max(min(tile, min(stain.shape) // 2), 16)
     origins = tile_origins(stain.shape, size)
     found = [_correlate(reference[top : top + size, left : left + size], stain[top : top + size, left : left + size],
                         upsample) for top, left in origins]
@@ -278,9 +282,12 @@ def estimate_field(
         offsets = {}
         for name, stain in stains.items():
             (cy, cx), _ = coarse_offset(binned, _bin2(np.asarray(stain, dtype=np.float32)), radius=radius)
-            guess = (2.0 * cy, 2.0 * cx)
-            found = estimate_offset(predict_stain(features, stain, offset=guess), stain, tile=tile, upsample=upsample)
-            offsets[name] = estimate_offset(predict_stain(features, stain, offset=(found.dy, found.dx)), stain,
+            # The fit at the coarse (2 px) guess, correlated once, gives a subpixel guess; the fit
+            # there is sharper, and its correlation is the estimate.
+            stain32 = np.asarray(stain, dtype=np.float32)
+            guess = _correlate(predict_stain(features, stain32, offset=(2.0 * cy, 2.0 * cx)), stain32, upsample)
+            guess = (2.0 * cy, 2.0 * cx) if guess is None else (float(guess[0]), float(guess[1]))
+            offsets[name] = estimate_offset(predict_stain(features, stain32, offset=guess), stain32,
                                             tile=tile, upsample=upsample)
         return offsets
     image = reference_image(brightfield, kind=reference)

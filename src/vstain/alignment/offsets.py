@@ -13,7 +13,10 @@ A CSV (``vstain align --out offsets.csv``) with the columns :data:`COLUMNS`:
   - ``measured``: the field's own estimate (confidence >= :data:`MIN_CONFIDENCE`);
   - ``site consensus``: the median over the wells of the confident estimates of the same site
     (field number) and stain, since the offset is a property of the optics;
-  - ``stain consensus``: no well was confident at this site; the median over the sites;
+  - ``field consensus``: no well was confident at this site for this stain; the median of the
+    field's other, confident stains (the stains share most of their offset: one camera), or if
+    the field has none, of every confident stain at the site;
+  - ``stain consensus``: neither; the median of this stain over the sites;
   - ``none``: no field of this stain was confident (blank stain): offset 0.
 
 The *site offsets* (:meth:`OffsetTable.site_offsets`) are what travels in a model bundle and
@@ -41,8 +44,8 @@ COLUMNS: tuple[str, ...] = (
     "magnification", "well", "field", "stain", "dy_px", "dx_px", "confidence", "source",
     "measured_dy_px", "measured_dx_px",
 )
-MEASURED, SITE, STAIN, NONE = "measured", "site consensus", "stain consensus", "none"
-SOURCES: tuple[str, ...] = (MEASURED, SITE, STAIN, NONE)
+MEASURED, SITE, FIELD, STAIN, NONE = "measured", "site consensus", "field consensus", "stain consensus", "none"
+SOURCES: tuple[str, ...] = (MEASURED, SITE, FIELD, STAIN, NONE)
 #: A field's estimate is used when at least this fraction of its tiles agree (see estimate.py).
 MIN_CONFIDENCE = 0.5
 
@@ -106,12 +109,22 @@ def resolve(
     for (mag, stain, _), value in site.items():
         by_stain.setdefault((mag, stain), []).append(value)  # type: ignore[arg-type]
     stain_median = {key: _median(values) for key, values in by_stain.items()}
+    by_field: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    by_site: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for (mag, well, number, _), (dy, dx, confidence) in measured.items():
+        if confidence >= min_confidence:
+            by_field.setdefault((mag, well, number), []).append((dy, dx))
+            by_site.setdefault((mag, number), []).append((dy, dx))
     rows = []
     for (mag, well, number, stain), (dy, dx, confidence) in measured.items():
         if confidence >= min_confidence:
             used, source = (dy, dx), MEASURED
         elif (mag, stain, number) in site:
             used, source = site[(mag, stain, number)], SITE
+        elif (mag, well, number) in by_field:
+            used, source = _median(by_field[(mag, well, number)]), FIELD
+        elif (mag, number) in by_site:
+            used, source = _median(by_site[(mag, number)]), FIELD
         elif (mag, stain) in stain_median:
             used, source = stain_median[(mag, stain)], STAIN
         else:
@@ -175,7 +188,7 @@ class OffsetTable:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigNotFound(f"{path}: no such offsets file (make one with `vstain align PLATE --out FILE`)") from None
+            raise ConfigNotFound(f"{path}: no such offsets file (write one with vstain align)") from None
         except (UnicodeDecodeError, IsADirectoryError):
             raise AlignmentError(f"{path}: not an offsets CSV file") from None
         reader = csv.DictReader(io.StringIO(text))

@@ -40,5 +40,5 @@ def to_brightfield_frame(stain: np.ndarray, offset: tuple[float, float]) -> np.n
 
 
 def to_fluorescence_frame(image: np.ndarray, offset: tuple[float, float]) -> np.ndarray:
-    """An image of the brightfield frame (e.g. a prediction) moved into the stain's frame: ``out[q] = image[q + offset]``."""
+    """A brightfield-frame image (e.g. a prediction) moved into the stain's frame: ``out[q] = image[q + offset]``."""
     return translate(image, -offset[0], -offset[1])
