@@ -7,8 +7,8 @@ from vstain.alignment.offsets import OffsetTable
 from vstain.cli import main
 
 
-def test_align_command_writes_csv_plot_and_warns_naming_fields(tmp_path, capsys):
-    plate = write_random_plate(tmp_path / "plate", size=(96, 96))
+def test_align_command_writes_csv_plot_and_warns_naming_fields(tmp_path, random_plate, capsys):
+    plate = random_plate
     out = tmp_path / "offsets.csv"
     assert main(["align", str(plate), "--out", str(out), "--quiet"]) == 0
     table = OffsetTable.load(out)
@@ -21,7 +21,6 @@ def test_align_command_writes_csv_plot_and_warns_naming_fields(tmp_path, capsys)
     assert "F001" in captured.out  # the site summary
 
 
-def test_align_command_refuses_a_folder_as_out(tmp_path, capsys):
-    plate = write_random_plate(tmp_path / "plate", size=(64, 64))
-    assert main(["align", str(plate), "--out", str(tmp_path)]) == 2
+def test_align_command_refuses_a_folder_as_out(tmp_path, random_plate, capsys):
+    assert main(["align", str(random_plate), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
