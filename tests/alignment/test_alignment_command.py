@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from conftest import write_random_plate
 from vstain.alignment.offsets import OffsetTable
 from vstain.cli import main
 
