@@ -3,7 +3,8 @@
 * benchmarks sit on top: nothing outside ``vstain.bench`` imports it;
 * ``inference`` does not import ``losses``, ``evaluation`` or ``synth`` (training meets inference
   only through the model bundle; benchmarks of both live in ``bench``);
-* ``evaluation`` does not import ``synth`` (the synthetic benchmark field lives in ``bench``).
+* ``evaluation`` does not import ``synth`` (the synthetic benchmark field lives in ``bench``);
+* ``alignment`` imports neither torch nor the packages that use its offsets.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "vstain"
 FORBIDDEN = [
     ("vstain.inference", ("vstain.losses", "vstain.evaluation", "vstain.synth", "vstain.bench")),
     ("vstain.evaluation", ("vstain.synth", "vstain.bench")),
+    # offsets are plate data: no torch, no training or inference (both read the offsets table)
+    ("vstain.alignment", ("torch", "vstain.data", "vstain.training", "vstain.inference", "vstain.bench")),
 ]
 
 

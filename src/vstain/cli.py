@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "stats": "stats",
     "cache": "cache",
     "convert": "convert",
+    "align": "align",
     "train": "train",
     "predict": "predict",
     "evaluate": "evaluate",

@@ -102,6 +102,23 @@ class DataConfig(_Strict):
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     max_cached_fields: int = Field(8, ge=1, description="decoded fields kept in memory per worker")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    alignment: Literal["none", "auto"] | Path = Field(
+        "none",
+        description="stain-to-brightfield offsets (docs/alignment.md): none; auto (estimated on the training "
+        "and validation fields at start, saved as offsets.csv in the run folder); or an offsets CSV from "
+        "`vstain align`. The targets are resampled into the brightfield frame before crops are cut",
+    )
+
+    @field_validator("alignment", mode="before")
+    @classmethod
+    def _alignment_keyword_or_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if value in ("none", "auto") or value is None:
+            return "none" if value is None else value
+        if not isinstance(value, (str, Path)):
+            raise ValueError("must be none, auto or the path of an offsets CSV")
+        if _checks_paths(info) and not Path(value).is_file():
+            raise ValueError(f"{value} does not exist (none, auto or an offsets CSV from vstain align)")
+        return Path(value)
 
     @field_validator("root", "split", "stats")
     @classmethod

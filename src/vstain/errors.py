@@ -51,6 +51,10 @@ class BundleError(VstainError, ValueError):
     """A model bundle that cannot be read or does not fit the data."""
 
 
+class AlignmentError(VstainError, ValueError):
+    """An offsets file that cannot be read, or that does not fit the plate it is used with."""
+
+
 _PARAMETER = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 
 

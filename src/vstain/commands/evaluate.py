@@ -24,8 +24,10 @@ example:
 --truth and --pred are flat folders of C01/C02/C03 triplets (give --magnification) or plates with
 <mag>_images folders; fields are matched by (well, field) from the CV7000 names, brightfield is
 ignored. Writes into --out: features_truth.csv and features_pred.csv (the 102 columns of
-CellProfiler's Adipocytes_Image.csv), objects_{truth,pred}_<object>.csv, scores.json and
-report.html. With several magnifications the CSVs go to --out/<mag>/. Either side may be an
+CellProfiler's Adipocytes_Image.csv), objects_{truth,pred}_<object>.csv, scores.json,
+report.html and residual_offsets.csv (the offset left between prediction and truth per field and
+stain; a warning when it exceeds 0.5 px: the plate looks misaligned, docs/alignment.md).
+With several magnifications the CSVs go to --out/<mag>/. Either side may be an
 OME-Zarr HCS plate. Each field's measurements are saved under --out/fields/ as soon as they are
 done: a rerun after a crash or kill measures only the fields not saved yet.
 """
@@ -78,7 +80,22 @@ def run(args: argparse.Namespace) -> int:
         announce=lambda line: print(line, flush=True),
     )
     _print_summary(scores, Path(args.out))
+    _residual_offsets(args)
     return 0
+
+
+def _residual_offsets(args: argparse.Namespace) -> None:
+    """Write residual_offsets.csv: the offset left between prediction and truth per field (docs/alignment.md)."""
+    import sys
+
+    from vstain.alignment.residual import residual_offsets, residual_warnings
+    from vstain.atomic import write_text_atomic
+
+    table = residual_offsets(args.truth, args.pred, magnification=args.magnification)
+    path = write_text_atomic(Path(args.out) / "residual_offsets.csv", table.to_csv(index=False))
+    print(f"wrote {path} (offset of the real stains against the predictions, per field)")
+    for line in residual_warnings(table):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _print_summary(scores: Sequence["ChallengeScore"], out: Path) -> None:

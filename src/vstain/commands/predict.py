@@ -13,6 +13,7 @@ example:
   vstain predict --models models/20x/ --input data/plate --output predicted/ --device cuda
   vstain predict --models C1_20x.safetensors C2_20x.safetensors --input flat/ --magnification 20x \\
       --output out/ --mode tiles --tta 8 --uncertainty
+  vstain predict --models models/20x/ --input data/plate --output out/ --frame fluorescence  # docs/alignment.md
   torchrun --nproc-per-node 4 -m vstain predict --models models/20x --input plate --output out --device cuda
   vstain predict --models models/20x --input plate.ome.zarr --output pred.ome.zarr --workers 2
   vstain predict --models models/20x --input plate --output out --scheduler tcp://head:8786
@@ -69,6 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-bad-fields", action="store_true",
                         help="predict the good fields when some fields' brightfield is missing or unreadable "
                              "(default: stop, naming the bad file)")
+    parser.add_argument("--frame", choices=("brightfield", "fluorescence"), default="brightfield",
+                        help="brightfield: overlays the input (default); fluorescence: moved by the site offsets "
+                             "the models were trained with (or --offsets) to match the instrument's stains")
+    parser.add_argument("--offsets", metavar="CSV",
+                        help="with --frame fluorescence: site offsets from vstain align instead of the models'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_arguments(parser, what="fields on CPUs; 1 = in this process")
     parser.set_defaults(run=run)
@@ -93,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         tile_size=args.tile_size,
         overlap=args.overlap,
+        frame=args.frame,
+        offsets=args.offsets,
     )
     manifest = predictor.predict_plate(
         args.input, args.output, magnification=args.magnification, overwrite=args.overwrite,

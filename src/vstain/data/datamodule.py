@@ -1,12 +1,14 @@
 """The Lightning DataModule of a training run: split, statistics, normalisers, masks, loaders.
 
 Everything derived from the plate is computed once and written into the run folder
-(``split.csv``, ``stats.json``, ``masks/``) so the run is reproducible and inspectable, and a
-resumed run reuses exactly the same split and normalisation.
+(``split.csv``, ``stats.json``, ``masks/``, ``offsets.csv`` with ``data.alignment``) so the run is
+reproducible and inspectable, and a resumed run reuses exactly the same split, normalisation and
+offsets.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +16,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from vstain.alignment.offsets import OffsetTable, SiteOffsets
 from vstain.config import TrainConfig
 from vstain.data.augment import AugmentSettings
 from vstain.data.datasets import EpochSampler, FieldDataset, NucleusCropDataset, RandomCropDataset
@@ -38,6 +41,9 @@ class PlateDataModule(L.LightningDataModule):
         self.train_fields: list[Field] = []
         self.val_fields: list[Field] = []
         self.normalization: dict[str, Any] = {}
+        #: Site offsets of the targets (JSON form, for the model bundle), or None without alignment.
+        self.alignment: dict[str, Any] | None = None
+        self._offsets: OffsetTable | None = None
         self._input: Normalizer | None = None
         self._targets: Normalizer | None = None
         self.train_dataset: RandomCropDataset | NucleusCropDataset | None = None
@@ -92,6 +98,7 @@ class PlateDataModule(L.LightningDataModule):
             # and the starting level of `model.output_init: median`.
             "target_medians": {t: stats.get(data.magnification, t).percentile(50) for t in data.targets},
         }
+        self._offsets = self._alignment()
         if self.needs_masks:
             for field in self.train_fields + self.val_fields:
                 self._mask_path(field)  # computes and stores missing masks once
@@ -110,6 +117,51 @@ class PlateDataModule(L.LightningDataModule):
             split = random_fields_out([f.key for f in fields], data.holdout_fields, seed=self.config.seed)
             source = "data.holdout_fields"
         return split, source
+
+    def _alignment(self) -> OffsetTable | None:
+        """The offsets of the targets (``data.alignment``), saved as ``offsets.csv`` in the run folder.
+
+        ``auto`` estimates them on the training and validation fields (once: a resumed run reuses
+        the saved file); a file is checked against the fields it must cover and refused in one
+        line if it lacks their magnification or sites.
+        """
+        data = self.config.data
+        if data.alignment == "none":
+            return None
+        fields = self.train_fields + self.val_fields
+        saved = self.run_dir / "offsets.csv"
+        if data.alignment == "auto":
+            if saved.exists():
+                table = OffsetTable.load(saved)
+            else:
+                from vstain.alignment.plate import align_fields
+
+                alignment = align_fields(fields, stains=data.targets)
+                for line in alignment.warnings:
+                    warnings.warn(f"alignment: {line}", stacklevel=2)
+                table = alignment.table
+            source = str(saved)
+        else:
+            table, source = OffsetTable.load(data.alignment), str(data.alignment)
+        sites = SiteOffsets.from_table(table, data.magnification, source=source)
+        # A field without its own row uses its site's offset; a site the table lacks is refused.
+        own = {(f.key, t) for f in fields for t in data.targets
+               if table.offset(f.magnification, f.well, f.field, t) is not None}
+        sites.check_covers(data.magnification, [f.field for f in fields for t in data.targets
+                                                if (f.key, t) not in own], data.targets, source=source)
+        table.save(saved)
+        self.alignment = SiteOffsets(sites.magnification, {t: sites.sites[t] for t in data.targets}).to_dict()
+        return table
+
+    def target_offset(self, field: Field, target: str) -> tuple[float, float]:
+        """Offset ``(dy, dx)`` of ``target`` in ``field``: its own row of the offsets table, else its site's."""
+        assert self._offsets is not None
+        own = self._offsets.offset(field.magnification, field.well, field.field, target)
+        if own is not None:
+            return own
+        site = SiteOffsets.from_dict(self.alignment or {}).offset(target, field.field)
+        assert site is not None  # check_covers refused tables without it
+        return site
 
     def _stats(self) -> PlateStats:
         data = self.config.data
@@ -146,7 +198,8 @@ class PlateDataModule(L.LightningDataModule):
         assert self._input is not None and self._targets is not None
         labels = self._labels if self.needs_masks else None
         common = dict(input_normalise=self._input.forward, target_normalise=self._targets.forward,
-                      labels=labels, max_cached=data.max_cached_fields)
+                      labels=labels, max_cached=data.max_cached_fields,
+                      target_offsets=self.target_offset if self._offsets is not None else None)
         train_store = FieldStore(self.train_fields, data.targets, **common)
         val_fields = self.val_fields[: self.config.trainer.limit_val_fields or None]
         self.val_dataset = FieldDataset(FieldStore(val_fields, data.targets, **{**common, "max_cached": 1}))

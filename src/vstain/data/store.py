@@ -54,6 +54,7 @@ class FieldStore:
         target_normalise: Normalise | None = None,
         labels: Callable[[Field], np.ndarray] | None = None,
         max_cached: int = 8,
+        target_offsets: Callable[[Field, str], tuple[float, float]] | None = None,
     ) -> None:
         self.fields = list(fields)
         self.targets = tuple(targets)
@@ -61,6 +62,7 @@ class FieldStore:
         self.target_normalise = target_normalise
         self.labels = labels
         self.max_cached = max(1, max_cached)
+        self.target_offsets = target_offsets
         self._cache: OrderedDict[int, FieldArrays] = OrderedDict()
 
     def __len__(self) -> int:
@@ -74,7 +76,7 @@ class FieldStore:
         field = self.fields[index]
         brightfield = field.read_brightfield()
         targets = (
-            np.stack([field.read_target(t) for t in self.targets]) if self.targets else None
+            np.stack([self._target(field, t) for t in self.targets]) if self.targets else None
         )
         labels = self.labels(field) if self.labels is not None else None
         arrays = FieldArrays(brightfield, targets, labels)
@@ -82,6 +84,15 @@ class FieldStore:
         while len(self._cache) > self.max_cached:
             self._cache.popitem(last=False)
         return arrays
+
+    def _target(self, field: Field, target: str) -> np.ndarray:
+        """A target as stored, or resampled into the brightfield frame (float32) when offsets are given."""
+        image = field.read_target(target)
+        if self.target_offsets is None:
+            return image
+        from vstain.alignment.resample import to_brightfield_frame
+
+        return to_brightfield_frame(image, self.target_offsets(field, target))
 
     def field_labels(self, index: int) -> np.ndarray | None:
         """The label image of field ``index`` without decoding its brightfield and targets."""

@@ -14,6 +14,8 @@ safetensors header metadata under the key ``"vstain"``, a JSON document:
     output_index      which element of a tuple output is the image (None: the last; LUPI
                       returns (segmentation logits, image) in eval mode)
     normalization     {"input": Normalizer dict, "targets": {target: Normalizer dict}}
+    alignment         null, or the site offsets the targets were aligned with in training
+                      {"magnification", "sites": {stain: {"F001": [dy, dx]}}} (docs/alignment.md)
     training          free-form summary of the training config
     validation        free-form validation scores
     vstain_version, created (UTC ISO time)
@@ -67,6 +69,7 @@ class BundleMetadata:
     normalization: dict[str, Any]
     input_planes: int = N_PLANES
     output_index: int | None = None
+    alignment: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     vstain_version: str = ""
@@ -131,6 +134,14 @@ class BundleMetadata:
         output_index = data.get("output_index")
         if output_index is not None and not isinstance(output_index, int):
             raise BundleError(f"{source}: 'output_index' must be an integer or null")
+        alignment = data.get("alignment")
+        if alignment is not None:
+            from vstain.alignment.offsets import SiteOffsets
+
+            try:
+                alignment = SiteOffsets.from_dict(alignment, source=f"{source}: alignment").to_dict()
+            except VstainError as exc:
+                raise BundleError(str(exc)) from None
         return cls(
             architecture=architecture["name"],
             arguments=dict(arguments),
@@ -140,6 +151,7 @@ class BundleMetadata:
                            "targets": {t: dict(target_norms[t]) for t in targets}},
             input_planes=planes,
             output_index=output_index,
+            alignment=alignment,
             training=dict(data.get("training") or {}),
             validation=dict(data.get("validation") or {}),
             vstain_version=str(data.get("vstain_version", "")),

@@ -94,6 +94,10 @@ if TYPE_CHECKING:
 
     from vstain.plate.jobs import ClusterOptions
 
+#: Where predictions are written: the brightfield frame (overlays the input), or each stain's own
+#: frame (offset by the site offsets, to compare pixel for pixel with that instrument's stains).
+FRAMES = ("brightfield", "fluorescence")
+
 __all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "PROVENANCE_KEY", "to_uint16", "check_cluster_use"]
 
 MANIFEST_NAME = "predictions.json"
@@ -173,7 +177,13 @@ class Predictor:
         batch_size: int = 4,
         tile_size: int | None = None,
         overlap: int | None = None,
+        frame: str = "brightfield",
+        offsets: str | os.PathLike[str] | None = None,
     ) -> None:
+        if frame not in FRAMES:
+            raise VstainError(f"unknown frame {frame!r}; choose one of {', '.join(FRAMES)}")
+        if offsets is not None and frame != "fluorescence":
+            raise VstainError("`offsets` apply to predictions in the fluorescence frame only (`frame` fluorescence)")
         if mode not in MODES:
             raise VstainError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if uncertainty and tta == 1:
@@ -193,6 +203,52 @@ class Predictor:
         bundles = self._load(models)
         self.bundles = bundles
         self.groups = self._group(bundles)
+        self.frame = frame
+        self.offsets_source = str(offsets) if offsets is not None else None
+        self._offsets = self._site_offsets(offsets) if frame == "fluorescence" else {}
+
+    def _site_offsets(self, offsets: str | os.PathLike[str] | None) -> dict[tuple[str, str], Any]:
+        """``(magnification, target) -> SiteOffsets`` the fluorescence frame uses: the file's, else the bundles'."""
+        from vstain.alignment.offsets import OffsetTable, SiteOffsets
+
+        table = OffsetTable.load(offsets) if offsets is not None else None
+        found: dict[tuple[str, str], Any] = {}
+        for bundle in self.bundles:
+            if table is not None:
+                sites = SiteOffsets.from_table(table, bundle.magnification, source=str(offsets))
+            elif bundle.metadata.alignment is not None:
+                sites = SiteOffsets.from_dict(bundle.metadata.alignment)
+            else:
+                raise BundleError(
+                    f"{bundle.path or bundle.name}: trained without alignment, so it carries no offsets for "
+                    "the fluorescence frame; give an offsets file (`offsets`, from vstain align)"
+                )
+            for target in bundle.targets:
+                found[(bundle.magnification, target)] = sites
+        return found
+
+    def _check_offsets(self, fields: Sequence[Any]) -> None:
+        """Refuse, in one line, offsets that lack a site or stain of the fields to predict."""
+        for (magnification, target), sites in self._offsets.items():
+            numbers = [f.field for f in fields if f.magnification == magnification]
+            if numbers:
+                sites.check_covers(magnification, numbers, [target],
+                                   source=self.offsets_source or f"the {target} model's offsets")
+
+    def _to_frame(self, field: Any, images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Predictions (brightfield frame) moved into the stains' frame when ``frame`` is fluorescence."""
+        if self.frame != "fluorescence":
+            return images
+        from vstain.alignment.resample import to_fluorescence_frame
+
+        moved = {}
+        for key, image in images.items():
+            target = key.split(":")[0]
+            offset = self._offsets[(field.magnification, target)].offset(target, field.field)
+            shifted = to_fluorescence_frame(image, offset)
+            moved[key] = np.clip(np.rint(shifted), 0, np.iinfo(image.dtype).max).astype(image.dtype) \
+                if image.dtype.kind in "ui" else shifted.astype(image.dtype)
+        return moved
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -280,7 +336,8 @@ class Predictor:
     def settings(self) -> dict[str, Any]:
         """JSON-ready settings of the first engine (all share them) plus the run's extras."""
         engine = next(iter(self.groups.values()))[0].engine
-        return {**engine.settings(), "mode": self.mode, "uncertainty": self.uncertainty}
+        return {**engine.settings(), "mode": self.mode, "uncertainty": self.uncertainty, "frame": self.frame,
+                "offsets": self.offsets_source}
 
     def provenance(self, magnification: str, target: str) -> dict[str, Any]:
         """What makes the ``target`` outputs of ``magnification`` fields: bundle and settings.
@@ -296,7 +353,9 @@ class Predictor:
                     return {
                         "model": {"name": str(bundle.path or bundle.name), "sha256": bundle.content_hash()},
                         "settings": {"tiler": settings["tiler"], "precision": settings["precision"],
-                                     "tta": settings["tta"]},
+                                     "tta": settings["tta"],
+                                     # only when not the default, so older outputs still match
+                                     **({"frame": self.frame} if self.frame != "brightfield" else {})},
                     }
         raise BundleError(f"no {magnification} model predicts {target}")
 
@@ -465,6 +524,7 @@ class Predictor:
                 f"{output}: is the plate's image folder; predictions would mix with (or be mistaken "
                 "for) the measured stains - choose another --output"
             )
+        self._check_offsets(fields)
         bad_fields = _bad_fields(index, plate_dir, skip_bad_fields, len(fields))
         unusable = len(bad_fields)  # found by the index; unreadable pixel data is found when read
         _prepare_folders([output, *folders.values()] + ([f / UNCERTAINTY_DIR for f in folders.values()]
@@ -497,6 +557,7 @@ class Predictor:
 
         def write(field: Any, images: dict[str, np.ndarray], spreads: dict[str, np.ndarray]) -> float:
             t0 = time.perf_counter()
+            images, spreads = self._to_frame(field, images), self._to_frame(field, spreads)
             if zarr_output:
                 zarr_plate.write(field, images, spreads)
                 return time.perf_counter() - t0
@@ -556,6 +617,10 @@ class Predictor:
     def _check_cluster_use(self, rank: RankInfo) -> None:
         """Refuse (one line) a cluster together with a GPU or ``torchrun``, or bundles that are not files."""
         check_cluster_use(self.device, rank)
+        if self.frame != "brightfield":
+            # Workers rebuild the predictor from the bundles and settings only, not the offsets.
+            raise ConfigError("`frame` fluorescence is not available on Dask workers (`workers`, `scheduler`, "
+                              "`cluster`) yet; predict in the brightfield frame there, or without workers")
         for bundle in self.bundles:
             if bundle.path is None:
                 raise BundleError(f"{bundle.name}: a bundle built in memory cannot be sent to Dask workers; "

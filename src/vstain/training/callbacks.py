@@ -112,6 +112,7 @@ class BundleExport(Callback):
                 "training": {"name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed,
                              "epochs": trainer.current_epoch, "steps": trainer.global_step},
                 "validation": validation,
+                "alignment": self.datamodule.alignment,
             },
         )
 

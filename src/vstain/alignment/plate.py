@@ -1,0 +1,94 @@
+"""Offsets of every field and stain of a plate: estimate per field, then resolve per site.
+
+:func:`align_fields` reads each field once (brightfield stack and stains), estimates each stain's
+offset (:func:`vstain.alignment.estimate.estimate_field`) and builds the
+:class:`~vstain.alignment.offsets.OffsetTable` with its consensus fallbacks. Fields whose
+estimate is not confident are named in :attr:`Alignment.warnings`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field as dataclass_field
+from typing import Callable, Iterable, Sequence
+
+from vstain.alignment.estimate import Reference, estimate_field
+from vstain.alignment.offsets import MIN_CONFIDENCE, OffsetTable, resolve
+from vstain.plate.index import Field
+from vstain.vocabulary import TARGETS
+
+#: The reference image :func:`align_fields` uses by default (measured: docs/alignment.md).
+DEFAULT_REFERENCE: Reference = "zstd"
+
+
+@dataclass
+class Alignment:
+    """What :func:`align_fields` found: the table, warnings naming uncertain fields, seconds per field."""
+
+    table: OffsetTable
+    warnings: list[str] = dataclass_field(default_factory=list)
+    seconds: list[float] = dataclass_field(default_factory=list)
+
+
+def low_confidence_warnings(table: OffsetTable) -> list[str]:
+    """One line per magnification and stain with fields whose own estimate was not used, naming them."""
+    lines = []
+    for mag in table.magnifications:
+        for stain in table.stains:
+            rows = [r for r in table.rows if r.magnification == mag and r.stain == stain]
+            weak = [r for r in rows if r.source != "measured"]
+            if not weak:
+                continue
+            names = ", ".join(f"{r.well} F{r.field:03d}" for r in weak[:8]) + (" ..." if len(weak) > 8 else "")
+            fallback = sorted({r.source for r in weak})
+            what = ("no field gave a confident offset: a blank or featureless stain? offsets set to 0"
+                    if fallback == ["none"] else f"they use the {' / '.join(fallback)}")
+            lines.append(f"{mag} {stain}: low confidence in {len(weak)} of {len(rows)} fields ({names}); {what}")
+    return lines
+
+
+def align_fields(
+    fields: Sequence[Field],
+    *,
+    stains: Iterable[str] | None = None,
+    reference: Reference = DEFAULT_REFERENCE,
+    min_confidence: float = MIN_CONFIDENCE,
+    progress: Callable[[str], None] | None = None,
+) -> Alignment:
+    """Estimate the offset of each stain of each field against its brightfield, then resolve per site.
+
+    Parameters
+    ----------
+    fields
+        Fields with their brightfield stack and stains (:func:`vstain.plate.index.index_plate`).
+    stains
+        Stains to align (default: every stain a field has).
+    reference
+        What the stains are correlated with (:mod:`vstain.alignment.estimate`).
+    min_confidence
+        Estimates below this confidence fall back to the site consensus.
+    progress
+        Called with one line per field.
+
+    Returns
+    -------
+    Alignment
+        The offsets table, warnings naming low-confidence fields, and the seconds each field took.
+    """
+    wanted = tuple(stains) if stains is not None else TARGETS
+    measured = {}
+    seconds = []
+    for f in fields:
+        start = time.perf_counter()
+        present = {s: f.read_target(s) for s in wanted if s in f.targets}
+        if not present:
+            continue
+        offsets = estimate_field(f.read_brightfield(), present, reference=reference)
+        for stain, o in offsets.items():
+            measured[(f.magnification, f.well, f.field, stain)] = (o.dy, o.dx, o.confidence)
+        seconds.append(time.perf_counter() - start)
+        if progress is not None:
+            progress(f"{f.label}: " + ", ".join(
+                f"{s} ({o.dy:+.2f}, {o.dx:+.2f}) conf {o.confidence:.2f}" for s, o in offsets.items()))
+    table = resolve(measured, min_confidence=min_confidence)
+    return Alignment(table, low_confidence_warnings(table), seconds)
