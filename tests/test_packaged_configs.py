@@ -24,7 +24,7 @@ SOURCE = ROOT / "src" / "vstain" / "configs"
 def test_every_config_in_the_source_tree_is_declared_package_data():
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["vstain"]
     shipped = [p.relative_to(SOURCE.parent).as_posix() for p in SOURCE.rglob("*") if p.is_file()]
-    assert len(shipped) == 21  # 15 reference recipes, 6 smoke configs
+    assert len(shipped) == 30  # 15 reference recipes, 6 smoke configs, 9 CPU recipe configs
     for name in shipped:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
 
@@ -75,7 +75,7 @@ def test_a_built_wheel_ships_the_configs_and_finds_them_when_installed(tmp_path)
     (wheel,) = (tmp_path / "dist").glob("vstain-*.whl")
     installed = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
-        assert sum(n.startswith("vstain/configs/") and n.endswith(".yaml") for n in archive.namelist()) == 21
+        assert sum(n.startswith("vstain/configs/") and n.endswith(".yaml") for n in archive.namelist()) == 30
         archive.extractall(installed)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

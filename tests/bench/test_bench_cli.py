@@ -41,6 +41,6 @@ def test_leaving_out_every_section_is_a_one_line_error(capsys):
 
 def test_unknown_section_is_refused(capsys):
     with pytest.raises(SystemExit) as exit:
-        main(["bench", "quality"])
+        main(["bench", "speed"])
     assert exit.value.code == 2
-    assert "invalid choice: 'quality'" in capsys.readouterr().err
+    assert "invalid choice: 'speed'" in capsys.readouterr().err
