@@ -196,5 +196,5 @@ def test_help_shows_the_dask_ways_and_its_examples_parse(capsys):
     assert len(examples) == 6  # one of them predicts in the fluorescence frame (alignment)
     assert any("--workers 2" in e for e in examples) and any("--scheduler tcp://" in e for e in examples)
     for example in examples:
-        args = build_parser().parse_args(shlex.split(example)[1:])
+        args = build_parser().parse_args(shlex.split(example, comments=True)[1:])
         assert args.command == "predict" and args.models
