@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,18 +45,7 @@ def save_preview(field: RenderedField, path: str | os.PathLike[str], *, dpi: int
         fontsize=12,
     )
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=dpi, format="png")
-    plt.close(figure)
-    # Every panel is grey: an 8-bit greyscale PNG is a quarter of matplotlib's RGBA one.
-    from PIL import Image
-
-    buffer.seek(0)
-    grey = Image.open(buffer).convert("L")
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        grey.save(tmp, format="PNG", optimize=True)
-    return target
+    return _save_grey_png(figure, path, dpi=dpi)
 
 
 def save_gallery(fields: Mapping[str, RenderedField], path: str | os.PathLike[str], *, dpi: int = 60,
@@ -97,11 +86,20 @@ def save_gallery(fields: Mapping[str, RenderedField], path: str | os.PathLike[st
             if c == 0:
                 axis.set_ylabel(name, fontsize=8)
     figure.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2)
+    return _save_grey_png(figure, path, dpi=dpi)
+
+
+def _save_grey_png(figure: Any, path: str | Path, *, dpi: int) -> Path:
+    """Save ``figure`` (closed afterwards) atomically as an 8-bit greyscale PNG; returns the path.
+
+    Every panel of these figures is grey: an 8-bit greyscale PNG is a quarter of matplotlib's RGBA one.
+    """
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=dpi, format="png")
     plt.close(figure)
-    from PIL import Image
-
     buffer.seek(0)
     grey = Image.open(buffer).convert("L")
     target = Path(path)
@@ -109,3 +107,4 @@ def save_gallery(fields: Mapping[str, RenderedField], path: str | os.PathLike[st
     with atomic_path(target) as tmp:
         grey.save(tmp, format="PNG", optimize=True)
     return target
+
