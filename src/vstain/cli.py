@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "align": "align",
     "train": "train",
     "predict": "predict",
+    "calibrate": "calibrate",
     "evaluate": "evaluate",
     "bench": "bench",
     "demo": "demo",

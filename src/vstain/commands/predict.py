@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from vstain.commands.cluster_args import add_cluster_arguments, cluster_options
+from vstain.errors import VstainError
 from vstain.vocabulary import MAGNIFICATIONS
 
 EXAMPLE = """\
@@ -17,6 +18,7 @@ example:
   torchrun --nproc-per-node 4 -m vstain predict --models models/20x --input plate --output out --device cuda
   vstain predict --models models/20x --input plate.ome.zarr --output pred.ome.zarr --workers 2
   vstain predict --models models/20x --input plate --output out --scheduler tcp://head:8786
+  vstain predict --models models/20x --input plate --output out --calibration calibration.json
 
 Writes one uint16 TIFF per field and stain, named as the CV7000 would name that channel (C01
 nuclei, C02 lipids, C03 cytoplasm), flat in --output (in <mag>_images/ subfolders when the plate
@@ -33,6 +35,12 @@ processes, an existing cluster, SLURM/PBS): each worker loads the bundles once f
 (which it must be able to read) and writes its fields as it finishes them; outputs, resume and
 predictions.json are the same as in one process. Without these options (or --workers 1) the
 fields are predicted in this process. GPUs use torchrun, not Dask.
+
+With --calibration (from vstain calibrate) every field is predicted with 8-fold TTA and gets
+calibrated intervals: lower/ and upper/ pixel maps per stain, and intervals.csv (every field x
+feature of the evaluation pipeline: prediction, lower, upper); vstain evaluate on fields with
+real stains reports their coverage. It runs in this process (TIFF output) and refuses a
+calibration made for other models, another magnification or another --alpha. docs/uncertainty.md.
 """
 
 
@@ -63,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="compute precision (default fp32)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster fields)")
-    parser.add_argument("--tta", type=int, choices=(1, 8), default=1, help="test-time augmentation: 8 flips/rotations")
+    parser.add_argument("--tta", type=int, choices=(1, 8),
+                        help="test-time augmentation: 8 flips/rotations (default 1; 8 with --calibration)")
     parser.add_argument("--uncertainty", action="store_true", help="with --tta 8, also write per-pixel std maps")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per network call (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="recompute fields whose outputs exist")
@@ -75,6 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the models were trained with (or --offsets) to match the instrument's stains")
     parser.add_argument("--offsets", metavar="CSV",
                         help="with --frame fluorescence: site offsets from vstain align instead of the models'")
+    parser.add_argument("--calibration", metavar="JSON",
+                        help="calibration.json from vstain calibrate: also write interval maps and intervals.csv")
+    parser.add_argument("--alpha", type=float, metavar="A",
+                        help="with --calibration: the level you expect it to have (refused if it differs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_arguments(parser, what="fields on CPUs; 1 = in this process")
     parser.set_defaults(run=run)
@@ -85,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     from vstain.inference.predictor import Predictor, check_cluster_use
 
     cluster = cluster_options(args) if args.workers > 1 or args.scheduler or args.cluster else None
+    if args.calibration is not None:
+        return _run_with_intervals(args, cluster is not None)
+    if args.alpha is not None:
+        raise VstainError("--alpha goes with --calibration (the level of the intervals)")
     if cluster is not None:  # before any model is loaded or device opened
         check_cluster_use(args.device, rank_info())
     predictor = Predictor(
@@ -94,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         channels_last=args.channels_last,
         compile=args.compile,
-        tta=args.tta,
+        tta=args.tta or 1,
         uncertainty=args.uncertainty,
         batch_size=args.batch_size,
         tile_size=args.tile_size,
@@ -117,4 +134,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {step}")
     for bad in manifest["bad_fields"]:
         print(f"warning: skipped bad field {bad['field']}: {bad['problem']}", file=sys.stderr)
+    return 0
+
+
+def _run_with_intervals(args: argparse.Namespace, on_cluster: bool) -> int:
+    from vstain.uncertainty.intervals import predict_intervals
+
+    refused = [flag for flag, given in (("--workers/--scheduler/--cluster", on_cluster),
+                                        ("an .ome.zarr --output", args.output.rstrip("/").endswith(".zarr")),
+                                        ("--tta 1", args.tta == 1),
+                                        ("--frame fluorescence", args.frame != "brightfield"),
+                                        ("--skip-bad-fields", args.skip_bad_fields))
+               if given]
+    if refused:
+        raise VstainError(f"--calibration predicts in this process into TIFF folders with --tta 8; "
+                          f"it does not take {refused[0]}")
+    manifest = predict_intervals(args.models, args.input, args.output, args.calibration, alpha=args.alpha,
+                                 device=args.device, mode=args.mode, batch_size=args.batch_size,
+                                 overwrite=args.overwrite, progress=not args.no_progress)
+    fields = manifest["fields"]
+    print(f"predicted {fields['predicted']} fields with {1 - manifest['alpha']:.0%} intervals, skipped "
+          f"{fields['skipped_existing']} already done; {manifest['seconds']:.1f} s -> {args.output}")
     return 0

@@ -5,7 +5,10 @@ through the plate index (:func:`vstain.evaluation.table.target_fields`), measure
 challenge's CellProfiler pipelines do, scores them with the challenge metric and writes, into
 ``out``, ``features_truth.csv`` and ``features_pred.csv`` (the 102 columns of CellProfiler's
 ``Adipocytes_Image.csv``), ``objects_{truth,pred}_<object>.csv``, ``scores.json`` and
-``report.html``. With several magnifications the CSVs go to ``out/<mag>/``.
+``report.html``. With several magnifications the CSVs go to ``out/<mag>/``. When the prediction
+folder holds intervals (``intervals.csv``, ``lower/``, ``upper/`` from ``vstain predict
+--calibration``), their empirical coverage on these fields goes to ``coverage.json`` and the report
+(src/vstain/evaluation/coverage.py).
 
 Either folder may be a CV7000 folder or an OME-Zarr HCS plate. Fields are measured on a Dask
 cluster (``cluster``: local worker processes, an existing scheduler, a SLURM/PBS cluster); each
@@ -20,11 +23,20 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from vstain.errors import ConfigError, PlateError, PlateNotFound
+from vstain.evaluation.coverage import (
+    INTERVALS_CSV,
+    CoverageResult,
+    feature_coverage,
+    pixel_coverage,
+    read_intervals,
+    write_coverage,
+)
 from vstain.evaluation.metric import ChallengeScore, PixelErrorAccumulator, featurewise_score, field_label, write_scores
-from vstain.evaluation.report import FieldPanel, SectionHook, write_report
+from vstain.evaluation.report import FieldPanel, SectionHook, coverage_section, write_report
 from vstain.evaluation.table import FeatureTable, MeasureFunction, read_stains, target_fields
 from vstain.plate.index import Field, FieldKey, image_folders, index_plate
 from vstain.plate.jobs import ClusterOptions, open_client
+from vstain.vocabulary import CHANNEL_NAME_TARGETS, TARGETS
 
 __all__ = ["evaluate_folders"]
 
@@ -91,18 +103,23 @@ def evaluate_folders(
     magnifications = _magnifications(truth, magnification)
     scores: list[ChallengeScore] = []
     panels: dict[str, list[FieldPanel]] = {}
+    coverage: list[CoverageResult] = []
     with open_client(cluster or ClusterOptions(workers=workers), announce=announce) as client:
         for mag in magnifications:
             _evaluate_magnification(truth, pred, out, mag, len(magnifications) > 1, client, report_fields,
-                                    measure, progress, scores, panels)
+                                    measure, progress, scores, panels, coverage)
 
     write_scores(out / "scores.json", scores)
+    sections = list(report_sections(scores)) if report_sections is not None else []
+    if coverage:
+        write_coverage(out / "coverage.json", coverage)
+        sections.append(coverage_section(coverage))
     write_report(
         out / "report.html",
         scores,
         panels=panels,
         sources={"truth": str(truth), "prediction": str(pred)},
-        sections=report_sections(scores) if report_sections is not None else (),
+        sections=sections,
     )
     return scores
 
@@ -122,7 +139,8 @@ def _magnifications(truth: Path, magnification: str | None) -> list[str]:
 
 def _evaluate_magnification(truth: Path, pred: Path, out: Path, mag: str, nested: bool, client: Any,
                             report_fields: int, measure: MeasureFunction | None, progress: bool,
-                            scores: list[ChallengeScore], panels: dict[str, list[FieldPanel]]) -> None:
+                            scores: list[ChallengeScore], panels: dict[str, list[FieldPanel]],
+                            coverage: list[CoverageResult]) -> None:
     """Measure, score and write the tables of one magnification (appends to ``scores`` and ``panels``)."""
     mag_out = out / mag if nested else out
     truth_fields, truth_notes = target_fields(truth, magnification=mag)
@@ -141,11 +159,18 @@ def _evaluate_magnification(truth: Path, pred: Path, out: Path, mag: str, nested
         results=out / "fields" / "pred" / mag, progress=progress,
     )
 
+    intervals_file = pred / INTERVALS_CSV
+    interval_fields = []
     pixels = PixelErrorAccumulator()
     for field in matched:
         target, guess = read_stains(field), read_stains(pred_by_key[field.key])
         label = field_label(field.well, field.field)
         pixels.add(target, guess, label=label)
+        predicted = pred_by_key[field.key]
+        if intervals_file.is_file() and isinstance(predicted.targets[TARGETS[0]], Path):
+            interval_fields.append(({CHANNEL_NAME_TARGETS[c]: image for c, image in target.items()},
+                                    predicted.targets[TARGETS[0]].parent,
+                                    [predicted.targets[t].name for t in TARGETS]))
         if field.key in shown:
             panels.setdefault(mag, []).append(
                 FieldPanel(
@@ -169,10 +194,24 @@ def _evaluate_magnification(truth: Path, pred: Path, out: Path, mag: str, nested
             warnings=tuple(warnings),
         )
     )
+    if intervals_file.is_file():
+        coverage.append(pixel_coverage(
+            feature_coverage(read_intervals(intervals_file), truth_table.frame, magnification=mag,
+                             alpha=_interval_alpha(pred)), interval_fields))
     truth_table.write_csv(mag_out / "features_truth.csv")
     pred_table.write_csv(mag_out / "features_pred.csv")
     truth_table.write_objects(mag_out, prefix="objects_truth")
     pred_table.write_objects(mag_out, prefix="objects_pred")
+
+
+def _interval_alpha(pred: Path) -> float | None:
+    """The level the intervals were calibrated for (``intervals.json``), if it says."""
+    import json
+
+    try:
+        return float(json.loads((pred / "intervals.json").read_text("utf-8"))["alpha"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _check_sizes(matched: Sequence[Field], pred_by_key: Mapping[FieldKey, Field]) -> None:

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from vstain.evaluation.metric import (
     total_score,
 )
 from vstain.vocabulary import CELLPROFILER_NAMES, CHANNEL_NAME_TARGETS
+
+if TYPE_CHECKING:
+    from vstain.evaluation.coverage import CoverageResult
 
 #: Longest side of one downsampled field panel, in pixels.
 PANEL_SIZE = 256
@@ -138,6 +141,52 @@ def write_report(
     return write_text_atomic(
         path, render_report(scores, panels=panels, title=title, sources=sources, sections=sections)
     )
+
+
+def coverage_section(results: Sequence["CoverageResult"]) -> ReportSection:
+    """The intervals' empirical coverage (src/vstain/evaluation/coverage.py) as a report section."""
+    parts = ["<p>How often the calibrated intervals of <code>vstain predict --calibration</code> held the value "
+             "measured on the real stains (features: fraction of fields; pixels: fraction of a field's pixels, "
+             "averaged over fields). Calibrated for coverage 1 &minus; alpha; with few fields the measured "
+             "coverage wanders around it (docs/uncertainty.md).</p>"]
+    for result in results:
+        target = f"{1 - result.alpha:.2f}" if result.alpha is not None else "not recorded"
+        rows = []
+        for stain, values in result.stains.items():
+            rows.append([stain, _num(values.get("feature_coverage")), _num(values.get("pixel_coverage"))])
+        rows.append(["<b>overall</b>", _num(result.overall.get("feature_coverage")),
+                     _num(result.overall.get("pixel_coverage"))])
+        count = result.features.get("Count_nuclei")
+        count_text = (f"; nuclei count: coverage {_num(count['coverage'])}, mean width {_num(count['mean_width'])}"
+                      if count else "")
+        parts.append(f"<h3>{html.escape(result.magnification)}</h3><p>target coverage {target}; "
+                     f"{result.overall.get('fields', 0)} fields{html.escape(count_text)}</p>")
+        parts.append(_table(["stain", "feature coverage (mean over features)", "pixel coverage"], rows, escape=False))
+        parts.append(_image(_coverage_figure(result), f"coverage per feature, {result.magnification}"))
+    return ReportSection("Interval coverage", "\n".join(parts))
+
+
+def _coverage_figure(result: "CoverageResult") -> str:
+    figure = _new_figure(7, 2.4, left=0.12, bottom=0.2)
+    axes = figure.add_subplot()
+    colours = {"nuclei": "#4c72b0", "lipids": "#55a868", "cytoplasm": "#c44e52"}
+    for row, stain in enumerate(colours):
+        values = [f["coverage"] for f in result.features.values() if f["stain"] == stain]
+        jitter = np.linspace(-0.15, 0.15, len(values)) if values else []
+        axes.scatter(values, row + np.asarray(jitter), s=9, color=colours[stain], alpha=0.7,
+                     label="features" if row == 0 else None)
+        pixel = result.stains.get(stain, {}).get("pixel_coverage")
+        if pixel is not None and math.isfinite(pixel):
+            axes.scatter([pixel], [row], marker="D", s=40, color="k", label="pixels" if row == 0 else None)
+    if result.alpha is not None:
+        axes.axvline(1 - result.alpha, color="k", lw=0.8, ls="--")
+    axes.set_yticks(range(len(colours)), list(colours), fontsize=8)
+    axes.set_ylim(len(colours) - 0.5, -0.5)
+    axes.set_xlim(-0.02, 1.02)
+    axes.set_xlabel("empirical coverage (dashed: 1 - alpha)", fontsize=8)
+    axes.tick_params(axis="x", labelsize=7)
+    axes.legend(fontsize=7, frameon=False, loc="lower left")
+    return _png(figure)
 
 
 # -- sections ---------------------------------------------------------------------------------

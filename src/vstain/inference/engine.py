@@ -190,6 +190,25 @@ class FieldEngine:
                 self.fallbacks.append(step)
 
     @torch.inference_mode()
+    def variants(self, image: torch.Tensor) -> torch.Tensor:
+        """Each TTA transform's prediction of one normalised field, mapped back to the field.
+
+        Parameters
+        ----------
+        image
+            ``(C, H, W)`` float32 (any device; moved to the engine's).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(T, K, H, W)`` float32 on the CPU, T = ``tta`` (1 without TTA). Their mean is what
+            :meth:`__call__` returns; conformal calibration (src/vstain/uncertainty/) measures each.
+        """
+        image = image.to(self.device, dtype=torch.float32, non_blocking=True)
+        outputs = [undo_dihedral(self._with_fallback(dihedral(image, k)), k).float().cpu() for k in range(self.tta)]
+        return torch.stack(outputs)
+
+    @torch.inference_mode()
     def __call__(self, image: torch.Tensor, *, spread: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Predict one normalised field.
 

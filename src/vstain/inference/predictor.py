@@ -429,6 +429,33 @@ class Predictor:
         images, spreads = self._infer(self._normalise(np.asarray(brightfield), groups), groups)
         return (images, spreads) if return_uncertainty else images
 
+    def predict_variants(self, brightfield: np.ndarray, *, magnification: str | None = None) -> dict[str, np.ndarray]:
+        """Every TTA transform's prediction of one field, in the stain's units (not rounded).
+
+        Parameters
+        ----------
+        brightfield
+            ``(7, H, W)`` stack as stored (any numeric dtype).
+        magnification
+            Needed only when the predictor holds models for several magnifications.
+
+        Returns
+        -------
+        dict
+            ``{target: float64 (T, H, W)}``, T = the predictor's ``tta``, in the brightfield frame.
+            Their mean, rounded, is :meth:`predict_field`'s image; their population standard
+            deviation is its uncertainty map (up to float rounding). Used by conformal calibration
+            (src/vstain/uncertainty/), which measures each variant.
+        """
+        groups = self._groups_for(magnification)
+        out: dict[str, np.ndarray] = {}
+        for tensor, group in zip(self._normalise(np.asarray(brightfield), groups), groups):
+            stack = group.engine.variants(tensor).double()
+            for channel, target in enumerate(group.targets):
+                span, low = group.target_affine[target]
+                out[target] = (stack[:, channel] * span + low).numpy()
+        return {t: out[t] for t in TARGETS if t in out}
+
     # ------------------------------------------------------------------ a plate
     def _descriptions(self, magnification: str) -> dict[str, str]:
         """ImageDescription text of each output kind (``target`` or ``target:uncertainty``)."""

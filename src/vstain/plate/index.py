@@ -132,6 +132,15 @@ class Field:
         return None if self.mask is None else read_image(self.mask)
 
 
+def field_identity(field: Field) -> str:
+    """A field's identity across plates and runs: ``<acquisition plate>/<magnification>/<well>/F<nnn>``.
+
+    The acquisition plate is the name the instrument wrote into the file names, so the identity
+    survives copying or converting the plate. Model bundles list their training fields this way.
+    """
+    return f"{field.plate}/{field.magnification}/{field.well}/F{field.field:03d}"
+
+
 @dataclass
 class PlateIndex:
     """Fields of a plate folder, with every issue found while indexing."""

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from vstain.plate.index import field_identity
+from vstain.vocabulary import TRAIN, VALIDATION
+
 
 class ValidationPanels(Callback):
     """After each validation, save brightfield / truth / prediction of the first held-out field
@@ -110,7 +113,10 @@ class BundleExport(Callback):
                 "normalization": self.datamodule.normalization,
                 "output_index": module.output_index(),
                 "training": {"name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed,
-                             "epochs": trainer.current_epoch, "steps": trainer.global_step},
+                             "epochs": trainer.current_epoch, "steps": trainer.global_step,
+                             # which fields the network saw: vstain calibrate refuses to calibrate on them
+                             "fields": {TRAIN: [field_identity(f) for f in self.datamodule.train_fields],
+                                        VALIDATION: [field_identity(f) for f in self.datamodule.val_fields]}},
                 "validation": validation,
                 "alignment": self.datamodule.alignment,
             },
