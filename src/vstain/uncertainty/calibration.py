@@ -118,7 +118,7 @@ class Calibration(_Strict):
         if alpha is not None and not math.isclose(alpha, self.alpha, rel_tol=0, abs_tol=1e-12):
             raise CalibrationError(f"{source}: made for alpha {self.alpha}, not {alpha}; "
                                    f"run vstain calibrate --alpha {alpha}")
-        for target, digest in sorted(bundles.items()):
+        for target, digest in sorted(bundles.items(), key=lambda item: TARGETS.index(item[0])):
             made = self.bundles.get(target)
             if made is None:
                 raise CalibrationError(f"{source}: has no calibration for {target}; calibrate with that model")

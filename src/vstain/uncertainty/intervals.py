@@ -66,7 +66,9 @@ def feature_intervals(measured: VariantMeasurement, calibration: Calibration) ->
         if entry is None or entry.quantile is None:
             lower = upper = math.nan
         else:
-            half = entry.quantile * max(sigma, entry.floor)
+            # Widened by a relative 1e-9 (rounded outwards, as the pixel maps): the calibration field whose
+            # score is the quantile lies exactly on the bound, and float rounding must not put it outside.
+            half = entry.quantile * max(sigma, entry.floor) * (1 + 1e-9)
             lower, upper = value - half, value + half
         rows.append({"feature": name, "stain": feature_stain(name), "prediction": value,
                      "lower": lower, "upper": upper})
