@@ -18,8 +18,11 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "vstain"
 
 #: (package whose modules are checked, packages they must not import)
 FORBIDDEN = [
-    ("vstain.inference", ("vstain.losses", "vstain.evaluation", "vstain.synth", "vstain.bench")),
-    ("vstain.evaluation", ("vstain.synth", "vstain.bench")),
+    ("vstain.inference", ("vstain.losses", "vstain.evaluation", "vstain.synth", "vstain.bench",
+                          "vstain.uncertainty")),
+    ("vstain.evaluation", ("vstain.synth", "vstain.bench", "vstain.uncertainty")),
+    # calibration sits on inference and evaluation; neither knows it (coverage lives in evaluation)
+    ("vstain.uncertainty", ("vstain.training", "vstain.data", "vstain.synth", "vstain.bench", "vstain.commands")),
     # offsets are plate data: no torch, no training or inference (both read the offsets table)
     ("vstain.alignment", ("torch", "vstain.data", "vstain.training", "vstain.inference", "vstain.bench")),
 ]

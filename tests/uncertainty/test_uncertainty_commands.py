@@ -131,6 +131,29 @@ def test_predict_refuses_other_models(calibrated, small_plate, tmp_path, capsys,
     assert code == 2 and "made for another nuclei model" in one_line_error(err)
 
 
+def test_predict_refuses_a_calibration_of_another_magnification(calibrated, small_plate, tiny_models, tmp_path,
+                                                                capsys):
+    data = json.loads(calibrated["cal"].read_text())
+    data["magnification"] = "40x"
+    other = tmp_path / "cal40.json"
+    other.write_text(json.dumps(data))
+    code, _, err = run_cli(["predict", "--models", tiny_models, "--input", small_plate, "--output", tmp_path / "p",
+                            "--calibration", other, "--no-progress"], capsys)
+    assert code == 2 and "made for 40x models; --models holds 20x models" in one_line_error(err)
+
+
+def test_check_matches_names_what_differs(calibrated):
+    from vstain.uncertainty.calibration import Calibration, CalibrationError
+
+    cal = Calibration.load(calibrated["cal"])
+    cal.check_matches(cal.bundles, magnification="20x", alpha=0.4)  # its own: fine
+    with pytest.raises(CalibrationError, match="made for 20x fields, not 60x"):
+        cal.check_matches(cal.bundles, magnification="60x")
+    with pytest.raises(CalibrationError, match="has no calibration for lipids"):
+        Calibration(**{**cal.model_dump(), "bundles": {"nuclei": cal.bundles["nuclei"]}}).check_matches(
+            {"lipids": "0" * 64}, magnification="20x")
+
+
 def test_too_few_calibration_fields_for_alpha(small_plate, tiny_models, tmp_path, capsys):
     code, _, err = run_cli(["calibrate", "--models", tiny_models, "--input", small_plate, "--out",
                             tmp_path / "c.json", "--no-progress"], capsys)  # α 0.1 needs 9, the plate has 6

@@ -30,6 +30,11 @@ Prints a table per section; --out also writes the numbers as JSON.
               held-back ones included) train the CPU recipe, predict held-out wells and score it
               against the mean-image and linear baselines; --out is then a folder (quality.md,
               .csv, .json, .png); a rerun skips variants already done (docs/quality.md)
+
+  vstain bench uncertainty --out bench-uncertainty   # ~30 min on 2 cores
+  uncertainty not part of `all`: train the CPU recipe on a 100-field synthetic plate, calibrate
+              on 42 fields (alpha 0.1 and 0.2), predict 42 test fields with intervals and measure
+              coverage, adaptivity and time (uncertainty.md, .json; docs/uncertainty.md)
 """
 
 
@@ -45,9 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # The default is a string: argparse checks a list default of nargs="*" against the choices as a whole.
-    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all", "quality"],
+    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all", "quality", "uncertainty"],
                         default="all",
-                        help=f"what to time: {', '.join(SECTIONS)} or all (default all); or quality, alone")
+                        help=f"what to time: {', '.join(SECTIONS)} or all (default all); or quality or "
+                             "uncertainty, alone")
     parser.add_argument("--quick", action="store_true", help="small sizes that run in minutes on a CPU")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
@@ -62,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="quality: plate variants to run (default all; see docs/quality.md)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true",
-                      help="quality: tiny plates and a few steps (tests the machinery; the numbers mean nothing)")
+                      help="quality, uncertainty: tiny plates and a few steps (tests the machinery; the numbers "
+                           "mean nothing)")
     size.add_argument("--full-size", action="store_true",
                       help="quality: fields of the instrument's size and the CPU recipe as shipped (~1 h a variant "
                            "on 2 cores)")
@@ -94,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     named = [args.sections] if isinstance(args.sections, str) else list(args.sections)
     if "quality" in named:
         return _quality(args, named)
+    if "uncertainty" in named:
+        return _uncertainty(args, named)
     sections = set(SECTIONS) if not named or "all" in named else set(named)
     if args.no_training:
         sections.discard("training")
@@ -126,4 +135,20 @@ def _quality(args: argparse.Namespace, named: list[str]) -> int:
     print()
     print(quality_markdown(summary))
     print(f"wrote {out}/quality.md, quality.csv, quality.json, quality.png")
+    return 0
+
+
+def _uncertainty(args: argparse.Namespace, named: list[str]) -> int:
+    from vstain.bench.uncertainty import run_uncertainty_benchmark, uncertainty_markdown
+    from vstain.errors import VstainError
+
+    if len(named) > 1 or args.full_size or args.variants:
+        raise VstainError("the uncertainty benchmark runs alone, on its own plate: "
+                          "`vstain bench uncertainty --out DIR [--smoke]`")
+    out = args.out or "bench-uncertainty"
+    summary = run_uncertainty_benchmark(out, seed=args.seed, smoke=args.smoke,
+                                        log=lambda line: print(line, flush=True))
+    print()
+    print(uncertainty_markdown(summary))
+    print(f"wrote {out}/uncertainty.md, uncertainty.json")
     return 0

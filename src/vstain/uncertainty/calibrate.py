@@ -228,6 +228,7 @@ def calibrate(
     progress: bool = True,
     measure: Callable[..., Any] | None = None,
     threads: int | None = None,
+    parts: str | os.PathLike[str] | None = None,
 ) -> Calibration:
     """Calibrate ``models`` on a plate's calibration fields and write ``out`` (calibration.json).
 
@@ -254,6 +255,9 @@ def calibrate(
         Drives the pixel sample of fields larger than 512².
     measure, threads
         The measurement (default the CellProfiler-equivalent pipeline) and its threads per field.
+    parts
+        Folder of the per-field numbers (default ``<out>.parts``); calibrations at several levels
+        may share one.
 
     Returns
     -------
@@ -288,9 +292,9 @@ def calibrate(
     hashes = {t: predictor.provenance(magnification, t)["model"]["sha256"] for t in TARGETS}
     key = json.dumps({"bundles": hashes, "settings": predictor.provenance(magnification, TARGETS[0])["settings"],
                       "seed": seed, "max_pixels": MAX_PIXELS_PER_FIELD}, sort_keys=True)
-    parts_dir = out.with_name(out.name + ".parts")
+    parts_dir = Path(parts) if parts is not None else out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    parts: list[FieldPart] = []
+    done: list[FieldPart] = []
     for field in tqdm(fields, unit="field", desc="calibrate", disable=not progress, file=sys.stderr):
         path = _part_path(parts_dir, field)
         part = _load_part(path, key)
@@ -299,7 +303,7 @@ def calibrate(
             field_seed = seed + zlib.crc32(f"{field.well}/{field.field}".encode())
             part = measure_calibration_field(predictor, field, seed=field_seed, measure=measure, threads=threads)
             _save_part(path, part, key)
-        parts.append(part)
-    calibration = calibration_from_parts(parts, alpha=alpha, magnification=magnification, bundles=hashes, tta=8)
+        done.append(part)
+    calibration = calibration_from_parts(done, alpha=alpha, magnification=magnification, bundles=hashes, tta=8)
     calibration.save(out)
     return calibration

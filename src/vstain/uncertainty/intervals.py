@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from vstain.evaluation.coverage import INTERVAL_COLUMNS, INTERVALS_CSV, LOWER_DI
 from vstain.uncertainty.calibration import Calibration
 from vstain.uncertainty.variants import VariantMeasurement, feature_stain, measure_variants
 from vstain.vocabulary import TARGETS
+
+if TYPE_CHECKING:
+    from vstain.plate.index import FieldKey
 
 INTERVALS_DIR = "intervals"
 
@@ -93,6 +96,7 @@ def predict_intervals(
     progress: bool = True,
     measure: Callable[..., Any] | None = None,
     threads: int | None = None,
+    keys: Iterable[FieldKey] | None = None,
 ) -> dict[str, Any]:
     """Predict every field of ``plate`` at the calibration's magnification with intervals (module docstring).
 
@@ -112,6 +116,8 @@ def predict_intervals(
         Recompute fields whose outputs exist.
     measure, threads
         The measurement (default the CellProfiler-equivalent pipeline) and its threads per field.
+    keys
+        Only these fields (``(magnification, well, field)``); default every field at the magnification.
 
     Returns
     -------
@@ -139,7 +145,7 @@ def predict_intervals(
 
     index = index_plate(plate, magnification=magnification)
     index.raise_for_errors()
-    fields = index.select(magnification=magnification)
+    fields = index.select(magnification=magnification, keys=keys)
     if not fields:
         raise PlateError(f"{plate}: no {magnification} fields with 7 brightfield planes")
     out = Path(output)
