@@ -80,9 +80,13 @@ def test_normalised_scores_and_floor():
     np.testing.assert_allclose(scores, [2.0, 2.0])
     with pytest.raises(ValueError, match="positive"):
         normalised_scores(np.array([1.0]), np.array([1.0]), np.array([0.0]))
-    # median σ 2 → 0.2; median |value| 30 (truth) → 0.3: the larger wins
-    assert feature_floor(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0]), np.array([30.0, 30.0])) == pytest.approx(0.3)
-    assert feature_floor(np.zeros(3), np.zeros(3)) == 1e-12  # never zero
+    # median σ 2 → 0.2; median |value| 30.5 (truth) → 0.305: the larger wins
+    assert feature_floor(np.array([1.0, 2.0, 3.0]), np.array([10.5, 20.0]), np.array([30.5, 30.5])) == pytest.approx(
+        0.305)
+    # whole numbers (counts): at least half a step, whatever the spreads
+    assert feature_floor(np.zeros(3), np.array([10.0, 12.0, 11.0]), np.array([10.0, 13.0, 12.0])) == 0.5
+    assert feature_floor(np.zeros(3), np.array([1.5, 2.5]), np.array([2.0, 3.0])) == pytest.approx(0.025)
+    assert feature_floor(np.zeros(0), np.zeros(0)) == 1e-12  # never zero
 
 
 def test_needed_multiplier_and_field_loss_by_hand():

@@ -21,8 +21,10 @@ predictions stay there, and a rerun reuses them (delete a part to recompute it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -140,6 +142,11 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
                     split=split, magnification=magnification, progress=False, parts=out / "calibration.parts")
     calibrate_s = time.perf_counter() - t0
     pred = out / f"pred_{tag}"
+    made_with = pred / "intervals.json"
+    if made_with.is_file():  # predictions of an earlier calibration are redone, not refused
+        digest = hashlib.sha256((out / f"calibration_{tag}.json").read_bytes()).hexdigest()
+        if json.loads(made_with.read_text()).get("calibration_sha256") != digest:
+            shutil.rmtree(pred)
     t0 = time.perf_counter()
     predict_intervals([str(b) for b in bundles.values()], plate, pred, out / f"calibration_{tag}.json",
                       alpha=alpha, keys=[f.key for f in test_fields], progress=False)

@@ -35,6 +35,12 @@ Prints a table per section; --out also writes the numbers as JSON.
   uncertainty not part of `all`: train the CPU recipe on a 100-field synthetic plate, calibrate
               on 42 fields (alpha 0.1 and 0.2), predict 42 test fields with intervals and measure
               coverage, adaptivity and time (uncertainty.md, .json; docs/uncertainty.md)
+
+  vstain bench alignment --out bench-alignment       # ~40 min on 2 cores
+  alignment   not part of `all`: train the CPU recipe with data.alignment none and auto on a
+              misaligned and an aligned synthetic plate, score held-out fields in the stains'
+              frame, and measure vstain align's error on the misaligned plate (training.md,
+              .json, errors.csv; docs/alignment.md)
 """
 
 
@@ -50,10 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # The default is a string: argparse checks a list default of nargs="*" against the choices as a whole.
-    parser.add_argument("sections", nargs="*", metavar="SECTION", choices=[*SECTIONS, "all", "quality", "uncertainty"],
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        choices=[*SECTIONS, "all", "quality", "uncertainty", "alignment"],
                         default="all",
-                        help=f"what to time: {', '.join(SECTIONS)} or all (default all); or quality or "
-                             "uncertainty, alone")
+                        help=f"what to time: {', '.join(SECTIONS)} or all (default all); or quality, "
+                             "uncertainty or alignment, alone")
     parser.add_argument("--quick", action="store_true", help="small sizes that run in minutes on a CPU")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON")
@@ -68,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="quality: plate variants to run (default all; see docs/quality.md)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true",
-                      help="quality, uncertainty: tiny plates and a few steps (tests the machinery; the numbers "
-                           "mean nothing)")
+                      help="quality, uncertainty, alignment: tiny plates and a few steps (tests the machinery; "
+                           "the numbers mean nothing)")
     size.add_argument("--full-size", action="store_true",
                       help="quality: fields of the instrument's size and the CPU recipe as shipped (~1 h a variant "
                            "on 2 cores)")
@@ -103,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         return _quality(args, named)
     if "uncertainty" in named:
         return _uncertainty(args, named)
+    if "alignment" in named:
+        return _alignment(args, named)
     sections = set(SECTIONS) if not named or "all" in named else set(named)
     if args.no_training:
         sections.discard("training")
@@ -151,4 +160,26 @@ def _uncertainty(args: argparse.Namespace, named: list[str]) -> int:
     print()
     print(uncertainty_markdown(summary))
     print(f"wrote {out}/uncertainty.md, uncertainty.json")
+    return 0
+
+
+def _alignment(args: argparse.Namespace, named: list[str]) -> int:
+    from pathlib import Path
+
+    from vstain.bench.alignment import alignment_errors, error_summary, run_alignment_training
+    from vstain.errors import VstainError
+
+    if len(named) > 1 or args.full_size or args.variants:
+        raise VstainError("the alignment benchmark runs alone, on its own plates: "
+                          "`vstain bench alignment --out DIR [--smoke]`")
+    out = Path(args.out or "bench-alignment")
+    summary = run_alignment_training(out, seed=args.seed, smoke=args.smoke, log=lambda line: print(line, flush=True))
+    errors, _ = alignment_errors(out / "misaligned" / "plate")
+    errors.to_csv(out / "errors.csv", index=False)
+    print()
+    print((out / "training.md").read_text())
+    print(error_summary(errors).to_string(index=False))
+    checks = summary["checks"]
+    print(f"wrote {out}/training.md, training.json, errors.csv; targets: "
+          + ", ".join(f"{k} {v}" for k, v in checks.items() if k.endswith("_met")))
     return 0

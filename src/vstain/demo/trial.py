@@ -94,6 +94,7 @@ def run_trial(
     report_fields: int = 0,
     report_sections: Callable[[dict[str, Any], list[str]], list[Any]] | None = None,
     workers: int = 1,
+    frame: str = "brightfield",
 ) -> TrialResult:
     """Train ``recipe`` on the split's train/validation fields and score it and both baselines on its test fields.
 
@@ -122,6 +123,9 @@ def run_trial(
         model's ``report.html``.
     workers
         Processes measuring fields in the evaluation.
+    frame
+        Frame of the model's predictions (``vstain predict --frame``): ``fluorescence`` moves them by
+        the site offsets the models were trained with, to be scored against the stains as recorded.
     """
     from vstain.demo.baselines import predict_baselines
     from vstain.evaluation.folders import evaluate_folders
@@ -156,7 +160,7 @@ def run_trial(
     link_fields(test_fields, heldout)
     predictions = out / "predictions"
     with clock.stage("predict", f"predicting {len(test_fields)} test fields with the trained models"):
-        predictor = Predictor(list(dict.fromkeys(bundles.values())), device="cpu", mode="whole")
+        predictor = Predictor(list(dict.fromkeys(bundles.values())), device="cpu", mode="whole", frame=frame)
         predictor.predict_plate(heldout, predictions / "model", magnification=magnification, progress=False)
     with clock.stage("baselines", f"fitting the mean-image and linear baselines on {len(fit_fields)} fields"):
         predict_baselines(fit_fields, test_fields, predictions, seed=seed, pixels_per_field=baseline_pixels_per_field)

@@ -23,6 +23,10 @@ import numpy as np
 from vstain.errors import VstainError
 
 
+#: σ floor of whole-number features (counts): half a step.
+INTEGER_RESOLUTION = 0.5
+
+
 class NotEnoughCalibration(VstainError, ValueError):
     """The calibration set is too small for the requested miscoverage level."""
 
@@ -92,20 +96,29 @@ def normalised_scores(predicted: np.ndarray, measured: np.ndarray, sigma: np.nda
 
 def feature_floor(sigmas: np.ndarray, predicted: np.ndarray, truth: np.ndarray | None = None, *,
                   relative: float = 0.1, scale: float = 0.01) -> float:
-    """The σ floor of one feature: ``max(relative·median σ, scale·median |value|, 1e-12)``.
+    """The σ floor of one feature: ``max(relative·median σ, scale·median |value|, resolution, 1e-12)``.
 
     TTA variants of a field can agree exactly (a count of 12 in all eight); without a floor such a
     field would get a zero-width interval whatever the calibration says. The floor is tied to the
     feature's own scale (the larger median magnitude of the calibration predictions and truths), so
     it is unit-free; it is a constant of the calibration, fixed before the scores are ranked.
+    A feature whose calibration values are all whole numbers (a count) has a resolution of
+    :data:`INTEGER_RESOLUTION`: without it, fields whose eight variants agree on a count get a floor
+    of a hundredth of the count, their scores explode, and every interval of that feature becomes
+    several times wider than the errors (measured on calibration fields: docs/uncertainty.md).
     """
     sigmas = np.asarray(sigmas, dtype=np.float64)
     sig = float(np.median(sigmas)) if sigmas.size else 0.0
     level = 0.0
+    whole = True
     for values in (predicted, truth):
         if values is not None and np.size(values):
-            level = max(level, float(np.median(np.abs(np.asarray(values, dtype=np.float64)))))
-    return max(relative * sig, scale * level, 1e-12)
+            values = np.asarray(values, dtype=np.float64)
+            level = max(level, float(np.median(np.abs(values))))
+            whole = whole and bool(np.all(values == np.round(values)))
+    # A count moves in steps of 1: a TTA spread below half a step says nothing about its error.
+    resolution = INTEGER_RESOLUTION if whole and np.size(predicted) else 0.0
+    return max(relative * sig, scale * level, resolution, 1e-12)
 
 
 def needed_multipliers(prediction: np.ndarray, truth: np.ndarray, spread: np.ndarray, floor: float) -> np.ndarray:

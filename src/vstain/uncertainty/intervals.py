@@ -9,7 +9,7 @@ For every field (TTA 8, src/vstain/uncertainty/variants.py) the output folder ge
     lower/<name>.tif         max(0, prediction − λ·(spread + floor)), rounded down
     upper/<name>.tif         prediction + λ·(spread + floor), rounded up (clipped to 65535)
     intervals/<mag>_<well>_F<nnn>.json   the field's feature intervals (written last: marks it done)
-    intervals.csv            every field x feature: prediction, lower, upper (long format)
+    intervals.csv            every field x feature: prediction, lower, upper, tta_sigma (long format)
     intervals.json           calibration used, alpha, fields, timings
 
 ``<name>`` is the CV7000 name of the stain's channel. A feature's interval is
@@ -74,7 +74,7 @@ def feature_intervals(measured: VariantMeasurement, calibration: Calibration) ->
             half = entry.quantile * max(sigma, entry.floor) * (1 + 1e-9)
             lower, upper = value - half, value + half
         rows.append({"feature": name, "stain": feature_stain(name), "prediction": value,
-                     "lower": lower, "upper": upper})
+                     "lower": lower, "upper": upper, "tta_sigma": sigma})
     return rows
 
 
@@ -188,7 +188,7 @@ def predict_intervals(
                                            allow_nan=True))
         rows.extend(field_rows)
         computed += 1
-    table = pd.DataFrame(rows, columns=list(INTERVAL_COLUMNS))
+    table = pd.DataFrame(rows, columns=[*INTERVAL_COLUMNS, "tta_sigma"])
     with atomic_path(out / INTERVALS_CSV) as tmp:
         table.to_csv(tmp, index=False)
     manifest = {"calibration": str(Path(calibration).resolve()), "calibration_sha256": calibration_hash,
