@@ -80,12 +80,12 @@ def test_normalised_scores_and_floor():
     np.testing.assert_allclose(scores, [2.0, 2.0])
     with pytest.raises(ValueError, match="positive"):
         normalised_scores(np.array([1.0]), np.array([1.0]), np.array([0.0]))
-    # median σ 2 → 0.2; median |value| 30.5 (truth) → 0.305: the larger wins
-    assert feature_floor(np.array([1.0, 2.0, 3.0]), np.array([10.5, 20.0]), np.array([30.5, 30.5])) == pytest.approx(
-        0.305)
-    # whole numbers (counts): at least half a step, whatever the spreads
-    assert feature_floor(np.zeros(3), np.array([10.0, 12.0, 11.0]), np.array([10.0, 13.0, 12.0])) == 0.5
-    assert feature_floor(np.zeros(3), np.array([1.5, 2.5]), np.array([2.0, 3.0])) == pytest.approx(0.025)
+    # median |error| 0.5 vs 0.01 · median |value| 0.305: the error wins
+    assert feature_floor(np.array([10.5, 20.0, 30.5]), np.array([10.0, 20.5, 30.5])) == pytest.approx(0.5)
+    # tiny errors: the feature's scale
+    assert feature_floor(np.array([100.25, 200.0]), np.array([100.0, 200.0])) == pytest.approx(1.50125)
+    # whole numbers (counts): at least half a step
+    assert feature_floor(np.array([10.0, 12.0, 11.0]), np.array([10.0, 12.0, 11.0])) == 0.5
     assert feature_floor(np.zeros(0), np.zeros(0)) == 1e-12  # never zero
 
 

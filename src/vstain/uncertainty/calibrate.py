@@ -185,7 +185,7 @@ def calibration_from_parts(parts: Sequence[FieldPart], *, alpha: float, magnific
     for j, name in enumerate(FEATURE_COLUMNS):
         usable = np.isfinite(truth[:, j])
         skipped = [parts[i].identity for i in np.flatnonzero(~usable)]
-        floor = feature_floor(sigma[usable, j], predicted[usable, j], truth[usable, j]) if usable.any() else 1e-12
+        floor = feature_floor(predicted[usable, j], truth[usable, j])
         k = int(usable.sum())
         if k < minimum_fields(alpha):
             features[name] = FeatureCalibration(
