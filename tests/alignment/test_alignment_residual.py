@@ -30,3 +30,35 @@ def test_residual_offset_of_a_shifted_truth_is_measured_and_warned(tmp_path):
     lines = residual_warnings(table)
     assert len(lines) == 3 and lines[1].startswith("20x lipids: predictions and real stains are 2.5 px apart")
     assert residual_warnings(table.assign(dy_px=0.1, dx_px=0.0)) == []
+
+
+def test_residual_section_summarises_per_stain_and_warns():
+    import pandas as pd
+
+    from vstain.alignment.residual import residual_section, residual_summary
+
+    table = pd.DataFrame({"magnification": ["20x"] * 4, "well": ["B02"] * 4, "field": [1, 2, 1, 2],
+                          "stain": ["lipids", "lipids", "nuclei", "nuclei"], "dy_px": [3.0, 4.0, 0.1, 0.0],
+                          "dx_px": [4.0, 3.0, 0.0, 0.2], "confidence": [1.0, 0.8, 0.9, 0.7]})
+    summary = residual_summary(table)
+    lipids = summary[summary["stain"] == "lipids"].iloc[0]
+    assert lipids["fields"] == 2 and lipids["median_px"] == 5.0 and lipids["dy_px"] == 3.5 and lipids["max_px"] == 5.0
+    section = residual_section(table).render()
+    assert "Residual offsets" in section and "20x lipids: predictions and real stains are 5.0 px apart" in section
+    assert "20x nuclei:" not in section  # within 0.5 px: no warning
+    calm = residual_section(table[table["stain"] == "nuclei"]).render()
+    assert "line up" in calm
+
+
+def test_evaluate_puts_the_residuals_into_the_report(tmp_path):
+    from vstain.cli import main
+
+    rng = np.random.default_rng(1)
+    image = (ndimage.gaussian_filter(rng.random((96, 96)), 3) * 3000 + 100).astype(np.uint16)
+    _write(tmp_path / "pred", image)
+    _write(tmp_path / "truth", np.roll(image, 3, axis=0))
+    assert main(["evaluate", "--truth", str(tmp_path / "truth"), "--pred", str(tmp_path / "pred"),
+                 "--out", str(tmp_path / "eval"), "--no-progress", "--report-fields", "0"]) == 0
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert "Residual offsets" in report and "the plate looks misaligned" in report
+    assert (tmp_path / "eval" / "residual_offsets.csv").is_file()

@@ -142,11 +142,11 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
                     split=split, magnification=magnification, progress=False, parts=out / "calibration.parts")
     calibrate_s = time.perf_counter() - t0
     pred = out / f"pred_{tag}"
-    made_with = pred / "intervals.json"
-    if made_with.is_file():  # predictions of an earlier calibration are redone, not refused
-        digest = hashlib.sha256((out / f"calibration_{tag}.json").read_bytes()).hexdigest()
-        if json.loads(made_with.read_text()).get("calibration_sha256") != digest:
-            shutil.rmtree(pred)
+    # Predictions of an earlier calibration (a finished or a killed run) are redone, not refused.
+    digest = hashlib.sha256((out / f"calibration_{tag}.json").read_bytes()).hexdigest()
+    if any(json.loads(part.read_text()).get("calibration_sha256") != digest
+           for part in sorted((pred / "intervals").glob("*.json"))):
+        shutil.rmtree(pred)
     t0 = time.perf_counter()
     predict_intervals([str(b) for b in bundles.values()], plate, pred, out / f"calibration_{tag}.json",
                       alpha=alpha, keys=[f.key for f in test_fields], progress=False)

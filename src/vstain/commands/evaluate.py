@@ -13,6 +13,8 @@ from vstain.commands.cluster_args import add_cluster_arguments, cluster_options
 from vstain.vocabulary import MAGNIFICATIONS
 
 if TYPE_CHECKING:  # heavy imports stay inside functions, so `vstain --help` stays fast
+    import pandas as pd
+
     from vstain.evaluation.metric import ChallengeScore
 
 EXAMPLE = """\
@@ -26,7 +28,9 @@ example:
 ignored. Writes into --out: features_truth.csv and features_pred.csv (the 102 columns of
 CellProfiler's Adipocytes_Image.csv), objects_{truth,pred}_<object>.csv, scores.json,
 report.html and residual_offsets.csv (the offset left between prediction and truth per field and
-stain; a warning when it exceeds 0.5 px: the plate looks misaligned, docs/alignment.md).
+stain, summarised in report.html; a warning when it exceeds 0.5 px: the plate looks misaligned,
+docs/alignment.md). When --pred holds intervals from vstain predict --calibration, also
+coverage.json and a coverage section in report.html (docs/uncertainty.md).
 With several magnifications the CSVs go to --out/<mag>/. Either side may be an
 OME-Zarr HCS plate. Each field's measurements are saved under --out/fields/ as soon as they are
 done: a rerun after a crash or kill measures only the fields not saved yet.
@@ -66,8 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vstain.alignment.residual import residual_offsets, residual_section
     from vstain.evaluation.folders import evaluate_folders
 
+    # Measured first (seconds), so that report.html can show them beside the scores.
+    residuals = residual_offsets(args.truth, args.pred, magnification=args.magnification)
     scores = evaluate_folders(
         args.truth,
         args.pred,
@@ -78,21 +85,21 @@ def run(args: argparse.Namespace) -> int:
         cluster=cluster_options(args),
         progress=not args.no_progress,
         announce=lambda line: print(line, flush=True),
+        report_sections=lambda _scores: [residual_section(residuals)] if len(residuals) else [],
     )
     _print_summary(scores, Path(args.out))
-    _residual_offsets(args)
+    _write_residual_offsets(residuals, Path(args.out))
     return 0
 
 
-def _residual_offsets(args: argparse.Namespace) -> None:
+def _write_residual_offsets(table: "pd.DataFrame", out: Path) -> None:
     """Write residual_offsets.csv: the offset left between prediction and truth per field (docs/alignment.md)."""
     import sys
 
-    from vstain.alignment.residual import residual_offsets, residual_warnings
+    from vstain.alignment.residual import residual_warnings
     from vstain.atomic import write_text_atomic
 
-    table = residual_offsets(args.truth, args.pred, magnification=args.magnification)
-    path = write_text_atomic(Path(args.out) / "residual_offsets.csv", table.to_csv(index=False))
+    path = write_text_atomic(out / "residual_offsets.csv", table.to_csv(index=False))
     print(f"wrote {path} (offset of the real stains against the predictions, per field)")
     for line in residual_warnings(table):
         print(f"warning: {line}", file=sys.stderr)

@@ -22,7 +22,6 @@ import numpy as np
 
 from vstain.errors import VstainError
 
-
 #: σ floor of whole-number features (counts): half a step.
 INTEGER_RESOLUTION = 0.5
 
