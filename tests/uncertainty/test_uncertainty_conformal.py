@@ -92,7 +92,7 @@ def test_normalised_scores_and_floor():
 def test_needed_multiplier_and_field_loss_by_hand():
     needed = needed_multipliers(np.array([10.0, 10.0, 10.0]), np.array([13.0, 10.0, 4.0]), np.array([2.0, 0.0, 5.0]),
                                 floor=1.0)
-    np.testing.assert_allclose(needed, [1.0, 0.0, 1.0])  # |3|/3, 0/1, |6|/6
+    np.testing.assert_allclose(needed, [1.5, 0.0, 1.2])  # |3|/max(2, 1), 0/max(0, 1), |6|/max(5, 1)
     ordered = np.sort(np.array([0.0, 1.0, 2.0, 3.0]))
     assert field_loss(ordered, 0.0) == 0.75   # 1, 2, 3 need more than 0
     assert field_loss(ordered, 2.0) == 0.25   # only 3

@@ -15,7 +15,7 @@ Predicts the calibration fields (the split's calibration subset, or every field 
 own) with 8-fold TTA, measures the prediction, each TTA variant and the real stains with the
 evaluation pipeline, and writes calibration.json: per feature the conformal quantile q of
 |prediction - truth| / sigma (sigma: the feature's spread over the TTA variants, with a floor);
-per stain the multiplier lambda of the pixel intervals prediction +- lambda * (spread + floor),
+per stain the multiplier lambda of the pixel intervals prediction +- lambda * max(spread, floor),
 chosen by conformal risk control so that at most alpha of a new field's pixels fall outside, in
 expectation. The file is tied to the bundles by their SHA-256; vstain predict --calibration uses
 it. Per-field numbers are kept in <out>.parts/: an interrupted run resumes, and another --alpha

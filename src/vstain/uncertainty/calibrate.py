@@ -44,8 +44,6 @@ from vstain.vocabulary import CALIBRATION, TARGETS, TRAIN, VALIDATION
 
 #: Pixels kept per field and stain for the risk control; fields up to 512² are used whole.
 MAX_PIXELS_PER_FIELD = 512 * 512
-#: The pixel floor: this fraction of the median TTA spread over all calibration pixels, at least 1 count.
-PIXEL_FLOOR_RELATIVE = 0.1
 
 
 @dataclass
@@ -197,8 +195,8 @@ def calibration_from_parts(parts: Sequence[FieldPart], *, alpha: float, magnific
                                             skipped_fields=skipped)
     pixels: dict[str, PixelCalibration] = {}
     for t in TARGETS:
-        all_spreads = np.concatenate([p.spread[t] for p in parts])
-        floor = max(1.0, PIXEL_FLOOR_RELATIVE * float(np.median(all_spreads)))
+        # As for the features: the spread is trusted where it says more than the typical error.
+        floor = max(1.0, float(np.median(np.concatenate([p.abs_error[t] for p in parts]))))
         needed = [np.sort(needed_multipliers(np.zeros_like(p.abs_error[t]), p.abs_error[t], p.spread[t], floor))
                   for p in parts]
         multiplier = risk_control_lambda(needed, alpha)

@@ -60,7 +60,7 @@ class FeatureCalibration(_Strict):
 
 
 class PixelCalibration(_Strict):
-    """One stain: ``interval = prediction ± lambda · (spread + floor)`` per pixel (stain counts)."""
+    """One stain: ``interval = prediction ± lambda · max(spread, floor)`` per pixel (stain counts)."""
 
     multiplier: float
     floor: float

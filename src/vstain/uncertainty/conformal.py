@@ -119,11 +119,11 @@ def feature_floor(predicted: np.ndarray, truth: np.ndarray, *, scale: float = 0.
 
 
 def needed_multipliers(prediction: np.ndarray, truth: np.ndarray, spread: np.ndarray, floor: float) -> np.ndarray:
-    """Per pixel, the smallest λ whose interval ``prediction ± λ·(spread + floor)`` holds the truth."""
+    """Per pixel, the smallest λ whose interval ``prediction ± λ·max(spread, floor)`` holds the truth."""
     prediction, truth, spread = (np.asarray(a, dtype=np.float64) for a in (prediction, truth, spread))
     if floor <= 0:
         raise ValueError("the pixel floor must be positive")
-    return np.abs(truth - prediction) / (spread + floor)
+    return np.abs(truth - prediction) / np.maximum(spread, floor)
 
 
 def field_loss(sorted_needed: np.ndarray, lam: float) -> float:

@@ -6,8 +6,8 @@ For every field (TTA 8, src/vstain/uncertainty/variants.py) the output folder ge
 
     <name>.tif               the TTA mean, as vstain predict --tta 8 writes it
     uncertainty/<name>.tif   the TTA spread (population std, rounded counts)
-    lower/<name>.tif         max(0, prediction − λ·(spread + floor)), rounded down
-    upper/<name>.tif         prediction + λ·(spread + floor), rounded up (clipped to 65535)
+    lower/<name>.tif         max(0, prediction − λ·max(spread, floor)), rounded down
+    upper/<name>.tif         prediction + λ·max(spread, floor), rounded up (clipped to 65535)
     intervals/<mag>_<well>_F<nnn>.json   the field's feature intervals (written last: marks it done)
     intervals.csv            every field x feature: prediction, lower, upper, tta_sigma (long format)
     intervals.json           calibration used, alpha, fields, timings
@@ -48,8 +48,8 @@ INTERVALS_DIR = "intervals"
 
 def pixel_bounds(image: np.ndarray, spread: np.ndarray, *, multiplier: float, floor: float
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """uint16 lower and upper maps: ``image ∓ multiplier·(spread + floor)``, rounded outwards, clipped."""
-    half = multiplier * (np.asarray(spread, dtype=np.float64) + floor)
+    """uint16 lower and upper maps: ``image ∓ multiplier·max(spread, floor)``, rounded outwards, clipped."""
+    half = multiplier * np.maximum(np.asarray(spread, dtype=np.float64), floor)
     centre = np.asarray(image, dtype=np.float64)
     top = np.iinfo(np.uint16).max
     lower = np.clip(np.floor(centre - half), 0, top).astype(np.uint16)
