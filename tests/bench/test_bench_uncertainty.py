@@ -34,3 +34,10 @@ def test_smoke_run_writes_coverage_adaptivity_and_times(tmp_path):
     # A rerun reuses the models, the calibration parts and the predictions.
     again = run_uncertainty_benchmark(tmp_path / "bu", alphas=(0.2,), smoke=True, log=lambda line: None)
     assert again["levels"][0]["nuclei_count"] == level["nuclei_count"]
+
+
+def test_uncertainty_bench_runs_alone(capsys):
+    from vstain.cli import main
+
+    assert main(["bench", "uncertainty", "training", "--out", "x"]) == 2
+    assert "runs alone" in capsys.readouterr().err

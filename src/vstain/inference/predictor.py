@@ -359,6 +359,10 @@ class Predictor:
                     }
         raise BundleError(f"no {magnification} model predicts {target}")
 
+    def bundles(self, magnification: str | None = None) -> list[ModelBundle]:
+        """The model bundles that predict ``magnification`` fields (needed only with several magnifications)."""
+        return [bundle for group in self._groups_for(magnification) for bundle in group.bundles]
+
     def _groups_for(self, magnification: str | None) -> list[_StainGroup]:
         if magnification is None:
             if len(self.groups) != 1:
@@ -457,8 +461,12 @@ class Predictor:
         return {t: out[t] for t in TARGETS if t in out}
 
     # ------------------------------------------------------------------ a plate
-    def _descriptions(self, magnification: str) -> dict[str, str]:
-        """ImageDescription text of each output kind (``target`` or ``target:uncertainty``)."""
+    def descriptions(self, magnification: str) -> dict[str, str]:
+        """ImageDescription text of each output kind (``target`` or ``target:uncertainty``).
+
+        It is the provenance a resumed run checks, for every TIFF written from this predictor's
+        ``magnification`` models.
+        """
         out = {}
         for target in self.targets(magnification):
             text = json.dumps({PROVENANCE_KEY: self.provenance(magnification, target)}, sort_keys=True)
@@ -559,7 +567,7 @@ class Predictor:
 
         mine = shard(fields, rank.rank, rank.world_size)
         remove_stale_parts(output, [_manifest_name(rank)])
-        descriptions = {m: self._descriptions(m) for m in plate_mags}
+        descriptions = {m: self.descriptions(m) for m in plate_mags}
         if zarr_output:
             zarr_plate = self._prepare_zarr(output, fields, mine, overwrite)
             done = [f for f in mine if zarr_plate.done(f)]
@@ -689,7 +697,7 @@ class Predictor:
                                       record={PROVENANCE_KEY: zarr_plate.provenance(field)}))
             else:
                 paths = {kind: str(path) for kind, path in self._output_paths(field, folders[mag]).items()}
-                jobs.append(_FieldJob(field=field, paths=paths, descriptions=self._descriptions(mag)))
+                jobs.append(_FieldJob(field=field, paths=paths, descriptions=self.descriptions(mag)))
         fallbacks: list[str] = []
         found_bad: dict[Any, dict[str, str]] = {}
 

@@ -155,7 +155,7 @@ def predict_intervals(
     folders = {name: out / name for name in (UNCERTAINTY_DIR, LOWER_DIR, UPPER_DIR, INTERVALS_DIR)}
     for folder in (out, *folders.values()):
         folder.mkdir(parents=True, exist_ok=True)
-    descriptions = predictor._descriptions(magnification)
+    descriptions = predictor.descriptions(magnification)
     calibration_hash = hashlib.sha256(Path(calibration).read_bytes()).hexdigest()
 
     rows: list[dict[str, Any]] = []
