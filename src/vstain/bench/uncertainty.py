@@ -130,7 +130,7 @@ def _pixel_constant(parts_dir: Path, calibration: Any, alpha: float) -> dict[str
 
 def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split: Path, magnification: str,
            truth: pd.DataFrame, test_fields: Sequence[Any], log: Callable[[str], None]) -> dict[str, Any]:
-    from vstain.evaluation.coverage import feature_coverage, pixel_coverage, read_intervals
+    from vstain.evaluation.coverage import COUNT_FEATURE, feature_coverage, pixel_coverage, read_intervals
     from vstain.plate.tiff import read_tiff
     from vstain.uncertainty.calibrate import calibrate
     from vstain.uncertainty.conformal import expected_coverage_spread
@@ -202,7 +202,7 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
                      "spearman_field_width_error": _spearman(np.array(spearman_inputs[0]),
                                                              np.array(spearman_inputs[1])),
                      "multiplier": cal.pixels[t].multiplier}
-    count = coverage.features.get("Count_nuclei", {})
+    count = coverage.features.get(COUNT_FEATURE, {})
     expected_mean, expected_sd = expected_coverage_spread(len(cal.fields), len(test_fields), alpha)
     return {
         "alpha": alpha,
@@ -211,7 +211,7 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
         "expected_coverage": expected_mean,
         "expected_coverage_sd": expected_sd,
         "nuclei_count": {"coverage": count.get("coverage"), "mean_width": count.get("mean_width"),
-                         **({k: adapt.loc["Count_nuclei", k] for k in adapt.columns} if "Count_nuclei" in adapt.index
+                         **({k: adapt.loc[COUNT_FEATURE, k] for k in adapt.columns} if COUNT_FEATURE in adapt.index
                             else {})},
         "features": {"mean_coverage": coverage.overall["feature_coverage"],
                      "min_coverage": min(f["coverage"] for f in coverage.features.values()),

@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vstain.evaluation.coverage import COUNT_FEATURE
     from vstain.uncertainty.calibrate import calibrate
 
     calibration = calibrate(args.models, args.input, args.out, alpha=args.alpha, split=args.split,
@@ -61,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     given = [f for f in calibration.features.values() if f.quantile is not None]
     print(f"calibrated {len(calibration.fields)} {calibration.magnification} fields at alpha {calibration.alpha}: "
           f"{len(given)} of {len(calibration.features)} features have intervals")
-    count = calibration.features.get("Count_nuclei")
+    count = calibration.features.get(COUNT_FEATURE)
     if count is not None and count.quantile is not None:
-        print(f"  Count_nuclei: q = {count.quantile:.3g} "
+        print(f"  {COUNT_FEATURE}: q = {count.quantile:.3g} "
               f"(interval = prediction +- q * max(TTA spread, {count.floor:.3g}))")
     for stain, pixels in calibration.pixels.items():
         print(f"  {stain} pixels: lambda = {pixels.multiplier:.3g}, floor {pixels.floor:.3g} counts, "

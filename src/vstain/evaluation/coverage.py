@@ -28,6 +28,7 @@ LOWER_DIR = "lower"
 UPPER_DIR = "upper"
 #: Columns of intervals.csv, one row per field and feature.
 INTERVAL_COLUMNS = ("magnification", "well", "field", "feature", "stain", "prediction", "lower", "upper")
+#: The feature users ask about first; reports and the benchmark single it out.
 COUNT_FEATURE = "Count_nuclei"
 
 

@@ -16,11 +16,12 @@ import math
 import os
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from vstain.atomic import write_text_atomic
+from vstain.evaluation.coverage import COUNT_FEATURE, CoverageResult
 from vstain.evaluation.metric import (
     PIXEL_CHANNELS,
     POLICY,
@@ -30,9 +31,6 @@ from vstain.evaluation.metric import (
     total_score,
 )
 from vstain.vocabulary import CELLPROFILER_NAMES, CHANNEL_NAME_TARGETS
-
-if TYPE_CHECKING:
-    from vstain.evaluation.coverage import CoverageResult
 
 #: Longest side of one downsampled field panel, in pixels.
 PANEL_SIZE = 256
@@ -143,7 +141,7 @@ def write_report(
     )
 
 
-def coverage_section(results: Sequence["CoverageResult"]) -> ReportSection:
+def coverage_section(results: Sequence[CoverageResult]) -> ReportSection:
     """The intervals' empirical coverage (src/vstain/evaluation/coverage.py) as a report section."""
     parts = ["<p>How often the calibrated intervals of <code>vstain predict --calibration</code> held the value "
              "measured on the real stains (features: fraction of fields; pixels: fraction of a field's pixels, "
@@ -156,7 +154,7 @@ def coverage_section(results: Sequence["CoverageResult"]) -> ReportSection:
             rows.append([stain, _num(values.get("feature_coverage")), _num(values.get("pixel_coverage"))])
         rows.append(["<b>overall</b>", _num(result.overall.get("feature_coverage")),
                      _num(result.overall.get("pixel_coverage"))])
-        count = result.features.get("Count_nuclei")
+        count = result.features.get(COUNT_FEATURE)
         count_text = (f"; nuclei count: coverage {_num(count['coverage'])}, mean width {_num(count['mean_width'])}"
                       if count else "")
         parts.append(f"<h3>{html.escape(result.magnification)}</h3><p>target coverage {target}; "
@@ -166,7 +164,7 @@ def coverage_section(results: Sequence["CoverageResult"]) -> ReportSection:
     return ReportSection("Interval coverage", "\n".join(parts))
 
 
-def _coverage_figure(result: "CoverageResult") -> str:
+def _coverage_figure(result: CoverageResult) -> str:
     figure = _new_figure(7, 2.4, left=0.12, bottom=0.2)
     axes = figure.add_subplot()
     colours = {"nuclei": "#4c72b0", "lipids": "#55a868", "cytoplasm": "#c44e52"}
