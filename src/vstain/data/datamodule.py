@@ -136,7 +136,10 @@ class PlateDataModule(L.LightningDataModule):
             else:
                 from vstain.alignment.plate import align_fields
 
-                alignment = align_fields(fields, stains=data.targets)
+                # Every stain the fields have, not only the targets: a stain no field registers with
+                # confidence (nuclei are nearly transparent in brightfield) then takes the offset of the
+                # field's other stains (one camera: they share most of it) instead of none at all.
+                alignment = align_fields(fields)
                 for line in alignment.warnings:
                     warnings.warn(f"alignment: {line}", stacklevel=2)
                 table = alignment.table
