@@ -359,7 +359,7 @@ class Predictor:
                     }
         raise BundleError(f"no {magnification} model predicts {target}")
 
-    def bundles(self, magnification: str | None = None) -> list[ModelBundle]:
+    def bundles_for(self, magnification: str | None = None) -> list[ModelBundle]:
         """The model bundles that predict ``magnification`` fields (needed only with several magnifications)."""
         return [bundle for group in self._groups_for(magnification) for bundle in group.bundles]
 

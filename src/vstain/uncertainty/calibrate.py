@@ -284,7 +284,7 @@ def calibrate(
     index = index_plate(plate, magnification=magnification)
     index.raise_for_errors()
     fields = select_calibration_fields(index, magnification=magnification, split=split, subset=subset)
-    check_not_trained_on(fields, predictor.bundles(magnification))
+    check_not_trained_on(fields, predictor.bundles_for(magnification))
     check_enough(len(fields), alpha)
     hashes = {t: predictor.provenance(magnification, t)["model"]["sha256"] for t in TARGETS}
     key = json.dumps({"bundles": hashes, "settings": predictor.provenance(magnification, TARGETS[0])["settings"],
