@@ -73,8 +73,13 @@ def run(args: argparse.Namespace) -> int:
     from vstain.alignment.residual import residual_offsets, residual_section
     from vstain.evaluation.folders import evaluate_folders
 
-    # Measured first (seconds), so that report.html can show them beside the scores.
-    residuals = residual_offsets(args.truth, args.pred, magnification=args.magnification)
+    residuals = {}
+
+    def residual_sections(_scores: Sequence["ChallengeScore"]) -> list:
+        # Measured when the report is written (after the folders were checked), so it can show them.
+        residuals["table"] = table = residual_offsets(args.truth, args.pred, magnification=args.magnification)
+        return [residual_section(table)] if len(table) else []
+
     scores = evaluate_folders(
         args.truth,
         args.pred,
@@ -85,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
         cluster=cluster_options(args),
         progress=not args.no_progress,
         announce=lambda line: print(line, flush=True),
-        report_sections=lambda _scores: [residual_section(residuals)] if len(residuals) else [],
+        report_sections=residual_sections,
     )
     _print_summary(scores, Path(args.out))
-    _write_residual_offsets(residuals, Path(args.out))
+    _write_residual_offsets(residuals["table"], Path(args.out))
     return 0
 
 
