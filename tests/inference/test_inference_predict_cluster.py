@@ -193,7 +193,7 @@ def test_help_shows_the_dask_ways_and_its_examples_parse(capsys):
     examples = [line.strip().removeprefix("torchrun --nproc-per-node 4 -m ").rstrip(" \\")
                 for line in text.split("example:")[1].split("\n\n")[0].replace("\\\n", " ").splitlines()
                 if line.strip()]
-    assert len(examples) == 6  # one of them predicts in the fluorescence frame (alignment)
+    assert len(examples) == 7  # one predicts in the fluorescence frame (alignment), one with intervals
     assert any("--workers 2" in e for e in examples) and any("--scheduler tcp://" in e for e in examples)
     for example in examples:
         args = build_parser().parse_args(shlex.split(example, comments=True)[1:])
