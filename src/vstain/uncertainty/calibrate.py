@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from vstain import __version__
 from vstain.atomic import atomic_path
 from vstain.errors import VstainError
 from vstain.evaluation.columns import FEATURE_COLUMNS
@@ -202,8 +203,6 @@ def calibration_from_parts(parts: Sequence[FieldPart], *, alpha: float, magnific
         multiplier = risk_control_lambda(needed, alpha)
         risk = float(np.mean([field_loss(f, multiplier) for f in needed]))
         pixels[t] = PixelCalibration(multiplier=multiplier, floor=floor, n=n, calibration_risk=risk)
-    from vstain import __version__
-
     return Calibration(alpha=alpha, magnification=magnification, bundles=dict(bundles), tta=tta,
                        fields=[p.identity for p in parts], features=features, pixels=pixels,
                        vstain_version=__version__,
