@@ -43,6 +43,13 @@ def calibrated(small_plate, tiny_models, tmp_path_factory):
     return {"cal": cal, "pred": pred, "eval": evaluation}
 
 
+def test_evaluate_prints_the_coverage(calibrated, small_plate, capsys):
+    assert main(["evaluate", "--truth", str(small_plate / "20x_images"), "--pred", str(calibrated["pred"]),
+                 "--magnification", "20x", "--out", str(calibrated["eval"]), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "20x interval coverage (target 0.60, 6 fields): features " in out and "pixels nuclei " in out
+
+
 def test_calibration_file_records_what_it_was_made_for(calibrated, tiny_models):
     from vstain.inference.bundle import load_model
     from vstain.uncertainty.calibration import NAN_POLICY, Calibration

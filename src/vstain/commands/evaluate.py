@@ -93,8 +93,31 @@ def run(args: argparse.Namespace) -> int:
         report_sections=residual_sections,
     )
     _print_summary(scores, Path(args.out))
+    _print_coverage(Path(args.out) / "coverage.json")
     _write_residual_offsets(residuals["table"], Path(args.out))
     return 0
+
+
+def _print_coverage(path: Path) -> None:
+    """One line per magnification when the prediction carried intervals (vstain predict --calibration)."""
+    import json
+
+    from vstain.evaluation.coverage import COUNT_FEATURE
+
+    if not path.is_file():
+        return
+    for mag, result in json.loads(path.read_text()).items():
+        alpha = result.get("alpha")
+        target = f"target {1 - alpha:.2f}" if alpha is not None else "target not recorded"
+        overall = result["overall"]
+        count = result["features"].get(COUNT_FEATURE, {})
+        parts = [f"features {overall.get('feature_coverage') or float('nan'):.3f}"]
+        if count:
+            parts.append(f"nuclei count {count['coverage']:.3f} (mean width {count['mean_width']:.3g})")
+        parts += [f"pixels {stain} {values['pixel_coverage']:.3f}" for stain, values in result["stains"].items()
+                  if values.get("pixel_coverage") is not None]
+        print(f"{mag} interval coverage ({target}, {overall.get('fields', 0)} fields): " + ", ".join(parts))
+    print(f"wrote {path}")
 
 
 def _write_residual_offsets(table: "pd.DataFrame", out: Path) -> None:
