@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from vstain.atomic import write_text_atomic
+from vstain.evaluation.metric import json_ready
 from vstain.vocabulary import CALIBRATION, TARGETS, TEST
 
 __all__ = ["run_uncertainty_benchmark", "uncertainty_markdown"]
@@ -244,21 +245,9 @@ def run_uncertainty_benchmark(out: str | Path, *, alphas: Sequence[float] = (0.1
               for a in alphas]
     summary = {"magnification": magnification, "seed": seed, "smoke": smoke, "levels": levels,
                "plate": "vstain synth reference preset, 10 wells x 10 fields of 256x256 (smoke: 4 x 6 of 128x128)"}
-    write_text_atomic(out / "uncertainty.json", json.dumps(_finite(summary), indent=1, allow_nan=False) + "\n")
+    write_text_atomic(out / "uncertainty.json", json.dumps(json_ready(summary), indent=1, allow_nan=False) + "\n")
     write_text_atomic(out / "uncertainty.md", uncertainty_markdown(summary))
     return summary
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _finite(value.item())
-    return value
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -149,11 +149,8 @@ def _quality(args: argparse.Namespace, named: list[str]) -> int:
 
 def _uncertainty(args: argparse.Namespace, named: list[str]) -> int:
     from vstain.bench.uncertainty import run_uncertainty_benchmark, uncertainty_markdown
-    from vstain.errors import VstainError
 
-    if len(named) > 1 or args.full_size or args.variants:
-        raise VstainError("the uncertainty benchmark runs alone, on its own plate: "
-                          "`vstain bench uncertainty --out DIR [--smoke]`")
+    _check_alone(args, named, "uncertainty")
     out = args.out or "bench-uncertainty"
     summary = run_uncertainty_benchmark(out, seed=args.seed, smoke=args.smoke,
                                         log=lambda line: print(line, flush=True))
@@ -167,11 +164,8 @@ def _alignment(args: argparse.Namespace, named: list[str]) -> int:
     from pathlib import Path
 
     from vstain.bench.alignment import alignment_errors, error_summary, run_alignment_training
-    from vstain.errors import VstainError
 
-    if len(named) > 1 or args.full_size or args.variants:
-        raise VstainError("the alignment benchmark runs alone, on its own plates: "
-                          "`vstain bench alignment --out DIR [--smoke]`")
+    _check_alone(args, named, "alignment")
     out = Path(args.out or "bench-alignment")
     summary = run_alignment_training(out, seed=args.seed, smoke=args.smoke, log=lambda line: print(line, flush=True))
     errors, _ = alignment_errors(out / "misaligned" / "plate")
@@ -183,3 +177,12 @@ def _alignment(args: argparse.Namespace, named: list[str]) -> int:
     print(f"wrote {out}/training.md, training.json, errors.csv; targets: "
           + ", ".join(f"{k} {v}" for k, v in checks.items() if k.endswith("_met")))
     return 0
+
+
+def _check_alone(args: argparse.Namespace, named: list[str], name: str) -> None:
+    """The uncertainty and alignment benchmarks train on their own plates: no other section or quality flag."""
+    from vstain.errors import VstainError
+
+    if len(named) > 1 or args.full_size or args.variants:
+        raise VstainError(f"the {name} benchmark runs alone, on its own plates: "
+                          f"`vstain bench {name} --out DIR [--smoke]`")

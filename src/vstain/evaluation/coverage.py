@@ -21,6 +21,7 @@ import pandas as pd
 
 from vstain.atomic import write_text_atomic
 from vstain.errors import PlateError
+from vstain.evaluation.metric import json_ready
 from vstain.vocabulary import TARGETS
 
 INTERVALS_CSV = "intervals.csv"
@@ -51,7 +52,7 @@ class CoverageResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN as None)."""
-        return _json_ready(asdict(self))
+        return json_ready(asdict(self))
 
 
 def read_intervals(path: str | Path) -> pd.DataFrame:
@@ -143,12 +144,3 @@ def write_coverage(path: str | Path, results: Sequence[CoverageResult]) -> Path:
     data = {r.magnification: r.to_dict() for r in results}
     return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value

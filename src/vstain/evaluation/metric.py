@@ -312,7 +312,7 @@ class ChallengeScore:
     def to_dict(self) -> dict:
         """JSON-ready dictionary (non-finite numbers become ``None``)."""
         fw, pw = self.featurewise, self.pixelwise
-        return _json_ready(
+        return json_ready(
             {
                 "pixelwise": pw.value,
                 "featurewise": fw.value,
@@ -348,7 +348,7 @@ def total_score(scores: Sequence[ChallengeScore]) -> float:
 def scores_to_dict(scores: Sequence[ChallengeScore]) -> dict:
     """``{"20x": {...}, ..., "total": ..., "policy": {...}}`` as written to ``scores.json``."""
     out: dict = {s.magnification: s.to_dict() for s in scores}
-    out["total"] = _json_ready(total_score(scores))
+    out["total"] = json_ready(total_score(scores))
     out["policy"] = dict(POLICY)
     return out
 
@@ -359,11 +359,12 @@ def write_scores(path: str | os.PathLike[str], scores: Sequence[ChallengeScore])
     return write_text_atomic(path, text + "\n")
 
 
-def _json_ready(value):
+def json_ready(value):
+    """``value`` with NaN / inf as None and numpy scalars as Python numbers, for strict JSON."""
     if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
