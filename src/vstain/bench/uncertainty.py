@@ -51,7 +51,8 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _train(out: Path, *, magnification: str, seed: int, smoke: bool, log: Callable[[str], None]) -> dict[str, Path]:
+def _train(out: Path, *, magnification: str, seed: int, smoke: bool, size: tuple[int, int],
+           log: Callable[[str], None]) -> dict[str, Path]:
     from vstain.bench.quality import _COMMON
     from vstain.plate.index import index_plate
     from vstain.plate.splits import random_split
@@ -64,7 +65,7 @@ def _train(out: Path, *, magnification: str, seed: int, smoke: bool, log: Callab
         log(f"models: already trained ({out / 'runs'})")
         return bundles
     if not (out / "split.csv").is_file():
-        wells, fields, size = (4, 6, (128, 128)) if smoke else (10, 10, (256, 256))
+        wells, fields, size = (4, 6, (128, 128)) if smoke else (10, 10, size)
         generate_plate(out / "plate", magnification=magnification, wells=wells, fields=fields, seed=seed, size=size,
                        preset="reference", overwrite=True)
         keys = [f.key for f in index_plate(out / "plate", magnification=magnification).fields]
@@ -228,15 +229,19 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
 
 
 def run_uncertainty_benchmark(out: str | Path, *, alphas: Sequence[float] = (0.1, 0.2), magnification: str = "20x",
-                              seed: int = 0, smoke: bool = False, log: Callable[[str], None] = print
-                              ) -> dict[str, Any]:
-    """Train, calibrate, predict with intervals and measure coverage (module docstring); returns the summary."""
+                              seed: int = 0, smoke: bool = False, size: tuple[int, int] = (256, 256),
+                              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, calibrate, predict with intervals and measure coverage (module docstring); returns the summary.
+
+    ``size`` is the fields' size (default 256²; larger fields hold more nuclei, so counts are
+    less discrete, at about (size/256)² the time).
+    """
     from vstain.plate.index import index_plate
     from vstain.plate.splits import Split
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    bundles = _train(out, magnification=magnification, seed=seed, smoke=smoke, log=log)
+    bundles = _train(out, magnification=magnification, seed=seed, smoke=smoke, size=size, log=log)
     split = Split.load(out / "split.csv")
     index = index_plate(out / "plate", magnification=magnification)
     test_fields = index.select(magnification=magnification, keys=split.keys(TEST, magnification=magnification))
@@ -244,7 +249,8 @@ def run_uncertainty_benchmark(out: str | Path, *, alphas: Sequence[float] = (0.1
     levels = [_level(out, a, bundles, out / "plate", out / "split.csv", magnification, truth, test_fields, log)
               for a in alphas]
     summary = {"magnification": magnification, "seed": seed, "smoke": smoke, "levels": levels,
-               "plate": "vstain synth reference preset, 10 wells x 10 fields of 256x256 (smoke: 4 x 6 of 128x128)"}
+               "plate": "vstain synth reference preset, " + ("4 wells x 6 fields of 128x128" if smoke else
+                                                             f"10 wells x 10 fields of {size[0]}x{size[1]}")}
     write_text_atomic(out / "uncertainty.json", json.dumps(json_ready(summary), indent=1, allow_nan=False) + "\n")
     write_text_atomic(out / "uncertainty.md", uncertainty_markdown(summary))
     return summary

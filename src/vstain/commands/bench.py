@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-evaluation", action="store_true", help="leave out the evaluation section")
     parser.add_argument("--field", metavar="HxW",
                         help="field size for inference and evaluation "
-                             "(default: 1024x1024 with --quick, 2154x2554 without)")
+                             "(default: 1024x1024 with --quick, 2154x2554 without); uncertainty: the plate's "
+                             "fields (default 256x256)")
     parser.add_argument("--compile", action="store_true",
                         help="on a CPU, also time torch.compile (minutes of warm-up; always timed on CUDA)")
     parser.add_argument("--variants", nargs="+", metavar="NAME",
@@ -96,20 +97,12 @@ def run(args: argparse.Namespace) -> int:
         raise VstainError("--device cuda asked for but no CUDA device is available")
     if args.threads:
         torch.set_num_threads(args.threads)
-    field = None
-    if args.field:
-        try:
-            height, width = (int(v) for v in args.field.lower().split("x"))
-        except ValueError:
-            raise VstainError(f"--field {args.field!r}: expected HxW, e.g. 1024x1024") from None
-        if height < 16 or width < 16:
-            raise VstainError(f"--field {args.field}: each side must be at least 16 pixels")
-        field = (height, width)
+    field = _field_size(args.field)
     named = [args.sections] if isinstance(args.sections, str) else list(args.sections)
     if "quality" in named:
         return _quality(args, named)
     if "uncertainty" in named:
-        return _uncertainty(args, named)
+        return _uncertainty(args, named, field)
     if "alignment" in named:
         return _alignment(args, named)
     sections = set(SECTIONS) if not named or "all" in named else set(named)
@@ -147,12 +140,12 @@ def _quality(args: argparse.Namespace, named: list[str]) -> int:
     return 0
 
 
-def _uncertainty(args: argparse.Namespace, named: list[str]) -> int:
+def _uncertainty(args: argparse.Namespace, named: list[str], field: tuple[int, int] | None) -> int:
     from vstain.bench.uncertainty import run_uncertainty_benchmark, uncertainty_markdown
 
     _check_alone(args, named, "uncertainty")
     out = args.out or "bench-uncertainty"
-    summary = run_uncertainty_benchmark(out, seed=args.seed, smoke=args.smoke,
+    summary = run_uncertainty_benchmark(out, seed=args.seed, smoke=args.smoke, size=field or (256, 256),
                                         log=lambda line: print(line, flush=True))
     print()
     print(uncertainty_markdown(summary))
@@ -186,3 +179,18 @@ def _check_alone(args: argparse.Namespace, named: list[str], name: str) -> None:
     if len(named) > 1 or args.full_size or args.variants:
         raise VstainError(f"the {name} benchmark runs alone, on its own plates: "
                           f"`vstain bench {name} --out DIR [--smoke]`")
+
+
+def _field_size(text: str | None) -> tuple[int, int] | None:
+    """``--field HxW`` as ``(H, W)``; None when not given; one-line errors otherwise."""
+    from vstain.errors import VstainError
+
+    if not text:
+        return None
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise VstainError(f"--field {text!r}: expected HxW, e.g. 1024x1024") from None
+    if height < 16 or width < 16:
+        raise VstainError(f"--field {text}: each side must be at least 16 pixels")
+    return height, width
