@@ -118,6 +118,31 @@ def test_rerun_skips_done_fields_and_refuses_another_calibration(calibrated, sma
     assert code == 2 and "made with another calibration" in one_line_error(err)
 
 
+def test_predict_with_intervals_refuses_to_mix_with_other_outputs(calibrated, small_plate, tiny_models, tmp_path,
+                                                                   capsys):
+    plain = tmp_path / "plain"
+    assert main(["predict", "--models", str(tiny_models), "--input", str(small_plate), "--output", str(plain),
+                 "--no-progress"]) == 0
+    before = {p.name: p.read_bytes() for p in plain.glob("*.tif")}
+    code, _, err = run_cli(["predict", "--models", tiny_models, "--input", small_plate, "--output", plain,
+                            "--calibration", calibrated["cal"], "--no-progress"], capsys)
+    assert code == 2 and "was not written with this calibration" in one_line_error(err)
+    assert {p.name: p.read_bytes() for p in plain.glob("*.tif")} == before  # nothing overwritten
+
+
+def test_a_field_killed_before_its_interval_file_is_recomputed(calibrated, small_plate, tiny_models, tmp_path,
+                                                               capsys):
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(calibrated["pred"], out)
+    (out / "intervals" / "20x_B02_F001.json").unlink()  # killed after the TIFFs, before the interval file
+    code, stdout, _ = run_cli(["predict", "--models", tiny_models, "--input", small_plate, "--output", out,
+                               "--calibration", calibrated["cal"], "--no-progress"], capsys)
+    assert code == 0 and "predicted 1 fields" in stdout and "skipped 5 already done" in stdout
+    assert (out / "intervals" / "20x_B02_F001.json").is_file()
+
+
 @pytest.mark.parametrize(("extra", "expected"), [
     (["--alpha", "0.2"], "made for alpha 0.4, not 0.2"),
     (["--workers", "2"], "does not take --workers"),

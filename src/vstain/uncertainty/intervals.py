@@ -128,7 +128,7 @@ def predict_intervals(
 
     from vstain.inference.predictor import UNCERTAINTY_DIR, Predictor
     from vstain.plate.index import index_plate
-    from vstain.plate.tiff import write_tiff
+    from vstain.plate.tiff import tiff_description, write_tiff
 
     started = time.perf_counter()
     cal = Calibration.load(calibration)
@@ -170,6 +170,14 @@ def predict_intervals(
             rows.extend(saved["rows"])
             skipped += 1
             continue
+        if not overwrite:
+            # Outputs without this run's interval file: a killed run of the same models (recomputed), or
+            # something else (another model, other settings): refuse rather than mix them.
+            stale = [path for t in TARGETS for path in [out / field.target_filename(t)]
+                     if path.exists() and tiff_description(path) != descriptions[t]]
+            if stale:
+                raise VstainError(f"{stale[0]}: exists but was not written with this calibration; pass --overwrite "
+                                  "to recompute, or use another --output")
         variants = predictor.predict_variants(field.read_brightfield(), magnification=magnification)
         measured = measure_variants(variants, magnification=magnification, measure=measure, threads=threads)
         for t in TARGETS:
