@@ -37,6 +37,8 @@ def test_smoke_run_writes_coverage_adaptivity_and_times(tmp_path):
         return json.dumps(entry, sort_keys=True, default=float)
 
     assert text(again["levels"][0]["nuclei_count"]) == text(level["nuclei_count"])
+    assert again["levels"][0]["seconds"] == {"calibrate": None, "predict_with_intervals": None}
+    assert "reused, reused" in (tmp_path / "bu" / "uncertainty.md").read_text()
 
 
 def test_uncertainty_bench_runs_alone(capsys):

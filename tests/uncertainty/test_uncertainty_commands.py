@@ -269,6 +269,14 @@ def test_calibration_resumes_and_reuses_its_parts_for_another_alpha(small_plate,
     cal = calibrate([tiny_models], small_plate, tmp_path / "c.json", alpha=0.5, measure=again, progress=False)
     assert again.calls == 0 and cal.alpha == 0.5
     assert len(list((tmp_path / "c.json.parts").glob("*.npz"))) == 6
+    from vstain.uncertainty.calibrate import read_parts
+    from vstain.uncertainty.calibration import CalibrationError
+
+    parts = read_parts(tmp_path / "c.json.parts", cal.fields)
+    assert [p.identity for p in parts] == cal.fields and parts[0].predicted.shape == (len(FEATURE_COLUMNS),)
+    next((tmp_path / "c.json.parts").glob("*.npz")).unlink()
+    with pytest.raises(CalibrationError, match="no readable part for"):
+        read_parts(tmp_path / "c.json.parts", cal.fields)
 
 
 def test_nan_policy_is_applied_and_recorded(small_plate, tiny_models, tmp_path):

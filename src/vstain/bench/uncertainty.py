@@ -94,19 +94,13 @@ def _truth_features(fields: Sequence[Any], cache: Path) -> pd.DataFrame:
     return frame
 
 
-def _constant_width(parts_dir: Path, calibration: Any, alpha: float) -> dict[str, float]:
+def _constant_width(parts: Sequence[Any], alpha: float) -> dict[str, float]:
     """Per feature, the half width of the constant conformal interval (unnormalised |error| scores)."""
     from vstain.evaluation.columns import FEATURE_COLUMNS
     from vstain.uncertainty.conformal import NotEnoughCalibration, conformal_quantile
 
-    predicted, truth = [], []
-    for path in sorted(parts_dir.glob("*.npz")):
-        with np.load(path, allow_pickle=False) as data:
-            identity = json.loads(bytes(data["meta"]).decode())["identity"]
-            if identity in calibration.fields:
-                predicted.append(np.where(np.isfinite(data["predicted"]), data["predicted"], 0.0))
-                truth.append(data["truth"])
-    p, t = np.stack(predicted), np.stack(truth)
+    p = np.stack([np.where(np.isfinite(part.predicted), part.predicted, 0.0) for part in parts])
+    t = np.stack([part.truth for part in parts])
     out = {}
     for j, name in enumerate(FEATURE_COLUMNS):
         ok = np.isfinite(t[:, j])
@@ -117,31 +111,33 @@ def _constant_width(parts_dir: Path, calibration: Any, alpha: float) -> dict[str
     return out
 
 
-def _pixel_constant(parts_dir: Path, calibration: Any, alpha: float) -> dict[str, float]:
+def _pixel_constant(parts: Sequence[Any], alpha: float) -> dict[str, float]:
     """Per stain, the half width c of a constant pixel interval prediction ± c by the same risk control."""
     from vstain.uncertainty.conformal import risk_control_lambda
 
-    errors: dict[str, list[np.ndarray]] = {t: [] for t in TARGETS}
-    for path in sorted(parts_dir.glob("*.npz")):
-        with np.load(path, allow_pickle=False) as data:
-            if json.loads(bytes(data["meta"]).decode())["identity"] in calibration.fields:
-                for t in TARGETS:
-                    errors[t].append(np.sort(data[f"abs_error_{t}"].astype(np.float64)))
-    return {t: risk_control_lambda(errors[t], alpha) for t in TARGETS}
+    return {t: risk_control_lambda([np.sort(part.abs_error[t].astype(np.float64)) for part in parts], alpha)
+            for t in TARGETS}
 
 
 def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split: Path, magnification: str,
            truth: pd.DataFrame, test_fields: Sequence[Any], log: Callable[[str], None]) -> dict[str, Any]:
     from vstain.evaluation.coverage import COUNT_FEATURE, feature_coverage, pixel_coverage, read_intervals
     from vstain.plate.tiff import read_tiff
-    from vstain.uncertainty.calibrate import calibrate
+    from vstain.uncertainty.calibrate import calibrate, read_parts
     from vstain.uncertainty.conformal import expected_coverage_spread
     from vstain.uncertainty.intervals import predict_intervals
 
     tag = f"a{alpha:g}"
     t0 = time.perf_counter()
-    cal = calibrate([str(b) for b in bundles.values()], plate, out / f"calibration_{tag}.json", alpha=alpha,
-                    split=split, magnification=magnification, progress=False, parts=out / "calibration.parts")
+    made = out / f"calibration_{tag}.json"
+    reused = made.is_file()
+    if reused:  # reused (its predictions too); delete it to calibrate again
+        from vstain.uncertainty.calibration import Calibration
+
+        cal = Calibration.load(made)
+    else:
+        cal = calibrate([str(b) for b in bundles.values()], plate, made, alpha=alpha, split=split,
+                        magnification=magnification, progress=False, parts=out / "calibration.parts")
     calibrate_s = time.perf_counter() - t0
     pred = out / f"pred_{tag}"
     # Predictions of an earlier calibration (a finished or a killed run) are redone, not refused.
@@ -150,8 +146,8 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
            for part in sorted((pred / "intervals").glob("*.json"))):
         shutil.rmtree(pred)
     t0 = time.perf_counter()
-    predict_intervals([str(b) for b in bundles.values()], plate, pred, out / f"calibration_{tag}.json",
-                      alpha=alpha, keys=[f.key for f in test_fields], progress=False)
+    manifest = predict_intervals([str(b) for b in bundles.values()], plate, pred, made, alpha=alpha,
+                                 keys=[f.key for f in test_fields], progress=False)
     predict_s = time.perf_counter() - t0
     log(f"alpha {alpha}: calibrated {len(cal.fields)} fields in {calibrate_s:.0f} s, predicted "
         f"{len(test_fields)} with intervals in {predict_s:.0f} s")
@@ -168,7 +164,8 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
     joined = joined[np.isfinite(joined["lower"]) & np.isfinite(joined["truth"].astype(float))]
     joined = joined.assign(truth=joined["truth"].astype(float), width=joined["upper"] - joined["lower"])
     joined = joined.assign(error=(joined["prediction"] - joined["truth"]).abs())
-    constant = _constant_width(out / "calibration.parts", cal, alpha)
+    parts = read_parts(out / "calibration.parts", cal.fields)  # read once for both constant intervals
+    constant = _constant_width(parts, alpha)
     per_feature = []
     for name, group in joined.groupby("feature"):
         half = constant.get(name, math.nan)
@@ -184,7 +181,7 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
     adapt = pd.DataFrame(per_feature).set_index("feature")
     relative = (adapt["adaptive_mean_width"] / adapt["constant_width"]).replace([np.inf, -np.inf], np.nan)
 
-    pixel_const = _pixel_constant(out / "calibration.parts", cal, alpha)
+    pixel_const = _pixel_constant(parts, alpha)
     pixels: dict[str, dict[str, float]] = {}
     for t in TARGETS:
         inside_const, adaptive_width, spearman_inputs = [], [], ([], [])
@@ -224,7 +221,9 @@ def _level(out: Path, alpha: float, bundles: dict[str, Path], plate: Path, split
                      "mean_constant_coverage": float(adapt["constant_coverage"].mean())},
         "per_stain_feature_coverage": {t: coverage.stains[t]["feature_coverage"] for t in TARGETS},
         "pixels": pixels,
-        "seconds": {"calibrate": round(calibrate_s, 1), "predict_with_intervals": round(predict_s, 1)},
+        # None where this run reused earlier results (the time of the run that made them is in its log)
+        "seconds": {"calibrate": None if reused else round(calibrate_s, 1),
+                    "predict_with_intervals": round(predict_s, 1) if manifest["fields"]["predicted"] else None},
     }
 
 
@@ -281,6 +280,10 @@ def uncertainty_markdown(summary: dict[str, Any]) -> str:
                      f"{_num(features['median_width_vs_constant'], 2)} | "
                      f"{_num(features['median_spearman_width_error'], 2)} | "
                      f"{_num(features['median_width_ratio_better_worse'], 2)} | "
-                     f"{_num(features['mean_constant_coverage'])} | {level['seconds']['calibrate']:.0f}, "
-                     f"{level['seconds']['predict_with_intervals']:.0f} |")
+                     f"{_num(features['mean_constant_coverage'])} | {_seconds(level['seconds']['calibrate'])}, "
+                     f"{_seconds(level['seconds']['predict_with_intervals'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "reused" if value is None else f"{value:.0f}"

@@ -119,14 +119,33 @@ def _save_part(path: Path, part: FieldPart, key: str) -> None:
             np.savez(handle, meta=meta, **arrays)
 
 
-def _load_part(path: Path, key: str) -> FieldPart | None:
-    """A saved part, if it exists and was made by the same bundles and settings (else None)."""
+def read_parts(folder: str | os.PathLike[str], identities: Sequence[str]) -> list[FieldPart]:
+    """The saved numbers of the calibration fields ``identities`` (a calibration's ``fields``), in that order.
+
+    Raises
+    ------
+    CalibrationError
+        If a field's part is missing or unreadable.
+    """
+    by_identity = {}
+    for path in sorted(Path(folder).glob("*.npz")):
+        part = _load_part(path, None)
+        if part is not None:
+            by_identity[part.identity] = part
+    missing = [i for i in identities if i not in by_identity]
+    if missing:
+        raise CalibrationError(f"{folder}: no readable part for {missing[0]}; calibrate again")
+    return [by_identity[i] for i in identities]
+
+
+def _load_part(path: Path, key: str | None) -> FieldPart | None:
+    """A saved part, if it exists and was made by the same bundles and settings (``key``; None: any)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
-            if meta.get("key") != key:
+            if key is not None and meta.get("key") != key:
                 return None
             return FieldPart(identity=meta["identity"], predicted=data["predicted"], sigma=data["sigma"],
                              truth=data["truth"], abs_error={t: data[f"abs_error_{t}"] for t in TARGETS},
