@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vstain.errors import ConfigError
 from vstain.models import build_model
 from vstain.models.layers import TransitionUp, pad_to_multiple
 
@@ -165,6 +166,44 @@ def test_lupi_seg_skips_make_segmentation_see_fine_detail() -> None:
     assert change_without[9, 9] < change_without.max()
     seg, image, sides = with_skips.train()(_input(32, 32, batch=2))
     assert seg.shape == (2, 2, 32, 32) and image.shape == (2, 1, 32, 32)
+
+
+@pytest.mark.parametrize("size", [(250, 333), (64, 64)])
+def test_lupi_downsample_contract_and_side_scales(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model("lupi", **TINY, downsample=3).train()
+    assert model.size_multiple == 48
+    seg, image, sides = model(_input(*size, batch=2))
+    assert seg.shape == (2, 2, *size) and image.shape == (2, 1, *size)
+    assert torch.all(image > 0) and torch.all(image < 1)
+    # sides at 1/8, 1/4, 1/2 of the working (3x averaged) size
+    assert [tuple(s.shape) for s in sides] == [
+        (2, 1, math.ceil(size[0] / k), math.ceil(size[1] / k)) for k in (24, 12, 6)
+    ]
+
+
+def test_lupi_downsample_sees_only_block_means() -> None:
+    # The network works on 2x2 averages: moving intensity inside a 2x2 block changes nothing,
+    # moving it across blocks does.
+    torch.manual_seed(0)
+    model = build_model("lupi", **TINY, dropout=0.0, transition_dropout=0.0, downsample=2).eval()
+    x = _input(32, 32)
+    inside = x.clone()
+    inside[0, :, 4, 4] += 0.5
+    inside[0, :, 5, 5] -= 0.5
+    across = x.clone()
+    across[0, :, 4, 4] += 0.5
+    across[0, :, 6, 6] -= 0.5
+    with torch.no_grad():
+        base, same, moved = model(x), model(inside), model(across)
+    assert torch.allclose(base[0], same[0], atol=1e-6) and torch.allclose(base[1], same[1], atol=1e-6)
+    assert not torch.allclose(base[1], moved[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_lupi_downsample_must_be_a_whole_number(bad: object) -> None:
+    with pytest.raises(ConfigError, match="model.args.downsample"):
+        build_model("lupi", **TINY, downsample=bad)
 
 
 def test_gradients_reach_every_parameter_patchgan() -> None:

@@ -13,8 +13,8 @@ Input ``x``: (B, in_channels, H, W), any H and W (padded internally to a multipl
 
 ``seg_logits``: (B, seg_classes, H, W) raw logits (no activation; class 1 = nucleus).
 ``image``: (B, out_channels, H, W) in (0, 1) after the scaled tanh.
-``side_k``: (B, out_channels, ceil(H/2^(3-k)), ceil(W/2^(3-k))) for the reference depth 4, i.e.
-1/8, 1/4 and 1/2 of the input size: *raw* 1x1-conv outputs after regression blocks 0, 1, 2 (the
+``side_k``: (B, out_channels, ceil(H/(d·2^(3-k))), ceil(W/(d·2^(3-k)))) for the reference depth 4
+and ``downsample`` d, i.e. 1/8, 1/4 and 1/2 of the input size when d = 1: *raw* 1x1-conv outputs after regression blocks 0, 1, 2 (the
 loss applies the scaled tanh), one per decoder stage except the last.
 
 Architecture (inventory §2.3)
@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vstain.errors import ConfigError
@@ -60,7 +61,14 @@ class LupiTiramisu(nn.Module):
     ``seg_classes`` (segmentation logits, 2 = background/nucleus), ``fusion`` (``"sum"`` or
     ``"multiply"``), ``final_layers`` and ``final_growth`` (the extra regression dense block),
     ``seg_skips`` (give the segmentation decoder the encoder skips too; ``False`` is the
-    reference). See the module docstring for the forward contract.
+    reference), ``downsample`` (run the network on ``downsample`` x ``downsample`` averaged input
+    pixels and upsample its outputs bilinearly; 1 is the reference). See the module docstring for
+    the forward contract.
+
+    ``downsample`` scales the receptive field with the nuclei: a nucleus is 30-45 px across at 20x
+    but 90-140 px at 60x, wider than what four down blocks see, and the short CPU runs then drew
+    fragments of nuclei. Hoechst nuclei are smooth blobs, so working on averaged pixels loses
+    little, and it costs ``downsample``² times less per pixel (docs/training.md, "The CPU recipe").
 
     Without skips the segmentation decoder rebuilds nucleus outlines from the bottleneck alone
     (1/16 of the input size with four down blocks, where a 20x nucleus is under a pixel): in short
@@ -88,10 +96,14 @@ class LupiTiramisu(nn.Module):
         efficient: bool = False,
         output_activation: str = "tanh_scaled",
         seg_skips: bool = False,
+        downsample: int = 1,
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+            raise ConfigError(f"model.args.downsample must be a whole number >= 1, got {downsample!r}")
+        self.downsample = downsample
         self.fusion = fusion
         self.encoder = TiramisuEncoder(
             in_channels,
@@ -135,7 +147,12 @@ class LupiTiramisu(nn.Module):
         )
         self.head = nn.Conv2d(self.final_block.out_channels, out_channels, kernel_size=1, bias=True)
         self.activation = make_output_activation(output_activation)
-        self.size_multiple = 2**self.encoder.depth
+        self.size_multiple = 2**self.encoder.depth * downsample
+
+    def _upsample(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.downsample == 1:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
     def _fuse(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         return x + guide if self.fusion == "sum" else x * guide
@@ -144,6 +161,9 @@ class LupiTiramisu(nn.Module):
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]:
         x, size = pad_to_multiple(x, self.size_multiple)
+        padded = (int(x.shape[-2]), int(x.shape[-1]))
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
         bottleneck, skips = self.encoder(x)
         skips_coarse_first = skips[::-1]
         seg = bottleneck
@@ -156,10 +176,11 @@ class LupiTiramisu(nn.Module):
             seg = self.seg_decoder.step(i, seg, skips_coarse_first[i] if self.seg_skips else None)
             guide = seg
             if self.training and i < n_steps - 1:
-                scale = 2 ** (n_steps - 1 - i)
+                scale = 2 ** (n_steps - 1 - i) * self.downsample
                 sides.append(crop_to(self.side_heads[i](reg), size, scale=scale))
-        seg_logits = crop_to(self.seg_head(seg), size)
-        image = crop_to(self.activation(self.head(self.final_block(reg))), size)
+        seg_logits = crop_to(self._upsample(self.seg_head(seg), padded), size)
+        # After the activation: a bilinear weighting of values in (0, 1) stays in (0, 1).
+        image = crop_to(self._upsample(self.activation(self.head(self.final_block(reg))), padded), size)
         if self.training:
             return seg_logits, image, sides
         return seg_logits, image
