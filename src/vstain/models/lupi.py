@@ -14,8 +14,9 @@ Input ``x``: (B, in_channels, H, W), any H and W (padded internally to a multipl
 ``seg_logits``: (B, seg_classes, H, W) raw logits (no activation; class 1 = nucleus).
 ``image``: (B, out_channels, H, W) in (0, 1) after the scaled tanh.
 ``side_k``: (B, out_channels, ceil(H/(d·2^(3-k))), ceil(W/(d·2^(3-k)))) for the reference depth 4
-and ``downsample`` d, i.e. 1/8, 1/4 and 1/2 of the input size when d = 1: *raw* 1x1-conv outputs after regression blocks 0, 1, 2 (the
-loss applies the scaled tanh), one per decoder stage except the last.
+and ``downsample`` d, i.e. 1/8, 1/4 and 1/2 of the input size when d = 1: *raw* 1x1-conv
+outputs after regression blocks 0, 1, 2 (the loss applies the scaled tanh), one per decoder stage
+except the last.
 
 Architecture (inventory §2.3)
 -----------------------------
