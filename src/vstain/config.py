@@ -247,6 +247,11 @@ class TrainerConfig(_Strict):
     log_every_n_steps: int = Field(10, ge=1)
     progress_bar: bool = True
     limit_val_fields: int | None = Field(None, ge=1, description="validate on at most this many held-out fields")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1,
+        description="validate, checkpoint and export an exponential moving average of the weights (and BatchNorm "
+        "statistics) with this decay per optimiser step; null: the raw weights",
+    )
 
 
 class ValidationConfig(_Strict):
@@ -290,6 +295,9 @@ class TrainConfig(_Strict):
         if self.recipe == "gan" and self.trainer.accumulate_grad_batches > 1:
             raise ValueError("trainer.accumulate_grad_batches: the gan recipe steps D and G once per batch, "
                              "as the reference; raise data.batch_size instead")
+        if self.recipe == "gan" and self.trainer.ema_decay is not None:
+            raise ValueError("trainer.ema_decay: not supported by the gan recipe (two optimisers stepped by hand); "
+                             "use it for regression and lupi runs")
         if self.recipe != "lupi" and self.model.name == "lupi":
             raise ValueError("model.name: the 'lupi' model is trained by the lupi recipe")
         return self

@@ -273,3 +273,66 @@ def test_learning_rate_warmup_then_one_cosine(tmp_path, random_plate):
     assert module.has_schedule()
     assert not recipe_class("regression")(load_config(_config(tmp_path, random_plate, "regression")).model_dump(
         mode="json"), module.normalization).has_schedule()
+
+
+class _RawWeights(L.Callback):
+    """Records the generator's raw weights after every optimiser step."""
+
+    def __init__(self):
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, module, *args):
+        self.steps.append({k: v.detach().clone() for k, v in module.generator.state_dict().items()})
+
+
+@pytest.mark.parametrize("recipe", ["regression", "lupi"])
+def test_ema_decay_validates_checkpoints_and_exports_the_moving_average(tmp_path, random_plate, monkeypatch, recipe):
+    decay = 0.5
+    path = _config(tmp_path, random_plate, recipe, trainer__ema_decay=decay, trainer__max_epochs=2)
+    raw = _RawWeights()
+    original = L.Trainer.__init__
+
+    def recording(self, *args, **kwargs):
+        # first, so it sees the step's weights before the averaging callback updates its copy
+        kwargs["callbacks"] = [raw, *kwargs.get("callbacks", [])]
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "__init__", recording)
+    bundle = fit(load_config(path, ["validation.monitor=train/loss_epoch"]), tmp_path / "run")
+    assert len(raw.steps) == 4
+    # AveragedModel: the first update copies, then avg <- decay * avg + (1 - decay) * new
+    expected = dict(raw.steps[0])
+    for step in raw.steps[1:]:
+        expected = {k: (decay * expected[k] + (1 - decay) * v) if v.is_floating_point() else v
+                    for k, v in step.items()}
+    last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
+    averaged = {k[len("generator."):]: v for k, v in last["state_dict"].items() if k.startswith("generator.")}
+    current = {k[len("generator."):]: v for k, v in last["current_model_state"].items() if k.startswith("generator.")}
+    name = next(k for k, v in expected.items() if v.is_floating_point() and "weight" in k)
+    torch.testing.assert_close(averaged[name], expected[name])
+    torch.testing.assert_close(current[name], raw.steps[-1][name])
+    assert not torch.equal(averaged[name], current[name])
+    best = torch.load(tmp_path / "run/checkpoints/best.ckpt", weights_only=True)
+    exported = _weights(bundle)
+    for key, value in best["state_dict"].items():
+        if key.startswith("generator."):
+            torch.testing.assert_close(exported[key[len("generator."):]], value, rtol=0, atol=0)
+
+
+def test_ema_run_resumes_like_an_uninterrupted_one(tmp_path, random_plate):
+    path = _config(tmp_path, random_plate, "regression", trainer__ema_decay=0.7)
+    overrides = ["validation.monitor=train/loss_epoch"]
+    fit(load_config(path, [*overrides, "trainer.max_epochs=2"]), tmp_path / "full")
+    fit(load_config(path, [*overrides, "trainer.max_epochs=1"]), tmp_path / "split")
+    fit(load_config(path, [*overrides, "trainer.max_epochs=2"]), tmp_path / "split", resume=True)
+    a = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=True)
+    for part in ("state_dict", "current_model_state"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(value, b[part][key], rtol=0, atol=0, msg=f"{part} {key}")
+
+
+def test_ema_decay_is_refused_for_the_gan_recipe(tmp_path, random_plate):
+    path = _config(tmp_path, random_plate, "gan", trainer__ema_decay=0.9)
+    with pytest.raises(ConfigError, match="trainer.ema_decay"):
+        load_config(path)

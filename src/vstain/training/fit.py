@@ -116,7 +116,7 @@ def fit(
 def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | None,
          resumed: "_ResumePoint | None") -> Path:
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from vstain.data.datamodule import PlateDataModule
@@ -157,6 +157,10 @@ def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | Non
     callbacks += [summary, BundleExport(out / "model.safetensors", datamodule, monitor=monitor, summary=summary)]
     if not trainer_cfg.progress_bar:
         callbacks.append(EpochSummary(config.name))
+    if trainer_cfg.ema_decay is not None:
+        # Lightning's callback swaps the average in for validation and writes it as the checkpoints'
+        # state_dict (the raw weights ride along for resuming), so "best" and the bundle are the average.
+        callbacks.append(EMAWeightAveraging(decay=trainer_cfg.ema_decay))
     if trainer_cfg.checkpoint_every_n_steps:
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="step", save_last=True,
                                          every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
