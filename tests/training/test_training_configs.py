@@ -87,6 +87,15 @@ def test_cpu_recipe_is_one_model_per_stain_with_the_quality_fixes(mag, tmp_path)
     # one network size for every magnification; the crop grows with the magnification's pixel count
     sizes = {mag: _load(CONFIGS / "cpu" / f"C1_{mag}.yaml", tmp_path).data.crop_size for mag in ("20x", "40x", "60x")}
     assert sizes["20x"] <= sizes["40x"] <= sizes["60x"]
+    # the nuclei network works at the scale of nuclei: a 10-15 um nucleus is 15-25 working pixels at
+    # every magnification, and a crop holds several nuclei widths
+    from vstain.vocabulary import PIXEL_SIZE_UM
+
+    nuclei = configs["nuclei"]
+    working_um = PIXEL_SIZE_UM[mag] * nuclei.model.args["downsample"]
+    assert 14 <= 10 / working_um and 15 / working_um <= 26
+    assert nuclei.data.crop_size / nuclei.model.args["downsample"] >= 128
+    assert nuclei.trainer.ema_decay is not None
 
 
 def test_reference_recipe_names_the_shipped_configs(tmp_path):

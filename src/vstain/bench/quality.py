@@ -78,7 +78,7 @@ class Budget:
 #: 2-core CPU; ``smoke``: a few steps on tiny plates, to test the machinery.
 BUDGETS: dict[str, Budget] = {
     "bench": Budget(size=(1024, 1024), wells=3, fields=3,
-                    step_overrides={"nuclei": ("trainer.max_epochs=4",), "lipids": ("trainer.max_epochs=3",),
+                    step_overrides={"nuclei": ("trainer.max_epochs=10",), "lipids": ("trainer.max_epochs=3",),
                                     "cytoplasm": ("trainer.max_epochs=3",)}),
     # The CPU recipe as shipped (configs/cpu), on fields of the instrument's size.
     "full": Budget(size=None, wells=3, fields=3, step_overrides={}),

@@ -48,7 +48,7 @@ PROFILES: dict[str, DemoProfile] = {
     "full": DemoProfile(
         name="full", wells=4, fields_per_well=2, size=(512, 640), test_fields=2, validation_fields=1,
         common=_COMMON,
-        overrides={"nuclei": _steps(6, 160), "lipids": _steps(6, 160), "cytoplasm": _steps(6, 160)},
+        overrides={"nuclei": _steps(12, 160), "lipids": _steps(6, 160), "cytoplasm": _steps(6, 160)},
     ),
     "quick": DemoProfile(
         name="quick", wells=3, fields_per_well=2, size=(384, 384), test_fields=2, validation_fields=1,
