@@ -23,3 +23,71 @@ def test_align_command_writes_csv_plot_and_warns_naming_fields(tmp_path, random_
 def test_align_command_refuses_a_folder_as_out(tmp_path, random_plate, capsys):
     assert main(["align", str(random_plate), "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def _smooth(brightfield):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(brightfield[0].astype("float32"), 2.0) * 4.0
+
+
+def _shift_nuclei_against(plate, offsets):
+    """Rewrite each field's C01 as ``_smooth(brightfield)`` moved into the stain frame by its offset."""
+    import numpy as np
+
+    from vstain.alignment.resample import to_fluorescence_frame
+    from vstain.plate.index import index_plate
+    from vstain.plate.tiff import write_tiff
+
+    for f in index_plate(plate).fields:
+        image = to_fluorescence_frame(_smooth(f.read_brightfield()), offsets[(f.well, f.field)])
+        path = next(p for p in (plate / "20x_images").iterdir()
+                    if f"_{f.well}_" in p.name and f"F{f.field:03d}" in p.name and p.name.endswith("C01.tif"))
+        write_tiff(path, np.clip(np.rint(image), 0, 65535).astype(np.uint16))
+
+
+def test_align_fields_registers_predicted_stains_against_the_prediction(tmp_path):
+    from conftest import write_random_plate
+    from vstain.alignment.plate import align_fields
+    from vstain.plate.index import index_plate
+
+    plate = write_random_plate(tmp_path / "plate", size=(160, 192), with_masks=False)
+    offsets = {("B02", 1): (1.3, -2.6), ("B02", 2): (-0.7, 0.4), ("B03", 1): (2.2, 1.1), ("B03", 2): (0.0, -3.5)}
+    _shift_nuclei_against(plate, offsets)
+    fields = index_plate(plate).fields
+    with_model = align_fields(fields, stains=["nuclei", "lipids"], predict=lambda bf: {"nuclei": _smooth(bf)})
+    for row in with_model.table.rows:
+        if row.stain == "nuclei":
+            dy, dx = offsets[(row.well, row.field)]
+            assert row.source == "measured" and row.confidence == 1.0
+            assert abs(row.dy_px - dy) <= 0.1 and abs(row.dx_px - dx) <= 0.1, row
+        else:  # random noise, not predicted: registered against the brightfield reference, and not confident
+            assert row.source != "measured"
+    without = align_fields(fields, stains=["nuclei"])
+    assert all(r.source != "measured" for r in without.table.rows)
+
+
+def test_align_command_with_a_model_refuses_bundles_trained_without_alignment(tmp_path, random_plate, capsys):
+    import numpy as np
+
+    from vstain.inference.bundle import save_bundle
+    from vstain.models import build_model
+    from vstain.plate.normalize import Normalizer
+
+    tiny = {"init_filters": 4, "down_blocks": [1, 1], "up_blocks": [1, 1], "bottleneck_layers": 1, "growth_rate": 2}
+    planes = Normalizer(np.zeros(7), np.full(7, 1000.0), channels=[f"C04Z{z:02d}" for z in range(1, 8)])
+    nuclei = Normalizer(np.array([100.0]), np.array([4000.0]), channels=["C01"])
+    metadata = {"architecture": {"name": "tiramisu", "arguments": tiny}, "targets": ["nuclei"],
+                "magnification": "20x",
+                "normalization": {"input": planes.to_dict(), "targets": {"nuclei": nuclei.to_dict()}}}
+    plain = save_bundle(tmp_path / "plain", build_model("tiramisu", **tiny), metadata)
+    out = tmp_path / "offsets.csv"
+    assert main(["align", str(random_plate), "--out", str(out), "--model", str(plain)]) == 2
+    assert "trained without alignment" in capsys.readouterr().err and not out.exists()
+    sites = {"magnification": "20x", "sites": {"nuclei": {"F001": [0.0, 0.0], "F002": [0.0, 0.0]}}}
+    aligned = save_bundle(tmp_path / "aligned", build_model("tiramisu", **tiny), {**metadata, "alignment": sites})
+    assert main(["align", str(random_plate), "--out", str(out), "--model", str(aligned),
+                 "--magnification", "40x"]) == 2
+    assert "not --magnification 40x" in capsys.readouterr().err
+    assert main(["align", str(random_plate), "--out", str(out), "--model", str(aligned), "--quiet"]) == 0
+    assert len(OffsetTable.load(out)) == 4 * 3

@@ -4,15 +4,22 @@
 offset (:func:`vstain.alignment.estimate.estimate_field`) and builds the
 :class:`~vstain.alignment.offsets.OffsetTable` with its consensus fallbacks. Fields whose
 estimate is not confident are named in :attr:`Alignment.warnings`.
+
+Given ``predict`` (a trained model's prediction of the stains, in the brightfield frame), the
+stains it predicts are registered against that prediction instead: the same modality as the stain,
+so also stains that brightfield shows too faintly for a linear reference (nuclei) are measured
+(docs/alignment.md, "Aligning with a model").
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field as dataclass_field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
-from vstain.alignment.estimate import Reference, estimate_field
+import numpy as np
+
+from vstain.alignment.estimate import Reference, estimate_field, estimate_offset
 from vstain.alignment.offsets import MIN_CONFIDENCE, OffsetTable, resolve
 from vstain.plate.index import Field
 from vstain.vocabulary import TARGETS
@@ -54,6 +61,7 @@ def align_fields(
     reference: Reference = DEFAULT_REFERENCE,
     min_confidence: float = MIN_CONFIDENCE,
     progress: Callable[[str], None] | None = None,
+    predict: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None,
 ) -> Alignment:
     """Estimate the offset of each stain of each field against its brightfield, then resolve per site.
 
@@ -69,6 +77,11 @@ def align_fields(
         Estimates below this confidence fall back to the site consensus.
     progress
         Called with one line per field.
+    predict
+        ``brightfield (7, H, W) -> {stain: (H, W) image}``: a model's prediction in the brightfield
+        frame (e.g. :meth:`vstain.inference.predictor.Predictor.predict_field` of bundles trained
+        with alignment). The stains it returns are registered against it; the others against
+        ``reference``.
 
     Returns
     -------
@@ -83,7 +96,14 @@ def align_fields(
         present = {s: f.read_target(s) for s in wanted if s in f.targets}
         if not present:
             continue
-        offsets = estimate_field(f.read_brightfield(), present, reference=reference)
+        brightfield = f.read_brightfield()
+        predicted = dict(predict(brightfield)) if predict is not None else {}
+        offsets = {s: estimate_offset(np.asarray(predicted[s], np.float32), np.asarray(image, np.float32))
+                   for s, image in present.items() if s in predicted}
+        rest = {s: image for s, image in present.items() if s not in offsets}
+        if rest:
+            offsets.update(estimate_field(brightfield, rest, reference=reference))
+        offsets = {s: offsets[s] for s in present}  # the table's stain order
         for stain, o in offsets.items():
             measured[(f.magnification, f.well, f.field, stain)] = (o.dy, o.dx, o.confidence)
         seconds.append(time.perf_counter() - start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from vstain.vocabulary import MAGNIFICATIONS, TARGETS
 
@@ -10,6 +11,7 @@ EXAMPLE = """\
 examples:
   vstain align data/plate --out offsets.csv                  # also writes offsets.png (offset vs site)
   vstain align data/plate --out offsets.csv --magnification 20x --stains lipids cytoplasm
+  vstain align data/plate --out offsets.csv --model runs/nuclei/model.safetensors   # nuclei against a model
 
 One row per field and stain: magnification, well, field, stain, dy_px, dx_px, confidence, source,
 measured_dy_px, measured_dx_px. Sign convention: a structure at brightfield pixel (y, x) is at stain
@@ -35,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="only this magnification (required for a flat folder)")
     parser.add_argument("--stains", nargs="+", choices=TARGETS, metavar="STAIN",
                         help=f"stains to align (default: all of {', '.join(TARGETS)} present)")
+    parser.add_argument("--model", nargs="+", metavar="BUNDLE",
+                        help="register the stains these bundles predict against their prediction (bundles "
+                             "trained with data.alignment auto or FILE, so they predict in the brightfield frame); "
+                             "only fields of their magnification")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG next to the CSV")
     parser.add_argument("--quiet", action="store_true", help="no line per field")
     parser.set_defaults(run=run)
@@ -52,12 +58,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise VstainError(f"{out}: is a folder; --out needs a file name")
-    index = index_plate(args.plate, magnification=args.magnification)
-    fields = [f for f in index.select(magnification=args.magnification) if f.targets]
+    predictor = _predictor(args.model, args.magnification) if args.model else None
+    magnification = predictor.magnifications[0] if predictor is not None else args.magnification
+    index = index_plate(args.plate, magnification=magnification)
+    fields = [f for f in index.select(magnification=magnification) if f.targets]
     if not fields:
         index.raise_for_errors()
-        raise PlateError(f"{index.root}: no field with brightfield and a stain to align")
-    alignment = align_fields(fields, stains=args.stains, progress=None if args.quiet else print)
+        raise PlateError(f"{index.root}: no {magnification + ' ' if magnification else ''}field with brightfield "
+                         "and a stain to align")
+    alignment = align_fields(fields, stains=args.stains, progress=None if args.quiet else print,
+                             predict=predictor.predict_field if predictor is not None else None)
     alignment.table.save(out)
     summary = site_summary(alignment.table)
     print(summary.to_string(index=False))
@@ -70,3 +80,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(alignment.table)} rows, {len(fields)} fields "
           f"({seconds[len(seconds) // 2]:.1f} s per field)")
     return 0
+
+
+def _predictor(models: list[str], magnification: str | None) -> Any:
+    """The bundles' predictor; refuses bundles whose predictions are not in the brightfield frame."""
+    from vstain.errors import VstainError
+    from vstain.inference.predictor import Predictor
+
+    predictor = Predictor(models, device="cpu")
+    for bundle in predictor.bundles:
+        if bundle.metadata.alignment is None:
+            raise VstainError(f"--model {bundle.path or bundle.name}: trained without alignment "
+                              "(data.alignment: none), so it predicts in no particular frame; give a model "
+                              "trained with data.alignment: auto or FILE")
+    if len(predictor.magnifications) != 1:
+        raise VstainError(f"--model: bundles for several magnifications ({', '.join(predictor.magnifications)}); "
+                          "align one magnification at a time")
+    if magnification is not None and magnification != predictor.magnifications[0]:
+        raise VstainError(f"--model: the bundles are for {predictor.magnifications[0]} fields, "
+                          f"not --magnification {magnification}")
+    return predictor
