@@ -74,7 +74,7 @@ def error_summary(errors: pd.DataFrame) -> pd.DataFrame:
 #: The comparison's plates: misaligned by up to 6 px per axis (smooth per site), and aligned.
 TRAINING_PLATES = {"misaligned": 6.0, "aligned": 0.0}
 #: Training length per stain (the quality benchmark's budget).
-TRAINING_EPOCHS = {"nuclei": 4, "lipids": 3, "cytoplasm": 3}
+TRAINING_EPOCHS = {"nuclei": 10, "lipids": 3, "cytoplasm": 3}
 
 
 def run_alignment_training(out: str | os.PathLike[str], *, seed: int = 0, smoke: bool = False,
