@@ -60,3 +60,11 @@ def write_random_plate(root, *, magnification="20x", wells=("B02", "B03"), field
 def random_plate(tmp_path):
     """A 2-well x 2-field 64x80 random plate with targets and masks (20x layout)."""
     return write_random_plate(tmp_path / "plate")
+
+
+@pytest.fixture
+def make_random_plate(tmp_path):
+    """:func:`write_random_plate` with any of its options, into ``tmp_path / name``."""
+    def make(name="plate", **options):
+        return write_random_plate(tmp_path / name, **options)
+    return make
