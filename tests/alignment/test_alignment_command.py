@@ -46,12 +46,11 @@ def _shift_nuclei_against(plate, offsets):
         write_tiff(path, np.clip(np.rint(image), 0, 65535).astype(np.uint16))
 
 
-def test_align_fields_registers_predicted_stains_against_the_prediction(tmp_path):
-    from conftest import write_random_plate
+def test_align_fields_registers_predicted_stains_against_the_prediction(make_random_plate):
     from vstain.alignment.plate import align_fields
     from vstain.plate.index import index_plate
 
-    plate = write_random_plate(tmp_path / "plate", size=(160, 192), with_masks=False)
+    plate = make_random_plate(size=(160, 192), with_masks=False)
     offsets = {("B02", 1): (1.3, -2.6), ("B02", 2): (-0.7, 0.4), ("B03", 1): (2.2, 1.1), ("B03", 2): (0.0, -3.5)}
     _shift_nuclei_against(plate, offsets)
     fields = index_plate(plate).fields
