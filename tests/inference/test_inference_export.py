@@ -33,14 +33,16 @@ def test_tiramisu_export_matches_pytorch_with_dynamic_sizes(tmp_path, tiny_tiram
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_lupi_export_returns_the_image_only(tmp_path):
+@pytest.mark.parametrize("downsample", [1, 2])  # the CPU recipe's nuclei bundles work on averaged pixels
+def test_lupi_export_returns_the_image_only(tmp_path, downsample):
     from vstain.models import build_model
 
     torch.manual_seed(0)
-    lupi = build_model("lupi", **TINY_TIRAMISU).eval()
-    bundle = save_bundle(tmp_path / "nuclei", lupi, bundle_metadata("lupi", targets=("nuclei",)))
+    lupi = build_model("lupi", **TINY_TIRAMISU, downsample=downsample).eval()
+    bundle = save_bundle(tmp_path / "nuclei", lupi, bundle_metadata("lupi", {**TINY_TIRAMISU, "downsample": downsample},
+                                                                      targets=("nuclei",)))
     report = export_onnx(bundle, tmp_path / "nuclei.onnx")
-    assert report["max_abs_diff"] < 1e-4
+    assert report["max_abs_diff"] < 1e-4 and report["size_multiple"] == lupi.size_multiple == 4 * downsample
     session = onnxruntime.InferenceSession(str(tmp_path / "nuclei.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["image"]
 

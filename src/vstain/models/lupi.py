@@ -150,10 +150,12 @@ class LupiTiramisu(nn.Module):
         self.activation = make_output_activation(output_activation)
         self.size_multiple = 2**self.encoder.depth * downsample
 
-    def _upsample(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample == 1:
             return x
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        # A scale factor, not a size: the padded input is a multiple of downsample, so both give
+        # the same pixels, and a scale keeps an ONNX export valid for every input size.
+        return F.interpolate(x, scale_factor=float(self.downsample), mode="bilinear", align_corners=False)
 
     def _fuse(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         return x + guide if self.fusion == "sum" else x * guide
@@ -162,7 +164,6 @@ class LupiTiramisu(nn.Module):
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]:
         x, size = pad_to_multiple(x, self.size_multiple)
-        padded = (int(x.shape[-2]), int(x.shape[-1]))
         if self.downsample > 1:
             x = F.avg_pool2d(x, self.downsample)
         bottleneck, skips = self.encoder(x)
@@ -179,9 +180,9 @@ class LupiTiramisu(nn.Module):
             if self.training and i < n_steps - 1:
                 scale = 2 ** (n_steps - 1 - i) * self.downsample
                 sides.append(crop_to(self.side_heads[i](reg), size, scale=scale))
-        seg_logits = crop_to(self._upsample(self.seg_head(seg), padded), size)
+        seg_logits = crop_to(self._upsample(self.seg_head(seg)), size)
         # After the activation: a bilinear weighting of values in (0, 1) stays in (0, 1).
-        image = crop_to(self._upsample(self.activation(self.head(self.final_block(reg))), padded), size)
+        image = crop_to(self._upsample(self.activation(self.head(self.final_block(reg)))), size)
         if self.training:
             return seg_logits, image, sides
         return seg_logits, image
