@@ -51,6 +51,18 @@ def test_targets_by_hand():
     assert len(rows) == 3 * (3 + 3)  # 3 methods x (score, pixelwise, featurewise + 3 stains)
     assert "| a | no (held back) | 0.300 | 0.800 | 1.000 | 0.37 |" in quality_markdown(
         {"variants": [good], "targets": targets})
+    # Reference points: their own table and rows, never part of the targets.
+    good["reference_points"] = {
+        "noise_free": {"score": 0.1, "pixelwise": 0.05, "featurewise": 0.15,
+                       "nuclei_counts": [{"field": "B04 F001", "truth": 100, "predicted": 97}]},
+        "reacquired": {"score": 0.2, "pixelwise": 0.1, "featurewise": 0.3,
+                       "nuclei_counts": [{"field": "B04 F001", "truth": 100, "predicted": 104}]}}
+    assert check_targets([good]) == {"a": targets["a"]}
+    rows = list(csv.DictReader(quality_csv([good]).splitlines()))
+    assert len(rows) == 3 * (3 + 3) + 2 * 3
+    assert [r["value"] for r in rows if r["method"] == "reacquired"] == ["0.2", "0.1", "0.3"]
+    assert "| a | 0.300 | 0.100 | 0.200 | 0.800 | 0.367 | 0.150 | 0.300 | 3 % | 4 % |" in quality_markdown(
+        {"variants": [good], "targets": targets})
 
 
 @pytest.mark.slow
@@ -68,10 +80,24 @@ def test_smoke_benchmark_end_to_end_and_resumes(tmp_path, capsys):
     split = (out / "reference-20x" / "split.csv").read_text()
     assert "test" in split and "validation" in split and "train" in split
     assert "reference-20x |" in capsys.readouterr().out
-    # A rerun reuses the finished variant instead of training again.
+    # The reference points: the recorded stains' own noise is far below an untrained model's error.
+    points = result["reference_points"]
+    assert set(points) == {"noise_free", "reacquired"}
+    assert points["noise_free"]["pixelwise"] < result["methods"]["model"]["pixelwise"]
+    assert 0 < points["reacquired"]["pixelwise"] < result["methods"]["mean_image"]["pixelwise"]
+    assert [c["field"] for c in points["reacquired"]["nuclei_counts"]] == [c["field"] for c in result["nuclei_counts"]]
+    assert "second exposure" in (out / "quality.md").read_text()
+    # A rerun reuses the finished variant instead of training again; a trial from before the
+    # reference points gets them added, and nothing else is redone.
     trained = (out / "reference-20x" / "runs" / "nuclei" / "model.safetensors").stat().st_mtime_ns
     assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 0
     assert "already done" in capsys.readouterr().out
+    trial = out / "reference-20x" / "trial.json"
+    old = json.loads(trial.read_text())
+    del old["reference_points"]
+    trial.write_text(json.dumps(old))
+    assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 0
+    assert json.loads(trial.read_text())["reference_points"] == points
     assert (out / "reference-20x" / "runs" / "nuclei" / "model.safetensors").stat().st_mtime_ns == trained
 
 

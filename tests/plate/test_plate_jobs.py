@@ -90,10 +90,14 @@ def _square(x):
 
 def test_map_fields_hands_over_each_result_once_with_the_workers_threads(monkeypatch):
     monkeypatch.setattr("vstain.plate.jobs.usable_cpus", lambda: 6)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     seen = {}
     with open_client(ClusterOptions(workers=2)) as client:
         assert map_fields(client, _square, list(range(7)), label=str, on_result=seen.__setitem__) == 7
+        # The nanny's trim threshold would make every image array a fresh, page-faulted mmap.
+        trim = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
     assert seen == {x: (x * x, 3) for x in range(7)}  # 6 CPUs over 2 workers, one field at a time each
+    assert len(trim) == 2 and set(trim.values()) == {None}
 
 
 def _fails(x):

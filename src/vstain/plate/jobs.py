@@ -174,7 +174,13 @@ def open_client(options: ClusterOptions | None = None, *, announce: Callable[[st
         # One worker: in this process (no start-up, no transfers); more: separate processes.
         # The workers' statistical profiler samples the running thread every 10 ms: measurable
         # CPU on Python-heavy fields (the dashboard's profile tab stays empty without it).
-        with dask.config.set({"distributed.worker.profile.enabled": False}):
+        # The nanny's MALLOC_TRIM_THRESHOLD_ (set for long-lived workers that hold many small
+        # results) also switches off glibc's adaptive mmap threshold, so every image-sized array
+        # of a field is a fresh mmap whose pages are faulted in and zeroed again: measured as
+        # most of the workers' system time (docs/performance.md). A field job frees its arrays
+        # when the field ends, so the allocator's default suits it; None unsets the variable.
+        with dask.config.set({"distributed.worker.profile.enabled": False,
+                              "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
             cluster = LocalCluster(
                 n_workers=options.workers, threads_per_worker=threads, processes=options.workers > 1,
                 resources={FIELD_RESOURCE: 1}, dashboard_address=":0" if options.dashboard else None,
