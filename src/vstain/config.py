@@ -186,6 +186,13 @@ class LossConfig(_Strict):
         description="MAE/median denominator: dataset = the training targets' median (the challenge pixel metric on "
         "every crop); batch = the reference's batch median; sample = each crop's own median",
     )
+    scale: Literal["full", "working"] = Field(
+        "full",
+        description="lupi with model.args.downsample d > 1: full = the upsampled outputs against the "
+        "full-resolution target and mask (reference); working = the network's own outputs, d times smaller, "
+        "against d x d block means of the target and the blocks' majority mask: d² fewer loss pixels "
+        "(docs/training.md, 'Nuclei at the scale of nuclei')",
+    )
     log_eps: float = Field(1e-3, gt=0, description="log-squared loss epsilon floor")
     squared: float = Field(
         0.0, ge=0,
@@ -300,6 +307,14 @@ class TrainConfig(_Strict):
                              "use it for regression and lupi runs")
         if self.recipe != "lupi" and self.model.name == "lupi":
             raise ValueError("model.name: the 'lupi' model is trained by the lupi recipe")
+        if self.loss.scale == "working":
+            if self.recipe != "lupi":
+                raise ValueError(f"loss.scale: 'working' is for the lupi recipe (a model with model.args.downsample), "
+                                 f"not {self.recipe}")
+            downsample = self.model.args.get("downsample", 1)
+            if isinstance(downsample, int) and downsample > 1 and self.data.crop_size % downsample:
+                raise ValueError(f"data.crop_size: {self.data.crop_size} is not a multiple of "
+                                 f"model.args.downsample={downsample}, which loss.scale=working needs")
         return self
 
 

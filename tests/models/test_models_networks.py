@@ -200,6 +200,19 @@ def test_lupi_downsample_sees_only_block_means() -> None:
     assert not torch.allclose(base[1], moved[1], atol=1e-6)
 
 
+def test_lupi_working_scale_outputs_are_the_full_ones_before_upsampling() -> None:
+    torch.manual_seed(0)
+    model = build_model("lupi", **TINY, dropout=0.0, transition_dropout=0.0, downsample=2).eval()
+    x = _input(64, 96)
+    with torch.no_grad():
+        seg, image = model(x)
+        seg_w, image_w = model(x, full_size=False)
+    assert seg_w.shape == (1, 2, 32, 48) and image_w.shape == (1, 1, 32, 48)
+    up = dict(scale_factor=2.0, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(F.interpolate(image_w, **up), image)
+    torch.testing.assert_close(F.interpolate(seg_w, **up), seg)
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True])
 def test_lupi_downsample_must_be_a_whole_number(bad: object) -> None:
     with pytest.raises(ConfigError, match="model.args.downsample"):

@@ -75,9 +75,12 @@ def _objective(module, batch, recipe):
         return float(module.loss(prediction.clamp(0, 1), batch["target"]))
 
 
-@pytest.mark.parametrize("recipe", ["regression", "lupi", "gan"])
+@pytest.mark.parametrize("recipe", ["regression", "lupi", "gan", "lupi-working-scale"])
 def test_recipe_lowers_its_loss_on_a_fixed_batch(tmp_path, random_plate, recipe):
-    config = load_config(_config(tmp_path, random_plate, recipe, optimizer__lr=3e-3))
+    extra = {}
+    if recipe == "lupi-working-scale":  # trained on the working scale, judged at full resolution
+        recipe, extra = "lupi", {"loss__scale": "working", "model__args": {**TINY, "downsample": 2}}
+    config = load_config(_config(tmp_path, random_plate, recipe, optimizer__lr=3e-3, **extra))
     normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [65535.0] * 7,
                                "channels": [f"C04Z0{z}" for z in range(1, 8)]},
                      "targets": {t: {"kind": "minmax", "low": [0.0], "high": [65535.0], "channels": [t]}
@@ -330,6 +333,47 @@ def test_ema_run_resumes_like_an_uninterrupted_one(tmp_path, random_plate):
     for part in ("state_dict", "current_model_state"):
         for key, value in a[part].items():
             torch.testing.assert_close(value, b[part][key], rtol=0, atol=0, msg=f"{part} {key}")
+
+
+def test_working_scale_loss_compares_block_means_and_majority_masks(tmp_path, random_plate, monkeypatch):
+    path = _config(tmp_path, random_plate, "lupi", loss__scale="working", model__args={**TINY, "downsample": 2})
+    config = load_config(path)
+    normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [65535.0] * 7,
+                               "channels": [f"C04Z0{z}" for z in range(1, 8)]},
+                     "targets": {"nuclei": {"kind": "minmax", "low": [0.0], "high": [65535.0], "channels": ["nuclei"]}},
+                     "target_medians": {"nuclei": 20000.0}}
+    module = recipe_class("lupi")(config.model_dump(mode="json"), normalization)
+    seen = {}
+    real = module.loss.forward
+
+    def recording(seg, image, sides, target, mask):
+        seen.update(seg=seg.shape, image=image.shape, target=target, mask=mask)
+        return real(seg, image, sides, target, mask)
+
+    monkeypatch.setattr(module.loss, "forward", recording)
+    target = torch.zeros(2, 1, 32, 32)  # two crops: BatchNorm's 1x1 bottleneck needs more than one value
+    target[0, 0, 0, 0:2] = 1.0  # block (0, 0): mean 0.5
+    mask = torch.zeros(2, 32, 32)
+    mask[0, 0:2, 0:2] = 1  # block (0, 0): all nucleus
+    mask[0, 0, 2] = 1  # block (0, 1): a quarter nucleus, so background
+    mask[0, 2:4, 4] = 1  # block (1, 2): half nucleus, so nucleus
+    module.train()
+    module.training_step({"image": torch.rand(2, 7, 32, 32), "target": target, "mask": mask}, 0)
+    assert seen["seg"] == (2, 2, 16, 16) and seen["image"] == (2, 1, 16, 16)
+    expected_target = torch.zeros(2, 1, 16, 16)
+    expected_target[0, 0, 0, 0] = 0.5
+    torch.testing.assert_close(seen["target"], expected_target)
+    expected_mask = torch.zeros(2, 16, 16)
+    expected_mask[0, 0, 0] = expected_mask[0, 1, 2] = 1
+    torch.testing.assert_close(seen["mask"], expected_mask)
+
+
+def test_working_scale_loss_needs_the_lupi_recipe_and_whole_blocks(tmp_path, random_plate):
+    with pytest.raises(ConfigError, match="loss.scale: 'working' is for the lupi recipe"):
+        load_config(_config(tmp_path, random_plate, "regression", loss__scale="working"))
+    path = _config(tmp_path, random_plate, "lupi", loss__scale="working", model__args={**TINY, "downsample": 3})
+    with pytest.raises(ConfigError, match="data.crop_size: 32 is not a multiple of model.args.downsample=3"):
+        load_config(path)
 
 
 def test_ema_decay_is_refused_for_the_gan_recipe(tmp_path, random_plate):

@@ -161,8 +161,13 @@ class LupiTiramisu(nn.Module):
         return x + guide if self.fusion == "sum" else x * guide
 
     def forward(
-        self, x: torch.Tensor
+        self, x: torch.Tensor, full_size: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | tuple[torch.Tensor, torch.Tensor]:
+        """``(seg_logits, image[, side outputs in training])`` for input ``x``.
+
+        ``full_size=False`` returns the segmentation logits and the image at the working scale
+        (``ceil(size / downsample)``, before the bilinear upsampling), for a loss computed there.
+        """
         x, size = pad_to_multiple(x, self.size_multiple)
         if self.downsample > 1:
             x = F.avg_pool2d(x, self.downsample)
@@ -180,9 +185,13 @@ class LupiTiramisu(nn.Module):
             if self.training and i < n_steps - 1:
                 scale = 2 ** (n_steps - 1 - i) * self.downsample
                 sides.append(crop_to(self.side_heads[i](reg), size, scale=scale))
-        seg_logits = crop_to(self._upsample(self.seg_head(seg)), size)
-        # After the activation: a bilinear weighting of values in (0, 1) stays in (0, 1).
-        image = crop_to(self._upsample(self.activation(self.head(self.final_block(reg)))), size)
+        if full_size:
+            seg_logits = crop_to(self._upsample(self.seg_head(seg)), size)
+            # After the activation: a bilinear weighting of values in (0, 1) stays in (0, 1).
+            image = crop_to(self._upsample(self.activation(self.head(self.final_block(reg)))), size)
+        else:
+            seg_logits = crop_to(self.seg_head(seg), size, scale=self.downsample)
+            image = crop_to(self.activation(self.head(self.final_block(reg))), size, scale=self.downsample)
         if self.training:
             return seg_logits, image, sides
         return seg_logits, image

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from vstain.losses import LupiLoss
 from vstain.training.base import StainingModule
@@ -37,8 +38,17 @@ class LupiModule(StainingModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if "mask" not in batch:
             raise RuntimeError("the lupi recipe needs nucleus masks in every batch")
-        seg_logits, image, sides = self.generator(self.prepare_input(batch["image"]))
-        total, components = self.loss(seg_logits, image.clamp(0, 1), sides, batch["target"], batch["mask"])
+        target, mask = batch["target"], batch["mask"]
+        downsample = getattr(self.generator, "downsample", 1)
+        if self.cfg.loss.scale == "working" and downsample > 1:
+            # The image output is a bilinear upsampling of the working-scale one, so comparing
+            # the working scale with block means asks for the same picture at d² fewer pixels.
+            seg_logits, image, sides = self.generator(self.prepare_input(batch["image"]), full_size=False)
+            target = F.avg_pool2d(target, downsample)
+            mask = (F.avg_pool2d(mask.float(), downsample) >= 0.5).to(mask.dtype)
+        else:
+            seg_logits, image, sides = self.generator(self.prepare_input(batch["image"]))
+        total, components = self.loss(seg_logits, image.clamp(0, 1), sides, target, mask)
         size = batch["image"].shape[0]
         self.log_dict({f"train/{k}": v for k, v in components.items() if k != "total"},
                       on_step=True, on_epoch=True, batch_size=size)
