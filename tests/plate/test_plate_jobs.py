@@ -191,3 +191,16 @@ def test_a_killed_worker_loses_nothing_and_tables_equal_a_one_process_run(tmp_pa
                  "objects_pred_Lipids_no_edge.csv", "objects_truth_cells_no_edge.csv"):
         assert filecmp.cmp(reference / name, out / name, shallow=False), name
     assert len(list((out / "fields" / "truth" / "20x").glob("*.json"))) == 8
+
+
+def test_a_cluster_without_dashboard_leaves_port_8787_alone(recwarn):
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            taken.bind(("", 8787))
+            taken.listen()
+        except OSError:
+            pass  # already taken by something else: the same situation
+        with open_client(ClusterOptions(workers=1)) as client:
+            assert map_fields(client, _square, [3], label=str, on_result=lambda *_: None) == 1
+    assert not [w for w in recwarn if "8787" in str(w.message)]

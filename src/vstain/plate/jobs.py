@@ -184,6 +184,9 @@ def open_client(options: ClusterOptions | None = None, *, announce: Callable[[st
             cluster = LocalCluster(
                 n_workers=options.workers, threads_per_worker=threads, processes=options.workers > 1,
                 resources={FIELD_RESOURCE: 1}, dashboard_address=":0" if options.dashboard else None,
+                # Without a dashboard the scheduler still serves its HTTP routes, by default on
+                # 8787: a second job on the machine would warn "Port 8787 is already in use".
+                scheduler_kwargs=None if options.dashboard else {"dashboard_address": ":0"},
                 silence_logs=logging.ERROR,
             )
         client = Client(cluster)
