@@ -185,13 +185,13 @@ class LupiTiramisu(nn.Module):
             if self.training and i < n_steps - 1:
                 scale = 2 ** (n_steps - 1 - i) * self.downsample
                 sides.append(crop_to(self.side_heads[i](reg), size, scale=scale))
+        seg_logits = self.seg_head(seg)
+        # Upsampled after the activation: a bilinear weighting of values in (0, 1) stays in (0, 1).
+        image = self.activation(self.head(self.final_block(reg)))
+        scale = 1 if full_size else self.downsample
         if full_size:
-            seg_logits = crop_to(self._upsample(self.seg_head(seg)), size)
-            # After the activation: a bilinear weighting of values in (0, 1) stays in (0, 1).
-            image = crop_to(self._upsample(self.activation(self.head(self.final_block(reg)))), size)
-        else:
-            seg_logits = crop_to(self.seg_head(seg), size, scale=self.downsample)
-            image = crop_to(self.activation(self.head(self.final_block(reg))), size, scale=self.downsample)
+            seg_logits, image = self._upsample(seg_logits), self._upsample(image)
+        seg_logits, image = crop_to(seg_logits, size, scale=scale), crop_to(image, size, scale=scale)
         if self.training:
             return seg_logits, image, sides
         return seg_logits, image

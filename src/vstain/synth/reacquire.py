@@ -13,7 +13,9 @@ points for judging predictions (``vstain bench quality``, vstain/bench/quality.p
   plate's own reproducibility: a measurement that differs this much between two acquisitions
   cannot ask a prediction to agree better.
 
-Only the three stains are written (C01-C03, with the plate's file names), never the brightfield.
+Only the three stains are written (C01-C03, with the plate's file names), never the brightfield;
+the field is rendered whole (:func:`vstain.synth.field.render_field`), so a field costs about as much
+as it did in ``vstain synth``.
 """
 
 from __future__ import annotations
