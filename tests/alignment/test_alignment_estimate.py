@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vstain.alignment.estimate import estimate_field, estimate_offset
+from vstain.alignment.estimate import _fast_length, estimate_field, estimate_offset
 from vstain.alignment.resample import to_brightfield_frame, to_fluorescence_frame, translate
 
 
@@ -45,6 +45,28 @@ def test_estimate_offset_recovers_a_known_subpixel_shift(d):
     found = estimate_offset(reference, _moved(reference, d))
     assert (found.dy, found.dx) == pytest.approx(d, abs=0.15)
     assert found.confidence == 1.0 and found.tiles == 4
+
+
+def test_fft_unfriendly_sides_are_cropped_to_fast_lengths():
+    # 2154 = 2·3·359 and 2554 = 2·1277 (a full 20x field): the largest lengths below them whose only
+    # prime factors are 2, 3, 5, 7, 11 are 2112 = 2⁶·3·11 and 2541 = 3·7·11².
+    assert (_fast_length(2154), _fast_length(2554)) == (2112, 2541)
+    assert (_fast_length(512), _fast_length(359), _fast_length(97)) == (512, 352, 96)
+
+
+@pytest.mark.parametrize("d", [(1.4, -3.2)])
+def test_estimate_offset_on_a_prime_sized_field_matches_the_shift(d, monkeypatch):
+    # 359 x 397 (both prime): the correlation runs on a centred 352 x 396 crop of both images, the
+    # 179-px tiles on 176 x 176 crops.
+    from scipy import fft
+
+    shapes, fft2 = set(), fft.fft2
+    monkeypatch.setattr(fft, "fft2", lambda a, **kw: shapes.add(a.shape) or fft2(a, **kw))
+    reference = _blobs((359, 397), seed=3)
+    found = estimate_offset(reference, _moved(reference, d))
+    assert shapes == {(352, 396), (176, 176)}
+    assert (found.dy, found.dx) == pytest.approx(d, abs=0.15)
+    assert found.confidence == 1.0
 
 
 def test_blank_stain_gives_low_confidence_not_a_wild_offset():
