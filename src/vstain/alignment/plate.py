@@ -25,7 +25,7 @@ from vstain.plate.index import Field
 from vstain.vocabulary import TARGETS
 
 #: The reference image :func:`align_fields` uses by default (measured: docs/alignment.md).
-DEFAULT_REFERENCE: Reference = "zstd"
+DEFAULT_REFERENCE: Reference = "prediction"
 
 
 @dataclass
