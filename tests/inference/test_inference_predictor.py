@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
 
 import vstain
-from conftest import TINY_TIRAMISU, bundle_metadata, write_plate
 from vstain.inference.bundle import BundleError, save_bundle
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.predictor import MANIFEST_NAME, UNCERTAINTY_DIR, to_uint16

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plate_files import make_plate
 
-from conftest import make_plate
 from vstain.errors import PlateError, VstainError
 from vstain.plate.cache import (
     MANIFEST,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from plate_files import make_plate
 
-from conftest import make_plate
 from vstain.cli import main
 from vstain.plate.cache import PlateCache
 from vstain.plate.index import index_plate

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from plate_files import PLATE_ID, field_files, make_plate
 
-from conftest import PLATE_ID, field_files, make_plate
 from vstain.errors import PlateError
 from vstain.plate.index import index_plate
 from vstain.plate.naming import ImageName, format_name

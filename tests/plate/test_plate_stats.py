@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from plate_files import make_plate
 
-from conftest import make_plate
 from vstain.errors import VstainError
 from vstain.plate.index import index_plate
 from vstain.plate.stats import (
