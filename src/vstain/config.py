@@ -275,6 +275,12 @@ class ValidationConfig(_Strict):
         description="fit the per-pixel linear regression on the training fields, score it on the validation fields "
         "and warn loudly if the exported model is worse (summary.json, bundle)",
     )
+    intensity_map: Literal["none", "quantiles"] = Field(
+        "none",
+        description="quantiles: map the exported model's output levels onto the real stain's intensity histogram, "
+        "fitted on the validation fields, stored in the bundle and applied by vstain predict (dim, unsure "
+        "predictions reach the pipelines' absolute thresholds; src/vstain/inference/intensity_map.py)",
+    )
 
 
 class TrainConfig(_Strict):

@@ -56,3 +56,25 @@ def test_help_shows_examples(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "example:" in capsys.readouterr().out
+
+
+def test_predict_command_applies_the_bundles_intensity_map_unless_told_not_to(tmp_path, tiny_tiramisu, capsys):
+    from vstain.inference.intensity_map import IntensityMap
+
+    plate = write_plate(tmp_path / "plate", fields=(1,), shape=(32, 48))
+    doubling = IntensityMap((0.0, 30000.0), (0.0, 60000.0)).to_dict()
+    save_bundle(tmp_path / "plain" / "lipids", tiny_tiramisu, bundle_metadata())
+    save_bundle(tmp_path / "mapped" / "lipids", tiny_tiramisu,
+                {**bundle_metadata(), "intensity_map": {"lipids": doubling}})
+    outputs = {}
+    for name, models, extra in (("plain", "plain", []), ("mapped", "mapped", []),
+                                ("raw", "mapped", ["--no-intensity-map"])):
+        assert main(["predict", "--models", str(tmp_path / models), "--input", str(plate), "--output",
+                     str(tmp_path / name), "--no-progress", *extra]) == 0
+        outputs[name] = read_tiff(next((tmp_path / name).glob("*C02.tif"))).astype(int)
+    np.testing.assert_array_equal(outputs["raw"], outputs["plain"])
+    assert np.abs(outputs["mapped"] - 2 * outputs["plain"]).max() <= 1  # rounding before vs after doubling
+    assert outputs["plain"].max() > 0
+    assert main(["predict", "--models", str(tmp_path / "mapped"), "--input", str(plate), "--output",
+                 str(tmp_path / "x"), "--no-intensity-map", "--calibration", str(tmp_path / "c.json")]) == 2
+    assert "--no-intensity-map cannot go with --calibration" in capsys.readouterr().err

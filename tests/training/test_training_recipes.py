@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -380,3 +381,33 @@ def test_ema_decay_is_refused_for_the_gan_recipe(tmp_path, random_plate):
     path = _config(tmp_path, random_plate, "gan", trainer__ema_decay=0.9)
     with pytest.raises(ConfigError, match="trainer.ema_decay"):
         load_config(path)
+
+
+def test_intensity_map_is_fitted_on_the_validation_fields_and_travels_in_the_bundle(tmp_path, random_plate):
+    from vstain.inference.bundle import load_model
+    from vstain.inference.intensity_map import IntensityMap
+    from vstain.inference.predictor import Predictor
+    from vstain.plate.index import index_plate
+
+    path = _config(tmp_path, random_plate, "regression", validation__intensity_map="quantiles")
+    bundle = fit(load_config(path), tmp_path / "run")
+    stored = load_model(bundle).metadata.intensity_map
+    assert set(stored) == {"lipids"} and stored["lipids"]["fields"] == 1  # holdout_fields: 1
+    mapping = IntensityMap.from_dict(stored["lipids"])
+    # Fitted on the validation field: its mapped raw prediction has the real stain's quantiles.
+    split = (tmp_path / "run" / "split.csv").read_text()
+    field = next(f for f in index_plate(random_plate).fields if f"{f.well},{f.field},validation" in split
+                 or f"{f.well},F{f.field:03d},validation" in split)
+    raw = Predictor([bundle], intensity_map=False).predict_variants(field.read_brightfield())["lipids"][0]
+    real = field.read_target("lipids").astype(float)
+    mapped = Predictor([bundle]).predict_field(field.read_brightfield())["lipids"]
+    np.testing.assert_array_equal(mapped, np.clip(np.rint(mapping(raw)), 0, 65535))
+    for q in (0.1, 0.5, 0.9):
+        assert np.quantile(mapped, q) == pytest.approx(np.quantile(real, q), abs=2.0)
+    assert not np.array_equal(mapped, raw)
+
+
+def test_intensity_map_setting_is_validated(tmp_path, random_plate):
+    path = _config(tmp_path, random_plate, "regression")
+    with pytest.raises(ConfigError, match=r"validation\.intensity_map"):
+        load_config(path, ["validation.intensity_map=histogram"])

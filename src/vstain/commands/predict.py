@@ -88,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="calibration.json from vstain calibrate: also write interval maps and intervals.csv")
     parser.add_argument("--alpha", type=float, metavar="A",
                         help="with --calibration: the level you expect it to have (refused if it differs)")
+    parser.add_argument("--no-intensity-map", action="store_true",
+                        help="write the networks' raw levels, ignoring the intensity maps bundles carry "
+                             "(validation.intensity_map in training)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_arguments(parser, what="fields on CPUs; 1 = in this process")
     parser.set_defaults(run=run)
@@ -99,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
     cluster = cluster_options(args) if args.workers > 1 or args.scheduler or args.cluster else None
     if args.calibration is not None:
+        if args.no_intensity_map:
+            raise VstainError("--no-intensity-map cannot go with --calibration: the intervals were calibrated on "
+                              "the bundles' mapped predictions")
         return _run_with_intervals(args, cluster is not None)
     if args.alpha is not None:
         raise VstainError("--alpha goes with --calibration (the level of the intervals)")
@@ -118,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         frame=args.frame,
         offsets=args.offsets,
+        intensity_map=not args.no_intensity_map,
     )
     manifest = predictor.predict_plate(
         args.input, args.output, magnification=args.magnification, overwrite=args.overwrite,

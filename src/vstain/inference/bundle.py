@@ -16,6 +16,8 @@ safetensors header metadata under the key ``"vstain"``, a JSON document:
     normalization     {"input": Normalizer dict, "targets": {target: Normalizer dict}}
     alignment         null, or the site offsets the targets were aligned with in training
                       {"magnification", "sites": {stain: {"F001": [dy, dx]}}} (docs/alignment.md)
+    intensity_map     null, or {target: {"predicted": [...], "target": [...], "fields": n}}: the
+                      quantile map fitted on the validation fields (src/vstain/inference/intensity_map.py)
     training          free-form summary of the training config
     validation        free-form validation scores
     vstain_version, created (UTC ISO time)
@@ -70,6 +72,7 @@ class BundleMetadata:
     input_planes: int = N_PLANES
     output_index: int | None = None
     alignment: dict[str, Any] | None = None
+    intensity_map: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     vstain_version: str = ""
@@ -142,6 +145,14 @@ class BundleMetadata:
                 alignment = SiteOffsets.from_dict(alignment, source=f"{source}: alignment").to_dict()
             except VstainError as exc:
                 raise BundleError(str(exc)) from None
+        intensity_map = data.get("intensity_map")
+        if intensity_map is not None:
+            from vstain.inference.intensity_map import IntensityMap
+
+            if not isinstance(intensity_map, Mapping) or any(t not in targets for t in intensity_map):
+                raise BundleError(f"{source}: 'intensity_map' must map some of the targets {list(targets)} to a map")
+            intensity_map = {t: IntensityMap.from_dict(m, source=f"{source}: intensity_map.{t}").to_dict()
+                             for t, m in intensity_map.items()}
         return cls(
             architecture=architecture["name"],
             arguments=dict(arguments),
@@ -152,6 +163,7 @@ class BundleMetadata:
             input_planes=planes,
             output_index=output_index,
             alignment=alignment,
+            intensity_map=intensity_map,
             training=dict(data.get("training") or {}),
             validation=dict(data.get("validation") or {}),
             vstain_version=str(data.get("vstain_version", "")),

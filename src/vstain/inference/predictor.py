@@ -75,7 +75,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -86,6 +86,7 @@ from vstain.errors import ConfigError, PlateError, VstainError
 from vstain.inference.bundle import BundleError, ModelBundle, find_bundles, load_model
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.engine import FieldEngine, StainNetworks
+from vstain.inference.intensity_map import IntensityMap
 from vstain.inference.tiler import MODES, Tiler
 from vstain.vocabulary import N_PLANES, TARGETS
 
@@ -136,6 +137,8 @@ class _StainGroup:
     input_normalizer: Any
     target_affine: dict[str, tuple[float, float]]
     engine: FieldEngine
+    #: targets whose bundle carries an intensity map (and the predictor applies it)
+    intensity_maps: dict[str, IntensityMap] = dataclass_field(default_factory=dict)
 
 
 class Predictor:
@@ -161,6 +164,9 @@ class Predictor:
         With ``tta=8``, also produce the per-pixel standard deviation over the transforms.
     batch_size
         Tiles per network call (tiled modes).
+    intensity_map
+        Apply the intensity maps bundles carry (``validation.intensity_map``, src/vstain/inference/intensity_map.py)
+        to each TTA variant before averaging; False gives the networks' raw levels.
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class Predictor:
         overlap: int | None = None,
         frame: str = "brightfield",
         offsets: str | os.PathLike[str] | None = None,
+        intensity_map: bool = True,
     ) -> None:
         if frame not in FRAMES:
             raise VstainError(f"unknown frame {frame!r}; choose one of {', '.join(FRAMES)}")
@@ -192,13 +199,15 @@ class Predictor:
         self.device = self._resolve_device(device, self.rank)
         self.mode = mode
         self.uncertainty = uncertainty
+        self.intensity_map = intensity_map
         self._engine_options = dict(
             precision=precision, channels_last=channels_last, compile=compile, tta=tta, batch_size=batch_size
         )
         self._tiler_options = dict(tile_size=tile_size, overlap=overlap)
         # Everything but the device and the bundles: what a Dask worker needs to build the same predictor.
         self._options: dict[str, Any] = dict(
-            mode=mode, uncertainty=uncertainty, tile_size=tile_size, overlap=overlap, **self._engine_options
+            mode=mode, uncertainty=uncertainty, tile_size=tile_size, overlap=overlap, intensity_map=intensity_map,
+            **self._engine_options
         )
         bundles = self._load(models)
         self.bundles = bundles
@@ -322,7 +331,12 @@ class Predictor:
             raise BundleError(
                 f"{bundles[0].name}: input normaliser has {channels} channels, expected {N_PLANES} planes"
             )
-        return _StainGroup(magnification, bundles, targets, input_normalizer, affine, engine)
+        maps = {}
+        if self.intensity_map:
+            for b in bundles:
+                for t, stored in (b.metadata.intensity_map or {}).items():
+                    maps[t] = IntensityMap.from_dict(stored, source=f"{b.name}: intensity_map.{t}")
+        return _StainGroup(magnification, bundles, targets, input_normalizer, affine, engine, maps)
 
     @property
     def magnifications(self) -> list[str]:
@@ -354,6 +368,8 @@ class Predictor:
                         "model": {"name": str(bundle.path or bundle.name), "sha256": bundle.content_hash()},
                         "settings": {"tiler": settings["tiler"], "precision": settings["precision"],
                                      "tta": settings["tta"],
+                                     **({"intensity_map": False} if not self.intensity_map
+                                        and bundle.metadata.intensity_map else {}),
                                      # only when not the default, so older outputs still match
                                      **({"frame": self.frame} if self.frame != "brightfield" else {})},
                     }
@@ -394,6 +410,15 @@ class Predictor:
         images: dict[str, np.ndarray] = {}
         spreads: dict[str, np.ndarray] = {}
         for tensor, group in zip(prepared, groups):
+            if group.intensity_maps:
+                # The map is not linear, so it applies to each TTA variant, and the image is the
+                # mean of the mapped variants (what predict_variants returns, averaged).
+                mapped = self._variants_in_counts(tensor, group)
+                for target, values in mapped.items():
+                    images[target] = to_uint16(torch.from_numpy(values.mean(axis=0)))
+                    if self.uncertainty:
+                        spreads[target] = to_uint16(torch.from_numpy(values.std(axis=0)))
+                continue
             mean, std = group.engine(tensor, spread=self.uncertainty)
             for channel, target in enumerate(group.targets):
                 span, low = group.target_affine[target]
@@ -454,11 +479,20 @@ class Predictor:
         groups = self._groups_for(magnification)
         out: dict[str, np.ndarray] = {}
         for tensor, group in zip(self._normalise(np.asarray(brightfield), groups), groups):
-            stack = group.engine.variants(tensor).double()
-            for channel, target in enumerate(group.targets):
-                span, low = group.target_affine[target]
-                out[target] = (stack[:, channel] * span + low).numpy()
+            out.update(self._variants_in_counts(tensor, group))
         return {t: out[t] for t in TARGETS if t in out}
+
+    @staticmethod
+    def _variants_in_counts(tensor: torch.Tensor, group: _StainGroup) -> dict[str, np.ndarray]:
+        """``{target: float64 (T, H, W)}``: each TTA variant in counts, through the target's intensity map if any."""
+        stack = group.engine.variants(tensor).double()
+        out = {}
+        for channel, target in enumerate(group.targets):
+            span, low = group.target_affine[target]
+            values = (stack[:, channel] * span + low).numpy()
+            mapping = group.intensity_maps.get(target)
+            out[target] = mapping(values) if mapping is not None else values
+        return out
 
     # ------------------------------------------------------------------ a plate
     def descriptions(self, magnification: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import lightning as L
 import numpy as np
@@ -15,6 +15,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from vstain.plate.index import field_identity
 from vstain.vocabulary import TRAIN, VALIDATION
+
+if TYPE_CHECKING:
+    from vstain.inference.intensity_map import IntensityMap
 
 
 class ValidationPanels(Callback):
@@ -102,10 +105,7 @@ class BundleExport(Callback):
 
         cfg = module.cfg
         arguments = {**model_arguments(cfg.model.name), **cfg.model.args}
-        save_bundle(
-            self.path,
-            network,
-            {
+        metadata = {
                 "architecture": cfg.model.name,
                 "arguments": arguments,
                 "targets": list(module.targets),
@@ -119,8 +119,50 @@ class BundleExport(Callback):
                                         VALIDATION: [field_identity(f) for f in self.datamodule.val_fields]}},
                 "validation": validation,
                 "alignment": self.datamodule.alignment,
-            },
-        )
+        }
+        save_bundle(self.path, network, metadata)
+        if cfg.validation.intensity_map == "quantiles":
+            limit = cfg.trainer.limit_val_fields
+            fields = self.datamodule.val_fields[: limit or None]
+            if not fields:
+                warnings.warn("validation.intensity_map: no validation fields to fit it on; the bundle has none",
+                              stacklevel=2)
+                return
+            maps = fit_intensity_maps(self.path, fields, device=str(module.device), mode=cfg.validation.mode)
+            save_bundle(self.path, network, {**metadata, "intensity_map": {t: m.to_dict() for t, m in maps.items()}})
+            for target, mapping in maps.items():
+                print(f"[{cfg.name}] intensity map ({target}, {mapping.fields} validation fields): predicted "
+                      f"99.9th percentile {mapping.predicted[-2]:.0f} -> real {mapping.target[-2]:.0f} counts, "
+                      f"median {mapping.predicted[len(mapping.predicted) // 2]:.0f} -> "
+                      f"{mapping.target[len(mapping.target) // 2]:.0f}", flush=True)
+
+
+def fit_intensity_maps(bundle: Path, fields: Sequence[Any], *, device: str = "cpu",
+                       mode: str = "whole") -> dict[str, IntensityMap]:
+    """Quantile maps of a bundle's predictions onto the real stains of ``fields`` (one per target).
+
+    Parameters
+    ----------
+    bundle
+        The exported model (without a map yet: its raw levels are what is mapped).
+    fields
+        Validation fields (:class:`vstain.plate.index.Field`) with brightfield and the bundle's targets.
+    device, mode
+        Where and how the fields are predicted (``vstain predict``'s device and tiling).
+    """
+    from vstain.inference.intensity_map import IntensityMap
+    from vstain.inference.predictor import Predictor
+
+    predictor = Predictor([bundle], device=device, mode=mode, intensity_map=False)
+    predicted: dict[str, list[np.ndarray]] = {}
+    real: dict[str, list[np.ndarray]] = {}
+    for field in fields:
+        # The unrounded levels: the map is applied to those (vstain predict maps before rounding).
+        variants = predictor.predict_variants(field.read_brightfield())
+        for target, stack in variants.items():
+            predicted.setdefault(target, []).append(stack.mean(axis=0))
+            real.setdefault(target, []).append(field.read_target(target))
+    return {target: IntensityMap.fit(predicted[target], real[target]) for target in predicted}
 
 
 def _copy_with(network: torch.nn.Module, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
