@@ -5,7 +5,10 @@ The graph takes ``brightfield`` (B, 7, H, W) normalised float32 and returns ``im
 axes, but H and W must be multiples of the network's size multiple (16 for the reference
 networks): the networks pad internally otherwise, and the traced graph keeps no padding. The
 bundle's metadata (targets, normalisers, ...) is copied into the ONNX ``metadata_props`` under
-``vstain``, so the file stays self-describing.
+``vstain``, so the file stays self-describing. The graph ends at the network's output: a consumer
+de-normalises it with ``normalization.targets`` and, where the metadata has an ``intensity_map``,
+maps the counts through it (piecewise linear, src/vstain/inference/intensity_map.py) as
+``vstain predict`` does.
 
 The TorchScript-based exporter is used (opset 17): on the reference Tiramisu it exports in
 about a second, where the ``torch.export`` (dynamo) exporter takes 20+ s for the same graph.
