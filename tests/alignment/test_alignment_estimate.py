@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vstain.alignment.estimate import _fast_length, estimate_field, estimate_offset
+from vstain.alignment.estimate import _bin2, _fast_length, estimate_field, estimate_offset
 from vstain.alignment.resample import to_brightfield_frame, to_fluorescence_frame, translate
 
 
@@ -45,6 +45,12 @@ def test_estimate_offset_recovers_a_known_subpixel_shift(d):
     found = estimate_offset(reference, _moved(reference, d))
     assert (found.dy, found.dx) == pytest.approx(d, abs=0.15)
     assert found.confidence == 1.0 and found.tiles == 4
+
+
+def test_bin2_averages_2x2_blocks_and_drops_the_odd_edge():
+    image = np.array([[1, 3, 5, 7, 9], [1, 3, 5, 7, 9], [0, 4, 8, 0, 1]], dtype=np.uint16)
+    np.testing.assert_array_equal(_bin2(image), [[2.0, 6.0]])  # (1+3+1+3)/4, (5+7+5+7)/4
+    assert _bin2(np.full((2, 2), 65535, np.uint16))[0, 0] == 65535  # no integer overflow
 
 
 def test_fft_unfriendly_sides_are_cropped_to_fast_lengths():
