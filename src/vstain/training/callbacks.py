@@ -106,19 +106,19 @@ class BundleExport(Callback):
         cfg = module.cfg
         arguments = {**model_arguments(cfg.model.name), **cfg.model.args}
         metadata = {
-                "architecture": cfg.model.name,
-                "arguments": arguments,
-                "targets": list(module.targets),
-                "magnification": cfg.data.magnification,
-                "normalization": self.datamodule.normalization,
-                "output_index": module.output_index(),
-                "training": {"name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed,
-                             "epochs": trainer.current_epoch, "steps": trainer.global_step,
-                             # which fields the network saw: vstain calibrate refuses to calibrate on them
-                             "fields": {TRAIN: [field_identity(f) for f in self.datamodule.train_fields],
-                                        VALIDATION: [field_identity(f) for f in self.datamodule.val_fields]}},
-                "validation": validation,
-                "alignment": self.datamodule.alignment,
+            "architecture": cfg.model.name,
+            "arguments": arguments,
+            "targets": list(module.targets),
+            "magnification": cfg.data.magnification,
+            "normalization": self.datamodule.normalization,
+            "output_index": module.output_index(),
+            "training": {"name": cfg.name, "recipe": cfg.recipe, "seed": cfg.seed,
+                         "epochs": trainer.current_epoch, "steps": trainer.global_step,
+                         # which fields the network saw: vstain calibrate refuses to calibrate on them
+                         "fields": {TRAIN: [field_identity(f) for f in self.datamodule.train_fields],
+                                    VALIDATION: [field_identity(f) for f in self.datamodule.val_fields]}},
+            "validation": validation,
+            "alignment": self.datamodule.alignment,
         }
         save_bundle(self.path, network, metadata)
         if cfg.validation.intensity_map == "quantiles":
