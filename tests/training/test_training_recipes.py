@@ -395,9 +395,8 @@ def test_intensity_map_is_fitted_on_the_validation_fields_and_travels_in_the_bun
     assert set(stored) == {"lipids"} and stored["lipids"]["fields"] == 1  # holdout_fields: 1
     mapping = IntensityMap.from_dict(stored["lipids"])
     # Fitted on the validation field: its mapped raw prediction has the real stain's quantiles.
-    split = (tmp_path / "run" / "split.csv").read_text()
-    field = next(f for f in index_plate(random_plate).fields if f"{f.well},{f.field},validation" in split
-                 or f"{f.well},F{f.field:03d},validation" in split)
+    split = (tmp_path / "run" / "split.csv").read_text()  # rows: magnification,well,field,subset
+    field = next(f for f in index_plate(random_plate).fields if f"{f.well},{f.field},validation" in split)
     raw = Predictor([bundle], intensity_map=False).predict_variants(field.read_brightfield())["lipids"][0]
     real = field.read_target("lipids").astype(float)
     mapped = Predictor([bundle]).predict_field(field.read_brightfield())["lipids"]

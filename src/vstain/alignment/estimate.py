@@ -265,19 +265,15 @@ def _bin2(array: np.ndarray) -> np.ndarray:
     return total
 
 
-def coarse_offset(features: np.ndarray, stain: np.ndarray, *, radius: int) -> tuple[tuple[int, int], float]:
-    """Integer offset (within ``radius``) at which a linear combination of ``features`` best explains ``stain``.
+class _CoarseSearch:
+    """Integer offset (within ``radius``) at which a linear combination of ``features`` best explains a stain.
 
     For every shift ``s`` the least-squares fit of ``stain(p - s)`` on the features ``F(p)`` explains
     ``R²(s) = c(s)ᵀ S⁻¹ c(s) / |stain|²`` of the stain's variance, where ``c_k(s)`` is the
     cross-correlation of feature ``k`` with the stain (one FFT each) and ``S`` the features' Gram
-    matrix. Returns the best shift and its ``R²``.
+    matrix. The features' spectra and Gram matrix are computed once per field, for all its stains;
+    :meth:`offset` returns the best shift and its ``R²``.
     """
-    return _CoarseSearch(features, radius).offset(stain)
-
-
-class _CoarseSearch:
-    """:func:`coarse_offset` for several stains of one field: the features' spectra and Gram matrix once."""
 
     def __init__(self, features: np.ndarray, radius: int) -> None:
         from scipy import fft
