@@ -47,6 +47,11 @@ SplitSubset = Literal["train", "validation", "test", "calibration"]
 SPLIT_SUBSETS: Final[tuple[str, ...]] = get_args(SplitSubset)
 TRAIN, VALIDATION, TEST, CALIBRATION = SPLIT_SUBSETS
 
+#: Whose stain-to-brightfield offset a field uses (``vstain align --per``, docs/alignment.md): its
+#: own confident estimate, or the consensus of its site (the same field number in every well).
+OffsetsPer = Literal["field", "site"]
+OFFSETS_PER: Final[tuple[str, ...]] = get_args(OffsetsPer)
+
 #: Object-plane pixel size in micrometres (CV7000 with a 2x binned sCMOS camera).
 PIXEL_SIZE_UM: Final[dict[str, float]] = {"20x": 0.325, "40x": 0.1625, "60x": 0.108}
 #: Full field size (rows, columns) of the challenge's images.

@@ -115,3 +115,23 @@ def test_align_command_recovers_known_40x_lipid_offsets(tmp_path):
         dy, dx = truth[("40x", r.well, r.field, "lipids")]
         assert r.source == "measured" and max(abs(dy), abs(dx)) > 2.0
         assert (r.dy_px, r.dx_px) == pytest.approx((dy, dx), abs=0.3), (r.well, r.field)
+
+
+def test_align_command_per_site_gives_the_wells_of_a_site_one_offset(tmp_path):
+    # Two wells of one site: with --per site both take the median of their confident estimates,
+    # which is still within 0.3 px of the site's true offset (the same in every well: the optics').
+    from vstain.bench.alignment import true_offsets
+    from vstain.synth.plate import generate_plate
+
+    plate = tmp_path / "plate"
+    generate_plate(plate, magnification="40x", wells=2, fields=1, seed=3, size=(384, 384), max_shift_px=6.0)
+    out = tmp_path / "offsets.csv"
+    assert main(["align", str(plate), "--out", str(out), "--quiet", "--no-plot", "--stains", "lipids",
+                 "--per", "site"]) == 0
+    truth = true_offsets(plate)
+    rows = OffsetTable.load(out).rows
+    assert len(rows) == 2 and {r.source for r in rows} == {"site consensus"}
+    assert rows[0].offset == rows[1].offset
+    assert len({(r.measured_dy_px, r.measured_dx_px) for r in rows}) == 2  # each field's own estimate is kept
+    for r in rows:
+        assert r.offset == pytest.approx(truth[("40x", r.well, r.field, "lipids")], abs=0.3), r.well

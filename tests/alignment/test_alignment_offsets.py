@@ -34,6 +34,24 @@ def test_resolve_uses_measured_then_site_then_field_consensus():
     assert table.site_offsets()[("20x", "lipids", 1)] == (2.0, 3.0)
 
 
+def test_resolve_per_site_gives_every_field_its_site_consensus():
+    table = resolve(_measured(), per="site")
+    by = {(r.well, r.stain): r for r in table.rows}
+    # both lipids wells were confident, (1, 2) and (3, 4): all three wells use their median (2, 3)
+    for well in ("B02", "B03", "B04"):
+        assert by[(well, "lipids")].source == "site consensus" and by[(well, "lipids")].offset == (2.0, 3.0)
+    assert by[("B02", "lipids")].measured_dy_px == 1.0 and by[("B02", "lipids")].confidence == 0.9
+    # cytoplasm: one confident well is its own site consensus; nuclei: no confident well, fallbacks as before
+    assert by[("B02", "cytoplasm")].source == "site consensus" and by[("B02", "cytoplasm")].offset == (1.0, 2.0)
+    assert by[("B02", "nuclei")].source == "field consensus" and by[("B02", "nuclei")].offset == (1.0, 2.0)
+    # warnings name only the fields whose own estimate was not confident
+    lines = low_confidence_warnings(table)
+    assert [line.split(":")[0] for line in lines] == ["20x nuclei", "20x lipids"]
+    assert "B04 F001" in lines[1] and "B02 F001" not in lines[1]
+    with pytest.raises(AlignmentError, match="per='well'"):
+        resolve(_measured(), per="well")  # type: ignore[arg-type]
+
+
 def test_blank_stain_everywhere_gives_zero_and_a_warning_naming_fields():
     table = resolve({("40x", "C05", 3, "nuclei"): (5.0, 5.0, 0.0), ("40x", "C06", 3, "nuclei"): (-4.0, 1.0, 0.1)})
     assert [r.offset for r in table.rows] == [(0.0, 0.0), (0.0, 0.0)]

@@ -19,6 +19,11 @@ A CSV (``vstain align --out offsets.csv``) with the columns :data:`COLUMNS`:
   - ``stain consensus``: neither; the median of this stain over the sites;
   - ``none``: no field of this stain was confident (blank stain): offset 0.
 
+With ``per="site"`` (``vstain align --per site``) every field of a site takes the site consensus,
+its own confident estimate included, and the fallbacks apply only where no well of the site was
+confident: the offset is a property of the optics, so where the plate has several wells their
+median is a steadier estimate than any one field's (docs/alignment.md, "Per site").
+
 The *site offsets* (:meth:`OffsetTable.site_offsets`) are what travels in a model bundle and
 what ``vstain predict --frame fluorescence`` applies to another plate's fields.
 """
@@ -38,7 +43,7 @@ import numpy as np
 
 from vstain.atomic import write_text_atomic
 from vstain.errors import AlignmentError, ConfigNotFound
-from vstain.vocabulary import MAGNIFICATIONS, TARGETS
+from vstain.vocabulary import MAGNIFICATIONS, OFFSETS_PER, TARGETS, OffsetsPer
 
 COLUMNS: tuple[str, ...] = (
     "magnification", "well", "field", "stain", "dy_px", "dx_px", "confidence", "source",
@@ -89,7 +94,7 @@ def _median(pairs: Iterable[tuple[float, float]]) -> tuple[float, float] | None:
 
 def resolve(
     measured: Mapping[tuple[str, str, int, str], tuple[float, float, float]],
-    *, min_confidence: float = MIN_CONFIDENCE,
+    *, min_confidence: float = MIN_CONFIDENCE, per: OffsetsPer = "field",
 ) -> "OffsetTable":
     """Build the table from per-field estimates, with the site and stain consensus as fallbacks.
 
@@ -99,7 +104,12 @@ def resolve(
         ``(magnification, well, field, stain) -> (dy, dx, confidence)``.
     min_confidence
         Estimates below this confidence are replaced by the consensus.
+    per
+        ``field``: a confident field keeps its own estimate; ``site``: every field of a site with
+        a confident well takes the site consensus (the median over its confident wells).
     """
+    if per not in OFFSETS_PER:
+        raise AlignmentError(f"per={per!r}: expected one of {', '.join(OFFSETS_PER)}")
     confident: dict[SiteKey, list[tuple[float, float]]] = {}
     for (mag, _, number, stain), (dy, dx, confidence) in measured.items():
         if confidence >= min_confidence:
@@ -117,7 +127,7 @@ def resolve(
             by_site.setdefault((mag, number), []).append((dy, dx))
     rows = []
     for (mag, well, number, stain), (dy, dx, confidence) in measured.items():
-        if confidence >= min_confidence:
+        if confidence >= min_confidence and per == "field":
             used, source = (dy, dx), MEASURED
         elif (mag, stain, number) in site:
             used, source = site[(mag, stain, number)], SITE
@@ -152,9 +162,6 @@ class OffsetTable:
     def stains(self) -> list[str]:
         return sorted({r.stain for r in self.rows}, key=TARGETS.index)
 
-    def low_confidence(self) -> list[OffsetRow]:
-        """Rows whose offset is not the field's own measurement."""
-        return [r for r in self.rows if r.source != MEASURED]
 
     def site_offsets(self) -> dict[SiteKey, tuple[float, float]]:
         """One offset per site and stain: the median over wells of the offsets in use."""

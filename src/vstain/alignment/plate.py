@@ -22,7 +22,7 @@ import numpy as np
 from vstain.alignment.estimate import Reference, estimate_field, estimate_offset
 from vstain.alignment.offsets import MIN_CONFIDENCE, OffsetTable, resolve
 from vstain.plate.index import Field
-from vstain.vocabulary import TARGETS
+from vstain.vocabulary import TARGETS, OffsetsPer
 
 #: The reference image :func:`align_fields` uses by default (measured: docs/alignment.md).
 DEFAULT_REFERENCE: Reference = "prediction"
@@ -37,13 +37,13 @@ class Alignment:
     seconds: list[float] = dataclass_field(default_factory=list)
 
 
-def low_confidence_warnings(table: OffsetTable) -> list[str]:
-    """One line per magnification and stain with fields whose own estimate was not used, naming them."""
+def low_confidence_warnings(table: OffsetTable, min_confidence: float = MIN_CONFIDENCE) -> list[str]:
+    """One line per magnification and stain with fields whose own estimate was not confident, naming them."""
     lines = []
     for mag in table.magnifications:
         for stain in table.stains:
             rows = [r for r in table.rows if r.magnification == mag and r.stain == stain]
-            weak = [r for r in rows if r.source != "measured"]
+            weak = [r for r in rows if not r.confidence >= min_confidence]
             if not weak:
                 continue
             names = ", ".join(f"{r.well} F{r.field:03d}" for r in weak[:8]) + (" ..." if len(weak) > 8 else "")
@@ -62,6 +62,7 @@ def align_fields(
     min_confidence: float = MIN_CONFIDENCE,
     progress: Callable[[str], None] | None = None,
     predict: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None,
+    per: OffsetsPer = "field",
 ) -> Alignment:
     """Estimate the offset of each stain of each field against its brightfield, then resolve per site.
 
@@ -82,6 +83,9 @@ def align_fields(
         frame (e.g. :meth:`vstain.inference.predictor.Predictor.predict_field` of bundles trained
         with alignment). The stains it returns are registered against it; the others against
         ``reference``.
+    per
+        ``field``: confident fields keep their own estimate; ``site``: every field takes its site's
+        consensus (:func:`vstain.alignment.offsets.resolve`).
 
     Returns
     -------
@@ -110,5 +114,5 @@ def align_fields(
         if progress is not None:
             progress(f"{f.label}: " + ", ".join(
                 f"{s} ({o.dy:+.2f}, {o.dx:+.2f}) conf {o.confidence:.2f}" for s, o in offsets.items()))
-    table = resolve(measured, min_confidence=min_confidence)
-    return Alignment(table, low_confidence_warnings(table), seconds)
+    table = resolve(measured, min_confidence=min_confidence, per=per)
+    return Alignment(table, low_confidence_warnings(table, min_confidence), seconds)

@@ -8,24 +8,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vstain.alignment.offsets import MEASURED, OffsetTable
+from vstain.alignment.offsets import MIN_CONFIDENCE, OffsetRow, OffsetTable
 from vstain.atomic import atomic_path
+
+
+def _confident(row: OffsetRow) -> bool:
+    return row.confidence >= MIN_CONFIDENCE
 
 
 def site_summary(table: OffsetTable) -> pd.DataFrame:
     """One row per magnification, stain and site: the site offset, the spread over wells, fields measured.
 
     Columns: ``magnification, stain, field, dy_px, dx_px, spread_px`` (largest distance of a
-    measured well from the site offset), ``measured`` (wells whose own estimate was used, of
-    ``wells``) and ``confidence`` (median).
+    confident well's own estimate from the site offset), ``measured`` (wells whose own estimate was
+    confident, of ``wells``) and ``confidence`` (median).
     """
     sites = table.site_offsets()
     rows = []
     for key, (dy, dx) in sites.items():
         mag, stain, number = key
         members = [r for r in table.rows if r.site == key]
-        measured = [r for r in members if r.source == MEASURED]
-        spread = max((float(np.hypot(r.dy_px - dy, r.dx_px - dx)) for r in measured), default=float("nan"))
+        measured = [r for r in members if _confident(r)]
+        spread = max((float(np.hypot(r.measured_dy_px - dy, r.measured_dx_px - dx)) for r in measured),
+                     default=float("nan"))
         rows.append({"magnification": mag, "stain": stain, "field": f"F{number:03d}", "dy_px": round(dy, 2),
                      "dx_px": round(dx, 2), "spread_px": round(spread, 2),
                      "measured": f"{len(measured)}/{len(members)}",
@@ -37,9 +42,9 @@ def site_summary(table: OffsetTable) -> pd.DataFrame:
 def plot_offsets(table: OffsetTable, path: str | os.PathLike[str]) -> Path:
     """PNG of dy and dx against the site (field number), one panel per magnification and axis.
 
-    Each well's offset is a dot (hollow where it fell back on a consensus), each stain's site
-    offset a line: a smooth curve shared by the wells is the optics; a dot off it is a field
-    whose estimate was unreliable.
+    Each well's own estimate is a dot where it was confident; where it was not, the offset it uses
+    is a hollow dot. Each stain's site offset is a line: a smooth curve shared by the wells is the
+    optics; a dot off it is a field whose estimate was unreliable.
     """
     import matplotlib
 
@@ -61,9 +66,9 @@ def plot_offsets(table: OffsetTable, path: str | os.PathLike[str]) -> Path:
                 keys = sorted(k for k in sites if k[0] == mag and k[1] == stain)
                 ax.plot([k[2] for k in keys], [sites[k][index] for k in keys], "-", color=colour, label=stain)
                 for r in rows:
-                    value = r.dy_px if index == 0 else r.dx_px
-                    ax.plot(r.field, value, "o", color=colour, markersize=4,
-                            markerfacecolor=colour if r.source == MEASURED else "none")
+                    own = _confident(r)
+                    value = (r.measured_dy_px, r.measured_dx_px)[index] if own else r.offset[index]
+                    ax.plot(r.field, value, "o", color=colour, markersize=4, markerfacecolor=colour if own else "none")
             ax.set_title(f"{mag}: {axis_name} (px)")
             ax.set_xlabel("site (field number)")
             ax.grid(alpha=0.3)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vstain.vocabulary import MAGNIFICATIONS, TARGETS
+from vstain.vocabulary import MAGNIFICATIONS, OFFSETS_PER, TARGETS
 
 EXAMPLE = """\
 examples:
   vstain align data/plate --out offsets.csv                  # also writes offsets.png (offset vs site)
   vstain align data/plate --out offsets.csv --magnification 20x --stains lipids cytoplasm
   vstain align data/plate --out offsets.csv --model runs/nuclei/model.safetensors   # nuclei against a model
+  vstain align data/plate --out offsets.csv --per site       # every field takes its site's consensus
 
 One row per field and stain: magnification, well, field, stain, dy_px, dx_px, confidence, source,
 measured_dy_px, measured_dx_px. Sign convention: a structure at brightfield pixel (y, x) is at stain
 pixel (y - dy, x - dx). source says where dy_px, dx_px come from: measured (the field's own estimate,
 confidence >= 0.5), site consensus (median over the wells at that field number), field consensus
 (the field's other stains), stain consensus, or none (0). Prints a summary per site and warns, naming
-the fields, where estimates were not confident (e.g. a blank stain). See docs/alignment.md.
+the fields, where estimates were not confident (e.g. a blank stain). With --per site every field
+takes the median of the confident wells at its site (source: site consensus), its own estimate
+included: the offset is a property of the optics, and on a plate with several wells the median is
+steadier than one field's estimate. See docs/alignment.md.
 """
 
 
@@ -41,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="register the stains these bundles predict against their prediction (bundles "
                              "trained with data.alignment auto or FILE, so they predict in the brightfield frame); "
                              "only fields of their magnification")
+    parser.add_argument("--per", choices=OFFSETS_PER, default="field",
+                        help="field (default): a confident field keeps its own estimate; site: every field takes "
+                             "its site's consensus over the wells")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG next to the CSV")
     parser.add_argument("--quiet", action="store_true", help="no line per field")
     parser.set_defaults(run=run)
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise PlateError(f"{index.root}: no {magnification + ' ' if magnification else ''}field with brightfield "
                          "and a stain to align")
     alignment = align_fields(fields, stains=args.stains, progress=None if args.quiet else print,
-                             predict=predictor.predict_field if predictor is not None else None)
+                             predict=predictor.predict_field if predictor is not None else None, per=args.per)
     alignment.table.save(out)
     summary = site_summary(alignment.table)
     print(summary.to_string(index=False))
