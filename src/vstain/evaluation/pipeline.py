@@ -16,7 +16,6 @@ through Bio-Formats) or float64 with ``semantics="cp5"``.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ from vstain.evaluation.objects import PrimaryObjects, filter_by_limits, identify
 from vstain.evaluation.secondary import propagate_cells
 from vstain.evaluation.settings import CellSettings, PipelineSettings, pipeline_settings
 from vstain.evaluation.threshold import Semantics
+from vstain.plate.jobs import usable_cpus
 
 #: Object sets whose aggregates are exported, and the images measured in each (CP names).
 EXPORTED_INTENSITIES: dict[str, tuple[str, ...]] = {
@@ -55,14 +55,6 @@ class FieldMeasurements:
     objects: dict[str, pd.DataFrame] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a SLURM allocation)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def default_threads() -> int:
