@@ -33,3 +33,24 @@ def test_targets_by_hand():
 def test_alignment_bench_runs_alone(capsys):
     assert main(["bench", "alignment", "inference", "--out", "x"]) == 2
     assert "runs alone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "inference", "--max-shift", "8"], "--max-shift is for `vstain bench alignment` alone"),
+    (["bench", "alignment", "--max-shift", "0"], "--max-shift 0: expected a cap above 0"),
+])
+def test_max_shift_is_refused_where_it_would_do_nothing(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_alignment_bench_refuses_a_folder_made_with_another_shift(tmp_path):
+    from vstain.bench.alignment import run_alignment_training
+    from vstain.errors import VstainError
+
+    plate = tmp_path / "misaligned" / "plate"
+    plate.mkdir(parents=True)
+    (plate / "plate.json").write_text('{"max_shift_px": 6.0}')
+    (tmp_path / "misaligned" / "split.csv").write_text("")
+    with pytest.raises(VstainError, match="made with --max-shift 6, not 8"):
+        run_alignment_training(tmp_path, max_shift_px=8.0, smoke=True, log=lambda line: None)

@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="quality: fields of the instrument's size and the CPU recipe as shipped (~1 h a variant "
                            "on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="quality: seed of plates, splits and training (default 0)")
+    parser.add_argument("--max-shift", type=float, metavar="PX",
+                        help="alignment: per-axis cap of the misaligned plate's shifts (default 8: shifts of about "
+                             "3.5-7 px)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 is steadier on a busy machine)")
     parser.set_defaults(run=run)
@@ -99,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     field = _field_size(args.field)
     named = [args.sections] if isinstance(args.sections, str) else list(args.sections)
+    if args.max_shift is not None and named != ["alignment"]:
+        raise VstainError("--max-shift is for `vstain bench alignment` alone (the misaligned plate's shifts)")
+    if args.max_shift is not None:
+        from vstain.synth.parameters import MAX_SHIFT_PX
+
+        if not 0 < args.max_shift <= MAX_SHIFT_PX:
+            raise VstainError(f"--max-shift {args.max_shift:g}: expected a cap above 0 and at most {MAX_SHIFT_PX:g} px")
     if "quality" in named:
         return _quality(args, named)
     if "uncertainty" in named:
@@ -160,7 +170,9 @@ def _alignment(args: argparse.Namespace, named: list[str]) -> int:
 
     _check_alone(args, named, "alignment")
     out = Path(args.out or "bench-alignment")
-    summary = run_alignment_training(out, seed=args.seed, smoke=args.smoke, log=lambda line: print(line, flush=True))
+    shift = {} if args.max_shift is None else {"max_shift_px": args.max_shift}
+    summary = run_alignment_training(out, seed=args.seed, smoke=args.smoke, log=lambda line: print(line, flush=True),
+                                     **shift)
     errors, _ = alignment_errors(out / "misaligned" / "plate")
     errors.to_csv(out / "errors.csv", index=False)
     print()
