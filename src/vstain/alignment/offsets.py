@@ -162,7 +162,6 @@ class OffsetTable:
     def stains(self) -> list[str]:
         return sorted({r.stain for r in self.rows}, key=TARGETS.index)
 
-
     def site_offsets(self) -> dict[SiteKey, tuple[float, float]]:
         """One offset per site and stain: the median over wells of the offsets in use."""
         grouped: dict[SiteKey, list[tuple[float, float]]] = {}
