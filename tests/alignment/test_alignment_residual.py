@@ -29,6 +29,7 @@ def test_residual_offset_of_a_shifted_truth_is_measured_and_warned(tmp_path):
     assert np.allclose(table["dy_px"], 2.0, atol=0.15) and np.allclose(table["dx_px"], -1.5, atol=0.15)
     lines = residual_warnings(table)
     assert len(lines) == 3 and lines[1].startswith("20x lipids: predictions and real stains are 2.5 px apart")
+    assert "(median over 1 confident of 1 fields" in lines[1]
     assert residual_warnings(table.assign(dy_px=0.1, dx_px=0.0)) == []
 
 
@@ -62,3 +63,26 @@ def test_evaluate_puts_the_residuals_into_the_report(tmp_path):
     report = (tmp_path / "eval" / "report.html").read_text()
     assert "Residual offsets" in report and "the plate looks misaligned" in report
     assert (tmp_path / "eval" / "residual_offsets.csv").is_file()
+
+
+def test_unconfident_residuals_never_make_a_plate_look_misaligned():
+    # An aligned 60x plate of 1024² fields gave residuals like these: confident ones near 0, and
+    # wild ones (up to 7.8 px) where a field had too few cells to tell. Only the confident count.
+    import pandas as pd
+
+    from vstain.alignment.residual import residual_section, residual_summary
+
+    table = pd.DataFrame({"magnification": ["60x"] * 6, "well": ["B04"] * 6, "field": [1, 2, 3, 1, 2, 3],
+                          "stain": ["lipids"] * 3 + ["cytoplasm"] * 3,
+                          "dy_px": [0.4, -0.3, 3.0, -1.6, -7.8, -1.3], "dx_px": [0.3, 0.2, 2.0, 0.5, 0.3, 3.9],
+                          "confidence": [0.5, 0.75, 0.25, 0.0, 0.0, 0.25]})
+    assert residual_warnings(table) == []
+    summary = residual_summary(table).set_index("stain")
+    assert summary.loc["lipids", "confident"] == 2 and summary.loc["lipids", "median_px"] == 0.43
+    assert summary.loc["lipids", "max_px"] == 0.5 and summary.loc["cytoplasm", "confident"] == 0
+    assert np.isnan(summary.loc["cytoplasm", "median_px"])
+    section = residual_section(table).render()
+    assert "looks misaligned" not in section and "No confident residual for 60x cytoplasm" in section
+    shifted = table.assign(dy_px=table["dy_px"] + 3.0)  # the confident lipids now 3 px off: warned
+    (line,) = residual_warnings(shifted)
+    assert line.startswith("60x lipids:") and "median over 2 confident of 3 fields" in line
