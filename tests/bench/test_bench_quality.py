@@ -9,7 +9,7 @@ import pytest
 
 from vstain.bench.quality import VARIANTS, check_targets, quality_csv, quality_markdown
 from vstain.cli import main
-from vstain.vocabulary import MAGNIFICATIONS
+from vstain.vocabulary import MAGNIFICATIONS, TARGETS
 
 
 def test_variants_cover_every_magnification_and_hold_some_back():
@@ -123,3 +123,27 @@ def test_full_size_budget_is_the_shipped_recipe_on_real_fields(tmp_path, monkeyp
     assert main(["bench", "quality", "--full-size", "--variants", "random-20x", "--out", str(tmp_path)]) == 2
     assert chosen == {"variants": ["random-20x"], "budget": "full"}
 
+
+
+@pytest.mark.slow
+def test_alignment_auto_trains_on_offsets_scores_in_the_stains_frame_and_refuses_mixing(tmp_path, capsys):
+    out = tmp_path / "bq"
+    # random-20x draws a stain-to-brightfield shift, as on the instrument
+    args = ["bench", "quality", "--smoke", "--variants", "random-20x", "--out", str(out)]
+    assert main([*args, "--alignment", "auto"]) == 0
+    summary = json.loads((out / "quality.json").read_text())
+    assert summary["alignment"] == "auto" and summary["variants"][0]["alignment"] == "auto"
+    for stain in TARGETS:  # every run estimated offsets on its training fields and kept them
+        offsets = (out / "random-20x" / "runs" / stain / "offsets.csv").read_text()
+        assert "dy_px" in offsets
+    assert "data.alignment: auto" in (out / "quality.md").read_text()
+    capsys.readouterr()
+    # The folder's models were trained with auto: a rerun with none must not reuse them silently.
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "random-20x" in err and "alignment auto" in err
+
+
+def test_alignment_is_a_quality_option(capsys):
+    assert main(["bench", "training", "--alignment", "auto"]) == 2
+    assert "--alignment is for `vstain bench quality`" in capsys.readouterr().err

@@ -66,6 +66,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("random-60x", "60x", randomize=6001),
 )
 
+#: ``data.alignment`` settings the benchmark can train with (a file of offsets is plate-specific).
+ALIGNMENTS: tuple[str, ...] = ("none", "auto")
+
 _COMMON = ("trainer.progress_bar=false", "trainer.log_every_n_steps=1000", "data.num_workers=0")
 
 
@@ -106,8 +109,12 @@ def _variant_split(fields: Sequence[Any], *, wells: Sequence[str]) -> dict[tuple
 
 
 def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
-                log: Callable[[str], None]) -> dict[str, Any]:
-    """Synthesise, train, predict and score one variant; returns (and writes) its ``trial.json``."""
+                log: Callable[[str], None], alignment: str = "none") -> dict[str, Any]:
+    """Synthesise, train, predict and score one variant; returns (and writes) its ``trial.json``.
+
+    ``alignment`` is the recipe's ``data.alignment`` (``none`` or ``auto``); with ``auto`` the models
+    predict in the fluorescence frame, as the recorded stains they are scored against.
+    """
     from vstain.demo.summary import _method_summary
     from vstain.demo.trial import Clock, run_trial
     from vstain.plate.index import index_plate
@@ -118,6 +125,10 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
     result_path = out / "trial.json"
     if result_path.exists():
         result = json.loads(result_path.read_text())
+        done_with = result.get("alignment", "none")  # trials from before the option trained with none
+        if done_with != alignment:
+            raise ConfigError(f"{out}: trained with alignment {done_with}, not {alignment}; "
+                              "give another --out or the same --alignment")
         if "reference_points" in result:
             log(f"{variant.name}: already done ({result_path}), skipped")
             return result
@@ -141,9 +152,12 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
     split_path = split.save(out / "split.csv")
     recipe = cpu_recipe(variant.magnification)
     trial = run_trial(out / "plate", split_path, out, magnification=variant.magnification, recipe=recipe, seed=seed,
-                      clock=clock, overrides=budget.common, step_overrides=budget.step_overrides)
+                      clock=clock, overrides=(*budget.common, f"data.alignment={alignment}"),
+                      step_overrides=budget.step_overrides,
+                      frame="fluorescence" if alignment == "auto" else "brightfield")
     result: dict[str, Any] = {
         "variant": asdict(variant),
+        "alignment": alignment,
         "methods": {m: _method_summary(s) for m, s in trial.scores.items()},
         "nuclei_counts": nuclei_counts(out / "evaluation" / "model"),
         "validation": _validation(out / "runs", recipe),
@@ -233,6 +247,7 @@ def run_quality_benchmark(
     budget: str = "bench",
     seed: int = 0,
     log: Callable[[str], None] = print,
+    alignment: str = "none",
 ) -> dict[str, Any]:
     """Run the benchmark's variants into ``out``; returns (and writes) the summary.
 
@@ -248,11 +263,15 @@ def run_quality_benchmark(
         Seed of the plates, splits, training runs and baselines.
     log
         Called with each progress line.
+    alignment
+        ``data.alignment`` of every training run: ``none`` (the recipe as shipped) or ``auto``
+        (offsets estimated on the training fields; predictions moved into the stains' frame).
 
     Raises
     ------
     ConfigError
-        For an unknown variant or budget.
+        For an unknown variant, budget or alignment, or an ``out`` whose variants were trained with
+        another alignment.
     """
     known = {v.name: v for v in VARIANTS}
     chosen = list(variants) if variants else list(known)
@@ -261,11 +280,14 @@ def run_quality_benchmark(
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    if alignment not in ALIGNMENTS:
+        raise ConfigError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
     root = Path(out)
-    results = [run_variant(known[name], root / name, budget=BUDGETS[budget], seed=seed, log=log) for name in chosen]
+    results = [run_variant(known[name], root / name, budget=BUDGETS[budget], seed=seed, log=log, alignment=alignment)
+               for name in chosen]
     size = BUDGETS[budget].size
-    summary = {"budget": budget, "seed": seed, "size": None if size is None else list(size), "variants": results,
-               "targets": check_targets(results)}
+    summary = {"budget": budget, "seed": seed, "alignment": alignment, "size": None if size is None else list(size),
+               "variants": results, "targets": check_targets(results)}
     write_text_atomic(root / "quality.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_text_atomic(root / "quality.csv", quality_csv(results))
     write_text_atomic(root / "quality.md", quality_markdown(summary))
@@ -351,6 +373,9 @@ def quality_markdown(summary: dict[str, Any]) -> str:
         error = target["max_nuclei_count_error"]
         cells += ["n/a" if error is None else f"{100 * error:.0f} %", _num(target["iou"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
+    if summary.get("alignment", "none") != "none":
+        lines += ["", f"Trained with `data.alignment: {summary['alignment']}`; the models' predictions were moved "
+                  "into the stains' (fluorescence) frame before scoring."]
     with_points = [r for r in summary["variants"] if "reference_points" in r]
     if with_points:
         lines += ["", "Reference points (the test fields' own stains rendered again; not predictions): score, "

@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="quality: fields of the instrument's size and the CPU recipe as shipped (~1 h a variant "
                            "on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="quality: seed of plates, splits and training (default 0)")
+    parser.add_argument("--alignment", choices=("none", "auto"),
+                        help="quality: data.alignment of every training run (default none, the recipe as shipped; "
+                             "auto scores the models in the stains' frame)")
     parser.add_argument("--max-shift", type=float, metavar="PX",
                         help="alignment: per-axis cap of the misaligned plate's shifts (default 8: shifts of about "
                              "3.5-7 px)")
@@ -109,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
         if not 0 < args.max_shift <= MAX_SHIFT_PX:
             raise VstainError(f"--max-shift {args.max_shift:g}: expected a cap above 0 and at most {MAX_SHIFT_PX:g} px")
+    if args.alignment is not None and named != ["quality"]:
+        raise VstainError("--alignment is for `vstain bench quality` alone (the alignment benchmark runs both)")
     if "quality" in named:
         return _quality(args, named)
     if "uncertainty" in named:
@@ -141,7 +146,7 @@ def _quality(args: argparse.Namespace, named: list[str]) -> int:
     out = args.out or "bench-quality"
     budget = "smoke" if args.smoke else "full" if args.full_size else "bench"
     summary = run_quality_benchmark(out, variants=args.variants, budget=budget, seed=args.seed,
-                                    log=lambda line: print(line, flush=True))
+                                    log=lambda line: print(line, flush=True), alignment=args.alignment or "none")
     from vstain.bench.quality import quality_markdown
 
     print()
