@@ -115,13 +115,13 @@ def test_full_size_budget_is_the_shipped_recipe_on_real_fields(tmp_path, monkeyp
     assert quality.BUDGETS["full"].size is None and quality.BUDGETS["full"].step_overrides == {}
     chosen = {}
 
-    def fake_run(out, *, variants, budget, seed, log):  # records what the CLI asked for
-        chosen.update(variants=variants, budget=budget)
+    def fake_run(out, *, variants, budget, seed, log, alignment):  # records what the CLI asked for
+        chosen.update(variants=variants, budget=budget, alignment=alignment)
         raise quality.ConfigError("stop here")
 
     monkeypatch.setattr(quality, "run_quality_benchmark", fake_run)
     assert main(["bench", "quality", "--full-size", "--variants", "random-20x", "--out", str(tmp_path)]) == 2
-    assert chosen == {"variants": ["random-20x"], "budget": "full"}
+    assert chosen == {"variants": ["random-20x"], "budget": "full", "alignment": "none"}
 
 
 
