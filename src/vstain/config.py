@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from vstain.errors import ConfigError, ConfigNotFound
-from vstain.vocabulary import Magnification, Target
+from vstain.vocabulary import ALIGNMENT_MODES, AlignmentMode, Magnification, Target
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -102,7 +102,7 @@ class DataConfig(_Strict):
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     max_cached_fields: int = Field(8, ge=1, description="decoded fields kept in memory per worker")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    alignment: Literal["none", "auto"] | Path = Field(
+    alignment: AlignmentMode | Path = Field(
         "none",
         description="stain-to-brightfield offsets (docs/alignment.md): none; auto (estimated on the training "
         "and validation fields at start, saved as offsets.csv in the run folder); or an offsets CSV from "
@@ -112,7 +112,7 @@ class DataConfig(_Strict):
     @field_validator("alignment", mode="before")
     @classmethod
     def _alignment_keyword_or_file(cls, value: Any, info: ValidationInfo) -> Any:
-        if value in ("none", "auto") or value is None:
+        if value in ALIGNMENT_MODES or value is None:
             return "none" if value is None else value
         if not isinstance(value, (str, Path)):
             raise ValueError("must be none, auto or the path of an offsets CSV")

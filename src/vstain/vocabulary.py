@@ -47,6 +47,11 @@ SplitSubset = Literal["train", "validation", "test", "calibration"]
 SPLIT_SUBSETS: Final[tuple[str, ...]] = get_args(SplitSubset)
 TRAIN, VALIDATION, TEST, CALIBRATION = SPLIT_SUBSETS
 
+#: How training treats the stain-to-brightfield offsets (``data.alignment``, besides an offsets file;
+#: docs/alignment.md): ignore them, or estimate them on the training fields.
+AlignmentMode = Literal["none", "auto"]
+ALIGNMENT_MODES: Final[tuple[str, ...]] = get_args(AlignmentMode)
+
 #: Whose stain-to-brightfield offset a field uses (``vstain align --per``, docs/alignment.md): its
 #: own confident estimate, or the consensus of its site (the same field number in every well).
 OffsetsPer = Literal["field", "site"]

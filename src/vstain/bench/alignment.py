@@ -24,7 +24,7 @@ import pandas as pd
 from vstain.alignment.estimate import Reference
 from vstain.alignment.plate import DEFAULT_REFERENCE, Alignment, align_fields
 from vstain.plate.index import index_plate
-from vstain.vocabulary import CHANNEL_NAME_TARGETS, TEST, VALIDATION
+from vstain.vocabulary import ALIGNMENT_MODES, CHANNEL_NAME_TARGETS, TEST, VALIDATION
 
 
 def true_offsets(plate: str | os.PathLike[str]) -> dict[tuple[str, str, int, str], tuple[float, float]]:
@@ -117,7 +117,7 @@ def run_alignment_training(out: str | os.PathLike[str], *, seed: int = 0, smoke:
             keys = [f.key for f in index_plate(plate, magnification="20x").fields]
             random_split(keys, {TEST: 2 if smoke else 6, VALIDATION: 1 if smoke else 2}, seed=seed).save(
                 folder / "split.csv")
-        for alignment in ("none", "auto"):
+        for alignment in ALIGNMENT_MODES:
             trial_dir = folder / alignment
             done = trial_dir / "trial.json"
             if done.is_file():

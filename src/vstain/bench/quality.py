@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 from vstain.atomic import write_text_atomic
 from vstain.errors import ConfigError
-from vstain.vocabulary import TARGETS, TEST, TRAIN, VALIDATION
+from vstain.vocabulary import ALIGNMENT_MODES, TARGETS, TEST, TRAIN, VALIDATION
 
 __all__ = ["BUDGETS", "VARIANTS", "Variant", "run_quality_benchmark"]
 
@@ -65,9 +65,6 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("random-40x", "40x", randomize=4001),
     Variant("random-60x", "60x", randomize=6001),
 )
-
-#: ``data.alignment`` settings the benchmark can train with (a file of offsets is plate-specific).
-ALIGNMENTS: tuple[str, ...] = ("none", "auto")
 
 _COMMON = ("trainer.progress_bar=false", "trainer.log_every_n_steps=1000", "data.num_workers=0")
 
@@ -280,8 +277,8 @@ def run_quality_benchmark(
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    if alignment not in ALIGNMENTS:
-        raise ConfigError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
+    if alignment not in ALIGNMENT_MODES:
+        raise ConfigError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENT_MODES)}")
     root = Path(out)
     results = [run_variant(known[name], root / name, budget=BUDGETS[budget], seed=seed, log=log, alignment=alignment)
                for name in chosen]

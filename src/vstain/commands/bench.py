@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vstain.vocabulary import ALIGNMENT_MODES
+
 EXAMPLE = """\
 example:
   vstain bench --quick                          # all sections, CPU-sized: one 1024² field, 128² crops
@@ -82,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="quality: fields of the instrument's size and the CPU recipe as shipped (~1 h a variant "
                            "on 2 cores)")
     parser.add_argument("--seed", type=int, default=0, help="quality: seed of plates, splits and training (default 0)")
-    parser.add_argument("--alignment", choices=("none", "auto"),
+    parser.add_argument("--alignment", choices=ALIGNMENT_MODES,
                         help="quality: data.alignment of every training run (default none, the recipe as shipped; "
                              "auto scores the models in the stains' frame)")
     parser.add_argument("--max-shift", type=float, metavar="PX",
