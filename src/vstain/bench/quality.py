@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 from vstain.atomic import write_text_atomic
 from vstain.errors import ConfigError
-from vstain.vocabulary import ALIGNMENT_MODES, TARGETS, TEST, TRAIN, VALIDATION
+from vstain.vocabulary import ALIGNMENT_MODES, TARGETS, TEST, TRAIN, VALIDATION, AlignmentMode
 
 __all__ = ["BUDGETS", "VARIANTS", "Variant", "run_quality_benchmark"]
 
@@ -106,7 +106,7 @@ def _variant_split(fields: Sequence[Any], *, wells: Sequence[str]) -> dict[tuple
 
 
 def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
-                log: Callable[[str], None], alignment: str = "none") -> dict[str, Any]:
+                log: Callable[[str], None], alignment: AlignmentMode = "none") -> dict[str, Any]:
     """Synthesise, train, predict and score one variant; returns (and writes) its ``trial.json``.
 
     ``alignment`` is the recipe's ``data.alignment`` (``none`` or ``auto``); with ``auto`` the models
@@ -244,7 +244,7 @@ def run_quality_benchmark(
     budget: str = "bench",
     seed: int = 0,
     log: Callable[[str], None] = print,
-    alignment: str = "none",
+    alignment: AlignmentMode = "none",
 ) -> dict[str, Any]:
     """Run the benchmark's variants into ``out``; returns (and writes) the summary.
 
