@@ -77,6 +77,9 @@ def test_smoke_benchmark_end_to_end_and_resumes(tmp_path, capsys):
     assert set(summary["targets"]["reference-20x"]) >= {"score_over_linear", "nuclei_count_target_met"}
     for name in ("quality.md", "quality.csv", "quality.png"):
         assert (out / name).stat().st_size > 0
+    assert result["alignment"] == "none"  # the recipe as shipped, predictions in the brightfield frame
+    predicted = json.loads((out / "reference-20x" / "predictions" / "model" / "predictions.json").read_text())
+    assert predicted["settings"]["frame"] == "brightfield"
     split = (out / "reference-20x" / "split.csv").read_text()
     assert "test" in split and "validation" in split and "train" in split
     assert "reference-20x |" in capsys.readouterr().out
@@ -124,7 +127,6 @@ def test_full_size_budget_is_the_shipped_recipe_on_real_fields(tmp_path, monkeyp
     assert chosen == {"variants": ["random-20x"], "budget": "full", "alignment": "none"}
 
 
-
 @pytest.mark.slow
 def test_alignment_auto_trains_on_offsets_scores_in_the_stains_frame_and_refuses_mixing(tmp_path, capsys):
     out = tmp_path / "bq"
@@ -136,6 +138,9 @@ def test_alignment_auto_trains_on_offsets_scores_in_the_stains_frame_and_refuses
     for stain in TARGETS:  # every run estimated offsets on its training fields and kept them
         offsets = (out / "random-20x" / "runs" / stain / "offsets.csv").read_text()
         assert "dy_px" in offsets
+    # ... and the models were scored in the stains' own frame, where the recorded stains are.
+    predicted = json.loads((out / "random-20x" / "predictions" / "model" / "predictions.json").read_text())
+    assert predicted["settings"]["frame"] == "fluorescence"
     assert "data.alignment: auto" in (out / "quality.md").read_text()
     capsys.readouterr()
     # The folder's models were trained with auto: a rerun with none must not reuse them silently.
