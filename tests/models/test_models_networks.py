@@ -219,6 +219,42 @@ def test_lupi_downsample_must_be_a_whole_number(bad: object) -> None:
         build_model("lupi", **TINY, downsample=bad)
 
 
+@pytest.mark.parametrize("size", [(250, 333), (64, 64), (5, 7)])
+def test_tiramisu_downsample_any_size_in_unit_interval(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = build_model("tiramisu", **TINY, downsample=2).eval()
+    assert model.size_multiple == 32
+    with torch.no_grad():
+        out = model(_input(*size))
+    assert out.shape == (1, 1, *size)
+    assert torch.all(out > 0) and torch.all(out < 1)
+
+
+def test_tiramisu_downsample_is_the_network_on_block_means_upsampled() -> None:
+    # downsample=2 must equal the same weights at downsample=1 run on the 2x2 block means,
+    # upsampled bilinearly; and moving intensity inside a 2x2 block changes nothing.
+    torch.manual_seed(0)
+    model = build_model("tiramisu", **TINY, dropout=0.0, transition_dropout=0.0, downsample=2).eval()
+    plain = build_model("tiramisu", **TINY, dropout=0.0, transition_dropout=0.0).eval()
+    plain.load_state_dict(model.state_dict())
+    x = _input(64, 96)
+    inside = x.clone()
+    inside[0, :, 4, 4] += 0.5
+    inside[0, :, 5, 5] -= 0.5
+    with torch.no_grad():
+        out, same = model(x), model(inside)
+        expected = F.interpolate(plain(F.avg_pool2d(x, 2)), scale_factor=2.0, mode="bilinear",
+                                 align_corners=False)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(out, same, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_tiramisu_downsample_must_be_a_whole_number(bad: object) -> None:
+    with pytest.raises(ConfigError, match="model.args.downsample"):
+        build_model("tiramisu", **TINY, downsample=bad)
+
+
 def test_gradients_reach_every_parameter_patchgan() -> None:
     torch.manual_seed(0)
     model = build_model("patchgan", ndf=4, n_layers=2).train()

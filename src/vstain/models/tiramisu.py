@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vstain.errors import ConfigError
@@ -174,6 +175,10 @@ class Tiramisu(nn.Module):
     transition_dropout : channel dropout in transition down (hard-coded 0.2 in the reference).
     efficient : checkpoint dense layers (see :mod:`vstain.models.layers`); same results, less memory.
     output_activation : ``"tanh_scaled"`` (reference, ``(tanh+1)/2``) or ``"sigmoid"``.
+    downsample : run the network on ``downsample`` x ``downsample`` averaged input and upsample its
+        output bilinearly (1, the reference: full resolution). It multiplies the receptive field
+        by ``downsample`` at the same cost per working pixel, for structures larger than the
+        network sees at full resolution (60x lipid droplets, docs/quality.md).
     """
 
     def __init__(
@@ -191,8 +196,12 @@ class Tiramisu(nn.Module):
         transition_dropout: float = 0.2,
         efficient: bool = False,
         output_activation: str = "tanh_scaled",
+        downsample: int = 1,
     ) -> None:
         super().__init__()
+        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
+            raise ConfigError(f"model.args.downsample must be a whole number >= 1, got {downsample!r}")
+        self.downsample = downsample
         self.encoder = TiramisuEncoder(
             in_channels,
             init_filters=init_filters,
@@ -214,12 +223,18 @@ class Tiramisu(nn.Module):
         )
         self.head = nn.Conv2d(self.decoder.out_channels, out_channels, kernel_size=1, bias=True)
         self.activation = make_output_activation(output_activation)
-        self.size_multiple = 2**self.encoder.depth
+        self.size_multiple = 2**self.encoder.depth * downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_to_multiple(x, self.size_multiple)
+        if self.downsample > 1:
+            x = F.avg_pool2d(x, self.downsample)
         bottleneck, skips = self.encoder(x)
         out = self.activation(self.head(self.decoder(bottleneck, skips)))
+        if self.downsample > 1:
+            # Upsampled after the activation, so the output stays in (0, 1); a scale factor rather
+            # than a size keeps an ONNX export valid for every input size (as in models/lupi.py).
+            out = F.interpolate(out, scale_factor=float(self.downsample), mode="bilinear", align_corners=False)
         return crop_to(out, size)
 
     def set_output_level(self, levels: Sequence[float]) -> None:
