@@ -33,6 +33,24 @@ def test_tiramisu_export_matches_pytorch_with_dynamic_sizes(tmp_path, tiny_tiram
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def test_tiramisu_downsample_bundle_reloads_and_exports(tmp_path):
+    # The 60x lipid recipe's bundles work on averaged pixels: the argument must travel in the bundle
+    # (a reload without it would run at full resolution) and survive ONNX export.
+    from vstain.inference.bundle import load_model
+    from vstain.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("tiramisu", **TINY_TIRAMISU, downsample=2).eval()
+    bundle = save_bundle(tmp_path / "lipids", net, bundle_metadata("tiramisu", {**TINY_TIRAMISU, "downsample": 2}))
+    loaded = load_model(bundle)
+    assert loaded.model.downsample == 2
+    x = torch.rand(1, 7, 40, 56)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.model(x), net(x))
+    report = export_onnx(bundle, tmp_path / "lipids.onnx")
+    assert report["max_abs_diff"] < 1e-4 and report["size_multiple"] == net.size_multiple == 8
+
+
 @pytest.mark.parametrize("downsample", [1, 2])  # the CPU recipe's nuclei bundles work on averaged pixels
 def test_lupi_export_returns_the_image_only(tmp_path, downsample):
     from vstain.models import build_model
