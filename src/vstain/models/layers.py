@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vstain.errors import ConfigError
+
 __all__ = [
     "DenseLayer",
     "DenseBlock",
@@ -46,6 +48,8 @@ __all__ = [
     "icnr_",
     "pad_to_multiple",
     "crop_to",
+    "check_downsample",
+    "upsample_output",
 ]
 
 
@@ -284,8 +288,6 @@ def make_output_activation(name: str) -> nn.Module:
     ``"sigmoid"`` is offered because the released C2/C3 weights may have been trained with it
     (the reference switched its default on the deadline day).
     """
-    from vstain.errors import ConfigError
-
     if name == "tanh_scaled":
         return ScaledTanh()
     if name == "sigmoid":
@@ -318,3 +320,22 @@ def crop_to(x: torch.Tensor, size: tuple[int, int], *, scale: int = 1) -> torch.
     if x.shape[-2] == height and x.shape[-1] == width:
         return x
     return x[..., :height, :width]
+
+
+def check_downsample(value: object) -> int:
+    """``model.args.downsample`` as a whole number >= 1, or a :class:`ConfigError` naming the key."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"model.args.downsample must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def upsample_output(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Bilinear upsampling of a network's working-scale output by ``factor`` (identity for 1).
+
+    Applied after the output activation, a bilinear weighting of values in (0, 1) stays in (0, 1).
+    A scale factor, not a size: the padded input is a multiple of ``factor``, so both give the same
+    pixels, and a scale keeps an ONNX export valid for every input size.
+    """
+    if factor == 1:
+        return x
+    return F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=False)

@@ -43,10 +43,12 @@ from vstain.errors import ConfigError
 from vstain.models.layers import (
     DenseBlock,
     ScaledTanh,
+    check_downsample,
     crop_to,
     initialise_output_bias,
     make_output_activation,
     pad_to_multiple,
+    upsample_output,
 )
 from vstain.models.tiramisu import TiramisuDecoder, TiramisuEncoder
 
@@ -102,9 +104,7 @@ class LupiTiramisu(nn.Module):
         super().__init__()
         if fusion not in FUSIONS:
             raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-            raise ConfigError(f"model.args.downsample must be a whole number >= 1, got {downsample!r}")
-        self.downsample = downsample
+        self.downsample = check_downsample(downsample)
         self.fusion = fusion
         self.encoder = TiramisuEncoder(
             in_channels,
@@ -150,13 +150,6 @@ class LupiTiramisu(nn.Module):
         self.activation = make_output_activation(output_activation)
         self.size_multiple = 2**self.encoder.depth * downsample
 
-    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
-        if self.downsample == 1:
-            return x
-        # A scale factor, not a size: the padded input is a multiple of downsample, so both give
-        # the same pixels, and a scale keeps an ONNX export valid for every input size.
-        return F.interpolate(x, scale_factor=float(self.downsample), mode="bilinear", align_corners=False)
-
     def _fuse(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         return x + guide if self.fusion == "sum" else x * guide
 
@@ -190,7 +183,7 @@ class LupiTiramisu(nn.Module):
         image = self.activation(self.head(self.final_block(reg)))
         scale = 1 if full_size else self.downsample
         if full_size:
-            seg_logits, image = self._upsample(seg_logits), self._upsample(image)
+            seg_logits, image = upsample_output(seg_logits, self.downsample), upsample_output(image, self.downsample)
         seg_logits, image = crop_to(seg_logits, size, scale=scale), crop_to(image, size, scale=scale)
         if self.training:
             return seg_logits, image, sides

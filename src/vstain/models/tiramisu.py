@@ -19,10 +19,12 @@ from vstain.models.layers import (
     DenseBlock,
     TransitionDown,
     TransitionUp,
+    check_downsample,
     crop_to,
     initialise_output_bias,
     make_output_activation,
     pad_to_multiple,
+    upsample_output,
 )
 
 __all__ = ["TiramisuEncoder", "TiramisuDecoder", "Tiramisu"]
@@ -161,7 +163,7 @@ class Tiramisu(nn.Module):
     """FC-DenseNet generator with pixel-shuffle + blur upsampling and a (0, 1) output.
 
     Input (B, ``in_channels``, H, W) of any size (padded internally to a multiple of
-    2^len(down_blocks) and cropped back); output (B, ``out_channels``, H, W) in (0, 1).
+    ``downsample`` x 2^len(down_blocks) and cropped back); output (B, ``out_channels``, H, W) in (0, 1).
 
     Parameters
     ----------
@@ -199,9 +201,7 @@ class Tiramisu(nn.Module):
         downsample: int = 1,
     ) -> None:
         super().__init__()
-        if isinstance(downsample, bool) or not isinstance(downsample, int) or downsample < 1:
-            raise ConfigError(f"model.args.downsample must be a whole number >= 1, got {downsample!r}")
-        self.downsample = downsample
+        self.downsample = check_downsample(downsample)
         self.encoder = TiramisuEncoder(
             in_channels,
             init_filters=init_filters,
@@ -231,11 +231,7 @@ class Tiramisu(nn.Module):
             x = F.avg_pool2d(x, self.downsample)
         bottleneck, skips = self.encoder(x)
         out = self.activation(self.head(self.decoder(bottleneck, skips)))
-        if self.downsample > 1:
-            # Upsampled after the activation, so the output stays in (0, 1); a scale factor rather
-            # than a size keeps an ONNX export valid for every input size (as in models/lupi.py).
-            out = F.interpolate(out, scale_factor=float(self.downsample), mode="bilinear", align_corners=False)
-        return crop_to(out, size)
+        return crop_to(upsample_output(out, self.downsample), size)
 
     def set_output_level(self, levels: Sequence[float]) -> None:
         """Start the output at ``levels`` (one per output channel, see :func:`initialise_output_bias`)."""
