@@ -242,3 +242,38 @@ def test_importing_the_plate_package_stays_light():
             "assert heavy == [], heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def _create_share(root: str, layout: PlateLayout, keys: list, barrier, errors) -> None:
+    try:
+        barrier.wait(timeout=30)
+        create_plate(root, layout, images=keys)
+    except Exception as exc:  # reported to the test, which names it
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_create_one_plate_at_the_same_moment(tmp_path):
+    # torchrun ranks writing one prediction plate all create its root and wells; zarr's own
+    # "open or create" raised ContainsGroupError for a slower rank in ~1 of 12 simultaneous starts.
+    # Four ranks: two with a field each, two with none (more ranks than fields).
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")  # fast starts, so the ranks really overlap
+    layout = _layout()
+    create_plate(tmp_path / "warm.ome.zarr", layout)  # imports done here, not in each child
+    shares = [[image.key] for image in layout.images] + [[], []]
+    failures = []
+    for attempt in range(30):
+        root = str(tmp_path / f"plate-{attempt}.ome.zarr")
+        barrier, errors = context.Barrier(len(shares)), context.Queue()
+        ranks = [context.Process(target=_create_share, args=(root, layout, keys, barrier, errors)) for keys in shares]
+        for rank in ranks:
+            rank.start()
+        for rank in ranks:
+            rank.join(timeout=60)
+        assert [r.exitcode for r in ranks] == [0] * len(shares)
+        while not errors.empty():
+            failures.append(errors.get())
+    assert failures == []
+    _fill(root, layout)  # every share exists: each field image can be written and read back
+    assert len(index_plate(root).fields) == 2 and not index_plate(root).errors
