@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
 
 import vstain
+from vstain.errors import PlateError
 from vstain.inference.bundle import BundleError, save_bundle
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.predictor import MANIFEST_NAME, UNCERTAINTY_DIR, to_uint16
@@ -156,3 +158,28 @@ def test_the_module_docstring_example_runs():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted >= 15
+
+
+def test_a_rerun_never_merges_an_earlier_runs_manifest_part(tmp_path, lipids_bundle):
+    plate = write_plate(tmp_path / "plate", wells=("B02",), fields=(1, 2, 3), shape=(32, 32))
+    out = tmp_path / "out"
+    predictor = vstain.Predictor([lipids_bundle])
+    for r in range(2):
+        predictor.predict_plate(plate, out, progress=False, rank=RankInfo(r, 2, r))
+    (out / MANIFEST_NAME).unlink()
+    # rank 1's part from a run that ended an hour before this process started (its rank died
+    # before starting this run): rank 0 finishing must not merge it
+    part = out / "predictions.rank-1-of-2.json"
+    old = json.loads(part.read_text())
+    part.write_text(json.dumps({**old, "created_unix": psutil.Process().create_time() - 3600}))
+    predictor.predict_plate(plate, out, progress=False, rank=RankInfo(0, 2, 0), overwrite=True)
+    assert not (out / MANIFEST_NAME).exists()
+    predictor.predict_plate(plate, out, progress=False, rank=RankInfo(1, 2, 1), overwrite=True)
+    merged = json.loads((out / MANIFEST_NAME).read_text())
+    assert merged["fields"]["predicted"] == 3 and merged["rank"] == "all"
+    # a rank that starts deletes its own earlier part first, so a rank that fails mid-run leaves none
+    broken = next(p for p in (plate / "20x_images").glob("*F001*C04.tif"))
+    broken.write_bytes(broken.read_bytes()[:-100])  # header intact, pixel data short
+    with pytest.raises(PlateError):
+        predictor.predict_plate(plate, out, progress=False, rank=RankInfo(0, 2, 0), overwrite=True)
+    assert not (out / "predictions.rank-0-of-2.json").exists() and part.exists()

@@ -103,6 +103,9 @@ __all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "PROVENANCE_KEY", "t
 
 MANIFEST_NAME = "predictions.json"
 UNCERTAINTY_DIR = "uncertainty"
+#: Seconds by which the ranks of one ``torchrun`` launch may start apart (and their clocks differ):
+#: a rank's manifest part written longer than this before this process started is an earlier run's.
+LAUNCH_SKEW_S = 60.0
 #: Key of the JSON document in each output TIFF's ImageDescription that says what made it.
 PROVENANCE_KEY = "vstain_prediction"
 _UINT16_MAX = 65535
@@ -602,6 +605,8 @@ class Predictor:
 
         mine = shard(fields, rank.rank, rank.world_size)
         remove_stale_parts(output, [_manifest_name(rank)])
+        if rank.world_size > 1:  # an earlier run's part must not be merged with this run's others
+            (output / _manifest_name(rank)).unlink(missing_ok=True)
         descriptions = {m: self.descriptions(m) for m in plate_mags}
         if zarr_output:
             zarr_plate = self._prepare_zarr(output, fields, mine, overwrite)
@@ -806,6 +811,7 @@ class Predictor:
         return {
             "vstain_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_unix": time.time(),
             "plate": str(plate_dir),
             "output": str(output),
             "models": [b.summary() for b in self.bundles],
@@ -1036,7 +1042,9 @@ def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> N
     """Write ``predictions.json``; under torchrun, a part per rank merged by whichever rank ends last.
 
     Merging is idempotent (every rank that sees all parts writes the same merge atomically), so
-    no process group or barrier is needed.
+    no process group or barrier is needed. An earlier run's parts are never merged into this one's:
+    each rank deletes its own part when it starts predicting, and a part written more than
+    :data:`LAUNCH_SKEW_S` before this process started is ignored (its rank died before starting).
     """
     from vstain.atomic import write_text_atomic
 
@@ -1046,10 +1054,22 @@ def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> N
         return
     part = output / _manifest_name(rank)
     write_text_atomic(part, json.dumps(manifest, indent=2) + "\n")
-    parts = [output / f"predictions.rank-{r}-of-{rank.world_size}.json" for r in range(rank.world_size)]
-    if all(p.is_file() for p in parts):
-        write_text_atomic(output / MANIFEST_NAME, json.dumps(merge_manifests(
-            [json.loads(p.read_text()) for p in parts]), indent=2) + "\n")
+    paths = [output / f"predictions.rank-{r}-of-{rank.world_size}.json" for r in range(rank.world_size)]
+    if not all(p.is_file() for p in paths):
+        return
+    parts = [json.loads(p.read_text()) for p in paths]
+    # A part written before this launch began is an earlier run's (its rank has not finished this
+    # one, or died before starting): merging it would report that run's fields as this one's.
+    launched = _process_started() - LAUNCH_SKEW_S
+    if all(float(p.get("created_unix", 0.0)) >= launched for p in parts):
+        write_text_atomic(output / MANIFEST_NAME, json.dumps(merge_manifests(parts), indent=2) + "\n")
+
+
+def _process_started() -> float:
+    """When this process started (Unix time); every rank of one ``torchrun`` launch starts together."""
+    import psutil  # a dependency of distributed
+
+    return float(psutil.Process().create_time())
 
 
 def merge_manifests(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
