@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import psutil
 import pytest
 import torch
 from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
@@ -160,26 +159,44 @@ def test_the_module_docstring_example_runs():
     assert result.failed == 0 and result.attempted >= 15
 
 
-def test_a_rerun_never_merges_an_earlier_runs_manifest_part(tmp_path, lipids_bundle):
+def test_ranks_merge_only_parts_made_alike_and_a_starting_rank_removes_the_merge(tmp_path, lipids_bundle):
     plate = write_plate(tmp_path / "plate", wells=("B02",), fields=(1, 2, 3), shape=(32, 32))
     out = tmp_path / "out"
     predictor = vstain.Predictor([lipids_bundle])
     for r in range(2):
         predictor.predict_plate(plate, out, progress=False, rank=RankInfo(r, 2, r))
-    (out / MANIFEST_NAME).unlink()
-    # rank 1's part from a run that ended an hour before this process started (its rank died
-    # before starting this run): rank 0 finishing must not merge it
-    part = out / "predictions.rank-1-of-2.json"
-    old = json.loads(part.read_text())
-    part.write_text(json.dumps({**old, "created_unix": psutil.Process().create_time() - 3600}))
-    predictor.predict_plate(plate, out, progress=False, rank=RankInfo(0, 2, 0), overwrite=True)
+    parts = [out / f"predictions.rank-{r}-of-2.json" for r in range(2)]
+    # rank 1's part as an earlier run with another model left it (its rank died before rerunning):
+    # rank 0, rerun with --overwrite, must not merge it, and the old merge must be gone
+    old = json.loads(parts[1].read_text())
+    old["models"][0]["sha256"] = "0" * 64
+    parts[1].write_text(json.dumps(old))
+    with pytest.warns(UserWarning, match="predictions.rank-1-of-2.json were made by other models"):
+        predictor.predict_plate(plate, out, progress=False, rank=RankInfo(0, 2, 0), overwrite=True)
     assert not (out / MANIFEST_NAME).exists()
     predictor.predict_plate(plate, out, progress=False, rank=RankInfo(1, 2, 1), overwrite=True)
+    assert json.loads((out / MANIFEST_NAME).read_text())["fields"]["predicted"] == 3
+    # a rank rerun alone merges with the other's part when the outputs were made alike; the
+    # device (cuda:N per rank) and speed settings do not count
+    other = json.loads(parts[0].read_text())
+    other["settings"]["device"], other["settings"]["batch_size"] = "cuda:1", 99
+    parts[0].write_text(json.dumps(other))
+    predictor.predict_plate(plate, out, progress=False, rank=RankInfo(1, 2, 1))
     merged = json.loads((out / MANIFEST_NAME).read_text())
-    assert merged["fields"]["predicted"] == 3 and merged["rank"] == "all"
-    # a rank that starts deletes its own earlier part first, so a rank that fails mid-run leaves none
+    assert merged["fields"]["predicted"] == 2 and merged["fields"]["skipped_existing"] == 1
+    # outputs without the bundles' intensity maps are other outputs
+    plain = vstain.Predictor([lipids_bundle], intensity_map=False)
+    assert _settings_differ(predictor, plain)
+    # a rank that fails mid-run leaves neither its part nor the merge
     broken = next(p for p in (plate / "20x_images").glob("*F001*C04.tif"))
     broken.write_bytes(broken.read_bytes()[:-100])  # header intact, pixel data short
     with pytest.raises(PlateError):
         predictor.predict_plate(plate, out, progress=False, rank=RankInfo(0, 2, 0), overwrite=True)
-    assert not (out / "predictions.rank-0-of-2.json").exists() and part.exists()
+    assert not parts[0].exists() and not (out / MANIFEST_NAME).exists() and parts[1].exists()
+
+
+def _settings_differ(a: vstain.Predictor, b: vstain.Predictor) -> bool:
+    from vstain.inference.predictor import _made_by
+
+    made = [_made_by({"models": [m.summary() for m in p.bundles], "settings": p.settings()}) for p in (a, b)]
+    return made[0] != made[1]

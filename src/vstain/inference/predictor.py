@@ -74,6 +74,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
@@ -103,9 +104,8 @@ __all__ = ["Predictor", "MANIFEST_NAME", "UNCERTAINTY_DIR", "PROVENANCE_KEY", "t
 
 MANIFEST_NAME = "predictions.json"
 UNCERTAINTY_DIR = "uncertainty"
-#: Seconds by which the ranks of one ``torchrun`` launch may start apart (and their clocks differ):
-#: a rank's manifest part written longer than this before this process started is an earlier run's.
-LAUNCH_SKEW_S = 60.0
+#: Manifest settings that change the outputs (not speed settings, nor the rank's own device).
+_OUTPUT_SETTINGS = ("tiler", "precision", "tta", "mode", "uncertainty", "frame", "offsets", "intensity_map")
 #: Key of the JSON document in each output TIFF's ImageDescription that says what made it.
 PROVENANCE_KEY = "vstain_prediction"
 _UINT16_MAX = 65535
@@ -355,7 +355,7 @@ class Predictor:
         """JSON-ready settings of the first engine (all share them) plus the run's extras."""
         engine = next(iter(self.groups.values()))[0].engine
         return {**engine.settings(), "mode": self.mode, "uncertainty": self.uncertainty, "frame": self.frame,
-                "offsets": self.offsets_source}
+                "offsets": self.offsets_source, "intensity_map": self.intensity_map}
 
     def provenance(self, magnification: str, target: str) -> dict[str, Any]:
         """What makes the ``target`` outputs of ``magnification`` fields: bundle and settings.
@@ -605,8 +605,9 @@ class Predictor:
 
         mine = shard(fields, rank.rank, rank.world_size)
         remove_stale_parts(output, [_manifest_name(rank)])
-        if rank.world_size > 1:  # an earlier run's part must not be merged with this run's others
-            (output / _manifest_name(rank)).unlink(missing_ok=True)
+        if rank.world_size > 1:  # this rank changes the folder: its old part and the merge no longer describe it
+            for stale in (_manifest_name(rank), MANIFEST_NAME):
+                (output / stale).unlink(missing_ok=True)
         descriptions = {m: self.descriptions(m) for m in plate_mags}
         if zarr_output:
             zarr_plate = self._prepare_zarr(output, fields, mine, overwrite)
@@ -811,7 +812,6 @@ class Predictor:
         return {
             "vstain_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "created_unix": time.time(),
             "plate": str(plate_dir),
             "output": str(output),
             "models": [b.summary() for b in self.bundles],
@@ -1042,9 +1042,10 @@ def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> N
     """Write ``predictions.json``; under torchrun, a part per rank merged by whichever rank ends last.
 
     Merging is idempotent (every rank that sees all parts writes the same merge atomically), so
-    no process group or barrier is needed. An earlier run's parts are never merged into this one's:
-    each rank deletes its own part when it starts predicting, and a part written more than
-    :data:`LAUNCH_SKEW_S` before this process started is ignored (its rank died before starting).
+    no process group or barrier is needed. A rank deletes its own part and the merge when it
+    starts, so ``predictions.json`` exists only while every rank's part describes the folder. Parts
+    made by other models or output settings (a rank that died before rerunning with new ones) are
+    not merged: the folder then mixes outputs, which a warning names.
     """
     from vstain.atomic import write_text_atomic
 
@@ -1055,21 +1056,24 @@ def _write_manifest(output: Path, manifest: dict[str, Any], rank: RankInfo) -> N
     part = output / _manifest_name(rank)
     write_text_atomic(part, json.dumps(manifest, indent=2) + "\n")
     paths = [output / f"predictions.rank-{r}-of-{rank.world_size}.json" for r in range(rank.world_size)]
-    if not all(p.is_file() for p in paths):
+    try:
+        parts = [json.loads(p.read_text()) for p in paths]
+    except FileNotFoundError:  # a rank has not finished (or has just started again and removed its part)
         return
-    parts = [json.loads(p.read_text()) for p in paths]
-    # A part written before this launch began is an earlier run's (its rank has not finished this
-    # one, or died before starting): merging it would report that run's fields as this one's.
-    launched = _process_started() - LAUNCH_SKEW_S
-    if all(float(p.get("created_unix", 0.0)) >= launched for p in parts):
-        write_text_atomic(output / MANIFEST_NAME, json.dumps(merge_manifests(parts), indent=2) + "\n")
+    made_by = [_made_by(p) for p in parts]
+    if any(m != made_by[0] for m in made_by):
+        differ = [p.name for p, m in zip(paths, made_by) if m != _made_by(manifest)]
+        warnings.warn(f"{output}: {', '.join(differ)} were made by other models or settings than this rank's "
+                      "outputs, so predictions.json is not written; rerun those ranks with the same models "
+                      "and settings (--overwrite)", stacklevel=2)
+        return
+    write_text_atomic(output / MANIFEST_NAME, json.dumps(merge_manifests(parts), indent=2) + "\n")
 
 
-def _process_started() -> float:
-    """When this process started (Unix time); every rank of one ``torchrun`` launch starts together."""
-    import psutil  # a dependency of distributed
-
-    return float(psutil.Process().create_time())
+def _made_by(manifest: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """What determines a manifest's outputs: its models' SHA-256 and the settings that change pixels."""
+    settings = manifest.get("settings", {})
+    return [m.get("sha256") for m in manifest.get("models", [])], {k: settings.get(k) for k in _OUTPUT_SETTINGS}
 
 
 def merge_manifests(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
