@@ -41,16 +41,19 @@ def test_targets_by_hand():
     assert targets["a"] == {"score_over_linear": pytest.approx(0.375), "score_target_met": True,
                             "stains_beat_both_baselines": {"nuclei": True, "lipids": True, "cytoplasm": True},
                             "max_nuclei_count_error": pytest.approx(0.18), "nuclei_count_target_met": True,
+                            "well_nuclei_count_error": pytest.approx(1 / 150),  # 149 found for 150
                             "iou": 0.6, "iou_target_met": True}
     b = targets["b"]
     assert b["score_over_linear"] == pytest.approx(0.625) and not b["score_target_met"]
     assert b["stains_beat_both_baselines"] == {"nuclei": True, "lipids": False, "cytoplasm": True}
     assert b["max_nuclei_count_error"] == 1.0 and not b["nuclei_count_target_met"]  # no nuclei found = 100 % off
+    assert b["well_nuclei_count_error"] == pytest.approx(65 / 140)  # 75 + 0 found for 100 + 40
     assert not b["iou_target_met"]
     rows = list(csv.DictReader(quality_csv([good]).splitlines()))
     assert len(rows) == 3 * (3 + 3)  # 3 methods x (score, pixelwise, featurewise + 3 stains)
-    assert "| a | no (held back) | 0.300 | 0.800 | 1.000 | 0.37 |" in quality_markdown(
-        {"variants": [good], "targets": targets})
+    table = quality_markdown({"variants": [good], "targets": targets})
+    assert "| a | no (held back) | 0.300 | 0.800 | 1.000 | 0.37 |" in table
+    assert "| 18 % | 1 % | 0.60 |" in table  # per field at most, test well total, IoU
     # Reference points: their own table and rows, never part of the targets.
     good["reference_points"] = {
         "noise_free": {"score": 0.1, "pixelwise": 0.05, "featurewise": 0.15,

@@ -299,6 +299,10 @@ def _pixel(entry: dict[str, Any], stain: str) -> float | None:
 def check_targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The quality targets per variant: score <= 0.5 x linear; every stain's pixel error below both
     baselines; nuclei counts within 20 % of the truth's; LUPI validation IoU above 0.5.
+
+    The count target is judged per test field (``max_nuclei_count_error``, the strictest reading);
+    ``well_nuclei_count_error`` is the test well's total against the truth's total, reported beside
+    it because issue 11 states the target per variant and small 60x fields hold few nuclei.
     """
     out = {}
     for result in results:
@@ -316,10 +320,17 @@ def check_targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "stains_beat_both_baselines": stains_beat,
             "max_nuclei_count_error": error,
             "nuclei_count_target_met": error is not None and error <= 0.2,
+            "well_nuclei_count_error": _total_count_error(result["nuclei_counts"]),
             "iou": iou,
             "iou_target_met": iou is not None and iou > 0.5,
         }
     return out
+
+
+def _total_count_error(counts: Sequence[dict[str, Any]]) -> float | None:
+    """Relative error of the nuclei counted over all test fields together (None: the truth has none)."""
+    truth = sum(c["truth"] or 0.0 for c in counts)
+    return abs(sum(c["predicted"] or 0.0 for c in counts) - truth) / truth if truth else None
 
 
 def _max_count_error(counts: Sequence[dict[str, Any]]) -> float | None:
@@ -357,8 +368,8 @@ def quality_markdown(summary: dict[str, Any]) -> str:
     """The benchmark's tables in Markdown (scores per method; pixel error per stain; the targets)."""
     lines = ["| variant | tuned on | score model | score linear | score mean image | model / linear | "
              "nuclei model | nuclei linear | lipids model | lipids linear | cytoplasm model | cytoplasm linear | "
-             "nuclei count error (max) | LUPI val IoU |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "nuclei count error (max per field) | nuclei count error (test well total) | LUPI val IoU |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for result in summary["variants"]:
         variant, methods = result["variant"], result["methods"]
         target = summary["targets"][variant["name"]]
@@ -367,8 +378,9 @@ def quality_markdown(summary: dict[str, Any]) -> str:
                  _num(methods["mean_image"]["score"]), _num(target["score_over_linear"], 2)]
         for stain in TARGETS:
             cells += [_num(_pixel(methods["model"], stain)), _num(_pixel(methods["linear"], stain))]
-        error = target["max_nuclei_count_error"]
-        cells += ["n/a" if error is None else f"{100 * error:.0f} %", _num(target["iou"], 2)]
+        for error in (target["max_nuclei_count_error"], target.get("well_nuclei_count_error")):
+            cells.append("n/a" if error is None else f"{100 * error:.0f} %")
+        cells.append(_num(target["iou"], 2))
         lines.append("| " + " | ".join(cells) + " |")
     if summary.get("alignment", "none") != "none":
         lines += ["", f"Trained with `data.alignment: {summary['alignment']}`; the models' predictions were moved "
