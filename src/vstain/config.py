@@ -259,6 +259,12 @@ class TrainerConfig(_Strict):
         description="validate, checkpoint and export an exponential moving average of the weights (and BatchNorm "
         "statistics) with this decay per optimiser step; null: the raw weights",
     )
+    precise_bn_batches: int | None = Field(
+        None, ge=1,
+        description="before each validation, recompute the generator's BatchNorm statistics as the average over "
+        "this many training batches through the current weights (docs/training.md); null: the running averages "
+        "of training (the reference)",
+    )
 
 
 class ValidationConfig(_Strict):
@@ -311,6 +317,9 @@ class TrainConfig(_Strict):
         if self.recipe == "gan" and self.trainer.ema_decay is not None:
             raise ValueError("trainer.ema_decay: not supported by the gan recipe (two optimisers stepped by hand); "
                              "use it for regression and lupi runs")
+        if self.trainer.precise_bn_batches is not None and self.trainer.ema_decay is not None:
+            raise ValueError("trainer.precise_bn_batches: not combined with trainer.ema_decay (the average carries "
+                             "its own BatchNorm statistics); set one of them to null")
         if self.recipe != "lupi" and self.model.name == "lupi":
             raise ValueError("model.name: the 'lupi' model is trained by the lupi recipe")
         if self.loss.scale == "working":

@@ -10,36 +10,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
+from tiny_training import TINY, tiny_config
 
 from vstain.config import load_config
 from vstain.errors import ConfigError
 from vstain.training.fit import fit, recipe_class
-
-TINY = {"init_filters": 8, "down_blocks": [1, 1, 1, 1], "up_blocks": [1, 1, 1, 1],
-        "bottleneck_layers": 1, "growth_rate": 4, "dropout": 0.0}
-
-
-def _config(tmp_path: Path, plate: Path, recipe: str, **extra) -> Path:
-    data = {"root": str(plate), "targets": ["lipids"], "crop_size": 32, "batch_size": 2,
-            "samples_per_epoch": 4, "holdout_fields": 1}
-    config = {"name": f"tiny_{recipe}", "recipe": recipe, "seed": 7, "data": data,
-              "model": {"name": "tiramisu", "args": dict(TINY)},
-              "trainer": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1}}
-    if recipe == "lupi":
-        data.update(targets=["nuclei"], sampling="nuclei")
-        config["model"]["name"] = "lupi"
-        config["optimizer"] = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-3}
-    if recipe == "gan":
-        config["gan"] = {"discriminator": {"name": "patchgan", "args": {"ndf": 8, "n_layers": 2}}}
-        config["trainer"]["gradient_clip"] = 1.0
-    for key, value in extra.items():
-        section, _, name = key.partition("__")
-        config.setdefault(section, {})[name] = value
-    path = tmp_path / f"{recipe}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def _fixed_batch(module, recipe: str) -> dict[str, torch.Tensor]:
@@ -81,7 +57,7 @@ def test_recipe_lowers_its_loss_on_a_fixed_batch(tmp_path, random_plate, recipe)
     extra = {}
     if recipe == "lupi-working-scale":  # trained on the working scale, judged at full resolution
         recipe, extra = "lupi", {"loss__scale": "working", "model__args": {**TINY, "downsample": 2}}
-    config = load_config(_config(tmp_path, random_plate, recipe, optimizer__lr=3e-3, **extra))
+    config = load_config(tiny_config(tmp_path, random_plate, recipe, optimizer__lr=3e-3, **extra))
     normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [65535.0] * 7,
                                "channels": [f"C04Z0{z}" for z in range(1, 8)]},
                      "targets": {t: {"kind": "minmax", "low": [0.0], "high": [65535.0], "channels": [t]}
@@ -105,7 +81,7 @@ def test_recipe_lowers_its_loss_on_a_fixed_batch(tmp_path, random_plate, recipe)
 
 def test_gan_step_signs_discriminator_separates_and_generator_fools(tmp_path, random_plate):
     """One D step lowers L_D; one G step lowers L_G (each on the same batch)."""
-    config = load_config(_config(tmp_path, random_plate, "gan", gan__d_lr=1e-2, optimizer__lr=1e-2))
+    config = load_config(tiny_config(tmp_path, random_plate, "gan", gan__d_lr=1e-2, optimizer__lr=1e-2))
     normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
                                "channels": [f"C04Z0{z}" for z in range(1, 8)]},
                      "targets": {"lipids": {"kind": "minmax", "low": [0.0], "high": [1.0], "channels": ["lipids"]}},
@@ -148,7 +124,7 @@ def _weights(bundle: Path) -> dict[str, torch.Tensor]:
 
 
 def test_resume_from_epoch_boundary_equals_uninterrupted_run(tmp_path, random_plate):
-    path = _config(tmp_path, random_plate, "regression", model__args={**TINY, "dropout": 0.2})
+    path = tiny_config(tmp_path, random_plate, "regression", model__args={**TINY, "dropout": 0.2})
     full = fit(load_config(path, ["trainer.max_epochs=2", "validation.monitor=train/loss_epoch"]), tmp_path / "full")
     fit(load_config(path, ["trainer.max_epochs=1", "validation.monitor=train/loss_epoch"]), tmp_path / "split")
     resumed = fit(load_config(path, ["trainer.max_epochs=2", "validation.monitor=train/loss_epoch"]),
@@ -175,7 +151,7 @@ class _Crash(L.Callback):
 
 
 def test_resume_mid_epoch_reaches_the_same_step_count(tmp_path, random_plate, monkeypatch):
-    path = _config(tmp_path, random_plate, "regression",
+    path = tiny_config(tmp_path, random_plate, "regression",
                    data__samples_per_epoch=8, trainer__checkpoint_every_n_steps=2, trainer__max_epochs=2)
     original = L.Trainer.__init__
 
@@ -197,7 +173,7 @@ def test_resume_mid_epoch_reaches_the_same_step_count(tmp_path, random_plate, mo
 def test_exported_bundle_loads_and_predicts(tmp_path, random_plate):
     from vstain.inference.bundle import load_model
 
-    bundle = fit(load_config(_config(tmp_path, random_plate, "lupi")), tmp_path / "run")
+    bundle = fit(load_config(tiny_config(tmp_path, random_plate, "lupi")), tmp_path / "run")
     loaded = load_model(bundle)
     assert loaded.metadata.targets == ("nuclei",)
     # chosen on validation: the best checkpoint's validation score is recorded, not a training loss
@@ -221,7 +197,7 @@ def test_exported_bundle_loads_and_predicts(tmp_path, random_plate):
 
 
 def test_config_errors_are_one_readable_line(tmp_path, random_plate):
-    path = _config(tmp_path, random_plate, "regression")
+    path = tiny_config(tmp_path, random_plate, "regression")
     with pytest.raises(ConfigError, match=r"data\.crop_size: Input should be a valid integer"):
         load_config(path, ["data.crop_size=big"])
     with pytest.raises(ConfigError, match=r"trainer\.epochs: unknown key"):
@@ -235,14 +211,14 @@ def test_config_errors_are_one_readable_line(tmp_path, random_plate):
 def test_cli_train_error_output_is_short(tmp_path, random_plate, capsys):
     from vstain.cli import main
 
-    path = _config(tmp_path, random_plate, "regression")
+    path = tiny_config(tmp_path, random_plate, "regression")
     assert main(["train", "-c", str(path), "--set", "model.args.nonsense=1", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nonsense" in err[0]
 
 
 def test_learning_rate_schedule_cosine_restarts_and_finetune(tmp_path, random_plate):
-    config = load_config(_config(tmp_path, random_plate, "lupi",
+    config = load_config(tiny_config(tmp_path, random_plate, "lupi",
                                  scheduler__name="cosine_warm_restarts", finetune__epochs=2,
                                  trainer__max_epochs=6))
     module = recipe_class("lupi")(config.model_dump(mode="json"),
@@ -261,7 +237,7 @@ def test_learning_rate_schedule_cosine_restarts_and_finetune(tmp_path, random_pl
 
 
 def test_learning_rate_warmup_then_one_cosine(tmp_path, random_plate):
-    config = load_config(_config(tmp_path, random_plate, "regression", scheduler__name="cosine",
+    config = load_config(tiny_config(tmp_path, random_plate, "regression", scheduler__name="cosine",
                                  scheduler__warmup_epochs=1.0, trainer__max_epochs=5))
     module = recipe_class("regression")(config.model_dump(mode="json"), {
         "input": {"kind": "minmax", "low": [0.0] * 7, "high": [1.0] * 7,
@@ -275,7 +251,7 @@ def test_learning_rate_warmup_then_one_cosine(tmp_path, random_plate):
     assert factors[30] == pytest.approx(0.5)                                   # half-way through epochs 1..5
     assert factors[49] < 0.01 and module.lr_factor(50) == 0.0                  # ends at eta_min, then stops
     assert module.has_schedule()
-    assert not recipe_class("regression")(load_config(_config(tmp_path, random_plate, "regression")).model_dump(
+    assert not recipe_class("regression")(load_config(tiny_config(tmp_path, random_plate, "regression")).model_dump(
         mode="json"), module.normalization).has_schedule()
 
 
@@ -292,7 +268,7 @@ class _RawWeights(L.Callback):
 @pytest.mark.parametrize("recipe", ["regression", "lupi"])
 def test_ema_decay_validates_checkpoints_and_exports_the_moving_average(tmp_path, random_plate, monkeypatch, recipe):
     decay = 0.5
-    path = _config(tmp_path, random_plate, recipe, trainer__ema_decay=decay, trainer__max_epochs=2)
+    path = tiny_config(tmp_path, random_plate, recipe, trainer__ema_decay=decay, trainer__max_epochs=2)
     raw = _RawWeights()
     original = L.Trainer.__init__
 
@@ -324,7 +300,7 @@ def test_ema_decay_validates_checkpoints_and_exports_the_moving_average(tmp_path
 
 
 def test_ema_run_resumes_like_an_uninterrupted_one(tmp_path, random_plate):
-    path = _config(tmp_path, random_plate, "regression", trainer__ema_decay=0.7)
+    path = tiny_config(tmp_path, random_plate, "regression", trainer__ema_decay=0.7)
     overrides = ["validation.monitor=train/loss_epoch"]
     fit(load_config(path, [*overrides, "trainer.max_epochs=2"]), tmp_path / "full")
     fit(load_config(path, [*overrides, "trainer.max_epochs=1"]), tmp_path / "split")
@@ -337,7 +313,7 @@ def test_ema_run_resumes_like_an_uninterrupted_one(tmp_path, random_plate):
 
 
 def test_working_scale_loss_compares_block_means_and_majority_masks(tmp_path, random_plate, monkeypatch):
-    path = _config(tmp_path, random_plate, "lupi", loss__scale="working", model__args={**TINY, "downsample": 2})
+    path = tiny_config(tmp_path, random_plate, "lupi", loss__scale="working", model__args={**TINY, "downsample": 2})
     config = load_config(path)
     normalization = {"input": {"kind": "minmax", "low": [0.0] * 7, "high": [65535.0] * 7,
                                "channels": [f"C04Z0{z}" for z in range(1, 8)]},
@@ -371,14 +347,14 @@ def test_working_scale_loss_compares_block_means_and_majority_masks(tmp_path, ra
 
 def test_working_scale_loss_needs_the_lupi_recipe_and_whole_blocks(tmp_path, random_plate):
     with pytest.raises(ConfigError, match="loss.scale: 'working' is for the lupi recipe"):
-        load_config(_config(tmp_path, random_plate, "regression", loss__scale="working"))
-    path = _config(tmp_path, random_plate, "lupi", loss__scale="working", model__args={**TINY, "downsample": 3})
+        load_config(tiny_config(tmp_path, random_plate, "regression", loss__scale="working"))
+    path = tiny_config(tmp_path, random_plate, "lupi", loss__scale="working", model__args={**TINY, "downsample": 3})
     with pytest.raises(ConfigError, match="data.crop_size: 32 is not a multiple of model.args.downsample=3"):
         load_config(path)
 
 
 def test_ema_decay_is_refused_for_the_gan_recipe(tmp_path, random_plate):
-    path = _config(tmp_path, random_plate, "gan", trainer__ema_decay=0.9)
+    path = tiny_config(tmp_path, random_plate, "gan", trainer__ema_decay=0.9)
     with pytest.raises(ConfigError, match="trainer.ema_decay"):
         load_config(path)
 
@@ -389,7 +365,7 @@ def test_intensity_map_is_fitted_on_the_validation_fields_and_travels_in_the_bun
     from vstain.inference.predictor import Predictor
     from vstain.plate.index import index_plate
 
-    path = _config(tmp_path, random_plate, "regression", validation__intensity_map="quantiles")
+    path = tiny_config(tmp_path, random_plate, "regression", validation__intensity_map="quantiles")
     bundle = fit(load_config(path), tmp_path / "run")
     stored = load_model(bundle).metadata.intensity_map
     assert set(stored) == {"lipids"} and stored["lipids"]["fields"] == 1  # holdout_fields: 1
@@ -407,6 +383,6 @@ def test_intensity_map_is_fitted_on_the_validation_fields_and_travels_in_the_bun
 
 
 def test_intensity_map_setting_is_validated(tmp_path, random_plate):
-    path = _config(tmp_path, random_plate, "regression")
+    path = tiny_config(tmp_path, random_plate, "regression")
     with pytest.raises(ConfigError, match=r"validation\.intensity_map"):
         load_config(path, ["validation.intensity_map=histogram"])

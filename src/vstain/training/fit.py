@@ -161,6 +161,11 @@ def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | Non
         # Lightning's callback swaps the average in for validation and writes it as the checkpoints'
         # state_dict (the raw weights ride along for resuming), so "best" and the bundle are the average.
         callbacks.append(EMAWeightAveraging(decay=trainer_cfg.ema_decay))
+    if trainer_cfg.precise_bn_batches is not None:
+        from vstain.training.precise_bn import PreciseBatchNorm
+
+        # Before the checkpoint callbacks see the validation, so "best" and the bundle carry the statistics.
+        callbacks.insert(0, PreciseBatchNorm(trainer_cfg.precise_bn_batches))
     if trainer_cfg.checkpoint_every_n_steps:
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="step", save_last=True,
                                          every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
