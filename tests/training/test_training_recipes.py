@@ -186,6 +186,9 @@ def test_exported_bundle_loads_and_predicts(tmp_path, random_plate):
                  "linear_baseline.json"):
         assert (run / name).is_file(), name
     assert list((run / "logs" / "panels").glob("*.png"))
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert environment["threads"] == torch.get_num_threads()
     # The bundle and the run summary both carry the comparison with the linear baseline.
     summary = json.loads((run / "summary.json").read_text())["validation"]
     linear = json.loads((run / "linear_baseline.json").read_text())["pixel_rel_mae"]["nuclei"]

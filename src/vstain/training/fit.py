@@ -72,6 +72,10 @@ def environment_summary() -> dict[str, Any]:
         "lightning": lightning.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
+        # The same seed trains a different model where torch picks other CPU kernels (AVX2 against
+        # AVX-512: other summation orders, a different trajectory; docs/quality.md), so say which.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
         "command": sys.argv,
     }
 
