@@ -124,8 +124,16 @@ def test_patchgan_init_options() -> None:
 
 
 def _assert_every_parameter_gets_gradient(model: torch.nn.Module) -> None:
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert not missing, f"no gradient for {missing}"
+    # Every parameter is in the graph; every weight and every bias that does not feed only a
+    # training-mode BatchNorm gets a nonzero gradient. A conv bias whose output reaches the loss
+    # only through BatchNorm (a dense layer's, when all later layers normalise it) has a gradient
+    # of exactly zero in exact arithmetic: BatchNorm subtracts any per-channel constant. Whether
+    # rounding leaves it 0 or 1e-12 depends on the CPU's kernels (0 on an AVX2 machine).
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"not in the graph: {missing}"
+    dead = [n for n, p in model.named_parameters()
+            if not torch.any(p.grad != 0) and not (n.endswith("conv.bias") and ".layers." in n)]
+    assert not dead, f"zero gradient for {dead}"
 
 
 def test_gradients_reach_every_parameter_tiramisu_and_multi() -> None:
