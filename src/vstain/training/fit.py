@@ -168,7 +168,8 @@ def _fit(config: TrainConfig, out: Path, checkpoints: Path, ckpt_path: str | Non
     if trainer_cfg.precise_bn_batches is not None:
         from vstain.training.precise_bn import PreciseBatchNorm
 
-        # Before the checkpoint callbacks see the validation, so "best" and the bundle carry the statistics.
+        # Runs at validation start, before the checkpoints are written at its end: "best" and the bundle
+        # carry the recomputed statistics (first in the list only so it reads first; order is not needed).
         callbacks.insert(0, PreciseBatchNorm(trainer_cfg.precise_bn_batches))
     if trainer_cfg.checkpoint_every_n_steps:
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="step", save_last=True,
