@@ -287,6 +287,13 @@ class ValidationConfig(_Strict):
         "fitted on the validation fields, stored in the bundle and applied by vstain predict (dim, unsure "
         "predictions reach the pipelines' absolute thresholds; src/vstain/inference/intensity_map.py)",
     )
+    tta: Literal[1, 8, "auto"] = Field(
+        1,
+        description="test-time augmentation vstain predict uses by default for the exported model: 1 (none), 8 "
+        "(the mean over the eight flips/rotations) or auto: whichever gives the lower pixel error on the "
+        "validation fields (a model that learned an orientation-dependent shift loses by averaging; "
+        "src/vstain/training/tta_choice.py)",
+    )
 
 
 class TrainConfig(_Strict):

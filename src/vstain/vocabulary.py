@@ -57,6 +57,11 @@ ALIGNMENT_MODES: Final[tuple[str, ...]] = get_args(AlignmentMode)
 OffsetsPer = Literal["field", "site"]
 OFFSETS_PER: Final[tuple[str, ...]] = get_args(OffsetsPer)
 
+#: Test-time augmentation (``vstain predict --tta``, a bundle's ``tta``): none, or the mean over the
+#: eight dihedral transforms (4 rotations x optional flip).
+TtaSetting = Literal[1, 8]
+TTA_CHOICES: Final[tuple[int, ...]] = get_args(TtaSetting)
+
 #: Object-plane pixel size in micrometres (CV7000 with a 2x binned sCMOS camera).
 PIXEL_SIZE_UM: Final[dict[str, float]] = {"20x": 0.325, "40x": 0.1625, "60x": 0.108}
 #: Full field size (rows, columns) of the challenge's images.

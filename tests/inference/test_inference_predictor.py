@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
 
 import vstain
-from vstain.errors import PlateError
+from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
+from vstain.errors import PlateError, VstainError
 from vstain.inference.bundle import BundleError, save_bundle
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.predictor import MANIFEST_NAME, UNCERTAINTY_DIR, to_uint16
@@ -99,6 +99,40 @@ def test_all_three_stains_from_two_bundles_with_uncertainty(tmp_path, tiny_tiram
     images, spread = predictor.predict_field(index_plate(plate).fields[0].read_brightfield(), return_uncertainty=True)
     np.testing.assert_array_equal(images["lipids"], read_tiff(tmp_path / "out" / names[1]))
     assert spread["nuclei"].max() > 0
+
+
+def test_each_bundle_gets_its_own_tta_unless_one_is_asked_for(tmp_path, tiny_tiramisu):
+    from vstain.models import build_model
+
+    torch.manual_seed(4)
+    other = build_model("tiramisu", **TINY_TIRAMISU).eval()
+    chose_8 = save_bundle(tmp_path / "m" / "lipids", tiny_tiramisu, {**bundle_metadata(), "tta": 8})
+    said_nothing = save_bundle(tmp_path / "m" / "cytoplasm", other, bundle_metadata(targets=("cytoplasm",)))
+    brightfield = np.random.default_rng(2).integers(0, 1000, (7, 40, 56)).astype(np.uint16)
+
+    def alone(bundle, tta):
+        return vstain.Predictor([bundle], tta=tta).predict_field(brightfield)
+
+    both = vstain.Predictor([tmp_path / "m"])
+    images = both.predict_field(brightfield)
+    np.testing.assert_array_equal(images["lipids"], alone(chose_8, 8)["lipids"])
+    np.testing.assert_array_equal(images["cytoplasm"], alone(said_nothing, 1)["cytoplasm"])
+    assert not np.array_equal(alone(chose_8, 8)["lipids"], alone(chose_8, 1)["lipids"])
+    assert both.settings()["tta"] == {"20x": {"lipids": 8, "cytoplasm": 1}}
+    assert [both.provenance("20x", t)["settings"]["tta"] for t in ("lipids", "cytoplasm")] == [8, 1]
+    # An explicit setting overrides the bundles' choices.
+    forced = vstain.Predictor([tmp_path / "m"], tta=1)
+    np.testing.assert_array_equal(forced.predict_field(brightfield)["lipids"], alone(chose_8, 1)["lipids"])
+    assert forced.settings()["tta"] == 1
+    # Uncertainty maps need all eight transforms, asked for: a bundle's choice is not enough.
+    with pytest.raises(VstainError, match="--tta 8"):
+        vstain.Predictor([chose_8], uncertainty=True)
+
+
+@pytest.mark.parametrize("stored", [4, True, "8"])
+def test_a_bundle_with_an_unknown_tta_is_refused(tmp_path, tiny_tiramisu, stored):
+    with pytest.raises(BundleError, match="'tta' must be null or one of 1, 8"):
+        save_bundle(tmp_path / "m", tiny_tiramisu, {**bundle_metadata(), "tta": stored})
 
 
 def test_incompatible_plates_and_model_sets_are_refused(tmp_path, tiny_tiramisu, lipids_bundle):

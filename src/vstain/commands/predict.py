@@ -7,7 +7,7 @@ import sys
 
 from vstain.commands.cluster_args import add_cluster_arguments, cluster_options
 from vstain.errors import VstainError
-from vstain.vocabulary import MAGNIFICATIONS
+from vstain.vocabulary import MAGNIFICATIONS, TTA_CHOICES
 
 EXAMPLE = """\
 example:
@@ -71,8 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="compute precision (default fp32)")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow start, faster fields)")
-    parser.add_argument("--tta", type=int, choices=(1, 8),
-                        help="test-time augmentation: 8 flips/rotations (default 1; 8 with --calibration)")
+    parser.add_argument("--tta", type=int, choices=TTA_CHOICES,
+                        help="test-time augmentation: 1 (none) or 8 flips/rotations, averaged (default: what each "
+                             "model chose on its validation fields, validation.tta in training, else 1; "
+                             "8 with --calibration)")
     parser.add_argument("--uncertainty", action="store_true", help="with --tta 8, also write per-pixel std maps")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per network call (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="recompute fields whose outputs exist")
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         channels_last=args.channels_last,
         compile=args.compile,
-        tta=args.tta or 1,
+        tta=args.tta,
         uncertainty=args.uncertainty,
         batch_size=args.batch_size,
         tile_size=args.tile_size,

@@ -18,6 +18,8 @@ safetensors header metadata under the key ``"vstain"``, a JSON document:
                       {"magnification", "sites": {stain: {"F001": [dy, dx]}}} (docs/alignment.md)
     intensity_map     null, or {target: {"predicted": [...], "target": [...], "fields": n}}: the
                       quantile map fitted on the validation fields (src/vstain/inference/intensity_map.py)
+    tta               null, or the test-time augmentation vstain predict uses by default (1 or 8),
+                      chosen on the validation fields (validation.tta; src/vstain/training/tta_choice.py)
     training          free-form summary of the training config
     validation        free-form validation scores
     vstain_version, created (UTC ISO time)
@@ -41,7 +43,7 @@ from torch import nn
 
 from vstain.atomic import atomic_path
 from vstain.errors import BundleError, VstainError
-from vstain.vocabulary import MAGNIFICATIONS, N_PLANES, TARGET_CHANNELS, TARGETS
+from vstain.vocabulary import MAGNIFICATIONS, N_PLANES, TARGET_CHANNELS, TARGETS, TTA_CHOICES
 
 __all__ = [
     "BundleError",
@@ -73,6 +75,7 @@ class BundleMetadata:
     output_index: int | None = None
     alignment: dict[str, Any] | None = None
     intensity_map: dict[str, Any] | None = None
+    tta: int | None = None
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     vstain_version: str = ""
@@ -153,6 +156,9 @@ class BundleMetadata:
                 raise BundleError(f"{source}: 'intensity_map' must map some of the targets {list(targets)} to a map")
             intensity_map = {t: IntensityMap.from_dict(m, source=f"{source}: intensity_map.{t}").to_dict()
                              for t, m in intensity_map.items()}
+        tta = data.get("tta")
+        if tta is not None and (isinstance(tta, bool) or tta not in TTA_CHOICES):
+            raise BundleError(f"{source}: 'tta' must be null or one of {', '.join(map(str, TTA_CHOICES))}, got {tta!r}")
         return cls(
             architecture=architecture["name"],
             arguments=dict(arguments),
@@ -164,6 +170,7 @@ class BundleMetadata:
             output_index=output_index,
             alignment=alignment,
             intensity_map=intensity_map,
+            tta=tta,
             training=dict(data.get("training") or {}),
             validation=dict(data.get("validation") or {}),
             vstain_version=str(data.get("vstain_version", "")),

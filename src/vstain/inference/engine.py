@@ -17,14 +17,15 @@ from torch import nn
 
 from vstain.errors import ConfigError, VstainError
 from vstain.inference.tiler import Tiler
+from vstain.vocabulary import TTA_CHOICES
 
 __all__ = ["StainNetworks", "FieldEngine", "dihedral", "undo_dihedral", "is_out_of_memory", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
 
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-#: Number of dihedral transforms (4 rotations × optional flip).
-DIHEDRAL = 8
+#: Number of dihedral transforms (4 rotations × optional flip): the larger TTA setting.
+DIHEDRAL = TTA_CHOICES[-1]
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -124,7 +125,7 @@ class FieldEngine:
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown `precision` {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if tta not in (1, DIHEDRAL):
+        if tta not in TTA_CHOICES:
             raise ConfigError(f"`tta` must be 1 or {DIHEDRAL}, got {tta}")
         if batch_size < 1:
             raise ConfigError(f"`batch_size` must be at least 1, got {batch_size}")

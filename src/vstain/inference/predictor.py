@@ -86,10 +86,10 @@ import torch
 from vstain.errors import ConfigError, PlateError, VstainError
 from vstain.inference.bundle import BundleError, ModelBundle, find_bundles, load_model
 from vstain.inference.distributed import RankInfo, rank_info, shard
-from vstain.inference.engine import FieldEngine, StainNetworks
+from vstain.inference.engine import DIHEDRAL, FieldEngine, StainNetworks
 from vstain.inference.intensity_map import IntensityMap
 from vstain.inference.tiler import MODES, Tiler
-from vstain.vocabulary import N_PLANES, TARGETS
+from vstain.vocabulary import N_PLANES, TARGETS, TTA_CHOICES
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -162,7 +162,8 @@ class Predictor:
     precision, channels_last, compile
         Speed settings (``"fp32"`` / ``"bf16"``).
     tta
-        1 or 8 (dihedral test-time augmentation, averaged).
+        1 or 8 (dihedral test-time augmentation, averaged); None (default): what each bundle chose on its
+        validation fields (its ``tta``, ``validation.tta`` in training), 1 for bundles that say nothing.
     uncertainty
         With ``tta=8``, also produce the per-pixel standard deviation over the transforms.
     batch_size
@@ -182,7 +183,7 @@ class Predictor:
         precision: str = "fp32",
         channels_last: bool = False,
         compile: bool = False,
-        tta: int = 1,
+        tta: int | None = None,
         uncertainty: bool = False,
         batch_size: int = 4,
         tile_size: int | None = None,
@@ -197,21 +198,24 @@ class Predictor:
             raise VstainError("`offsets` apply to predictions in the fluorescence frame only (`frame` fluorescence)")
         if mode not in MODES:
             raise VstainError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if uncertainty and tta == 1:
-            raise VstainError("an uncertainty map needs test-time augmentation (--tta 8)")
+        if tta is not None and tta not in TTA_CHOICES:
+            raise VstainError(f"`tta` must be one of {', '.join(map(str, TTA_CHOICES))} or None, got {tta!r}")
+        if uncertainty and tta != DIHEDRAL:
+            raise VstainError(f"an uncertainty map needs test-time augmentation (--tta {DIHEDRAL})")
         self.rank = rank_info()
         self.device = self._resolve_device(device, self.rank)
         self.mode = mode
         self.uncertainty = uncertainty
         self.intensity_map = intensity_map
+        self.tta = tta
         self._engine_options = dict(
-            precision=precision, channels_last=channels_last, compile=compile, tta=tta, batch_size=batch_size
+            precision=precision, channels_last=channels_last, compile=compile, batch_size=batch_size
         )
         self._tiler_options = dict(tile_size=tile_size, overlap=overlap)
         # Everything but the device and the bundles: what a Dask worker needs to build the same predictor.
         self._options: dict[str, Any] = dict(
             mode=mode, uncertainty=uncertainty, tile_size=tile_size, overlap=overlap, intensity_map=intensity_map,
-            **self._engine_options
+            tta=tta, **self._engine_options
         )
         bundles = self._load(models)
         self.bundles = bundles
@@ -306,14 +310,21 @@ class Predictor:
                             f"two {mag} models predict {target}: {seen[target]} and {bundle.name}; give one"
                         )
                     seen[target] = bundle.name
-            by_input: dict[str, list[ModelBundle]] = {}
+            # One pass per input normaliser and TTA setting: bundles that chose differently run apart.
+            by_input: dict[tuple[str, int], list[ModelBundle]] = {}
             for bundle in members:
-                key = json.dumps(bundle.metadata.normalization["input"], sort_keys=True)
+                key = (json.dumps(bundle.metadata.normalization["input"], sort_keys=True), self._tta_for(bundle))
                 by_input.setdefault(key, []).append(bundle)
-            groups[mag] = [self._make_group(mag, same) for same in by_input.values()]
+            groups[mag] = [self._make_group(mag, same, tta) for (_, tta), same in by_input.items()]
         return groups
 
-    def _make_group(self, magnification: str, bundles: list[ModelBundle]) -> _StainGroup:
+    def _tta_for(self, bundle: ModelBundle) -> int:
+        """The TTA a bundle's stains get: the predictor's, else the bundle's own choice, else none."""
+        if self.tta is not None:
+            return self.tta
+        return bundle.metadata.tta or 1
+
+    def _make_group(self, magnification: str, bundles: list[ModelBundle], tta: int) -> _StainGroup:
         targets = [t for b in bundles for t in b.targets]
         affine = {
             t: _affine(b.target_normalizer(t), f"{b.name}: normalization.targets.{t}")
@@ -327,6 +338,7 @@ class Predictor:
             network,
             device=self.device,
             tiler=Tiler(self.mode, **self._tiler_options),  # type: ignore[arg-type]
+            tta=tta,
             **self._engine_options,  # type: ignore[arg-type]
         )
         input_normalizer = bundles[0].input_normalizer()
@@ -352,9 +364,16 @@ class Predictor:
         return [t for t in TARGETS if t in found]
 
     def settings(self) -> dict[str, Any]:
-        """JSON-ready settings of the first engine (all share them) plus the run's extras."""
+        """JSON-ready settings of the first engine plus the run's extras.
+
+        The engines share every setting but ``tta``, which bundles may choose apart: it is one number
+        when all stains get the same, else ``{magnification: {target: tta}}``.
+        """
         engine = next(iter(self.groups.values()))[0].engine
-        return {**engine.settings(), "mode": self.mode, "uncertainty": self.uncertainty, "frame": self.frame,
+        per_target = {mag: {t: g.engine.tta for g in groups for t in g.targets} for mag, groups in self.groups.items()}
+        used = {tta for targets in per_target.values() for tta in targets.values()}
+        return {**engine.settings(), "tta": used.pop() if len(used) == 1 else per_target,
+                "mode": self.mode, "uncertainty": self.uncertainty, "frame": self.frame,
                 "offsets": self.offsets_source, "intensity_map": self.intensity_map}
 
     def provenance(self, magnification: str, target: str) -> dict[str, Any]:

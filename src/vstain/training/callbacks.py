@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from vstain.inference.engine import DIHEDRAL
 from vstain.plate.index import field_identity
+from vstain.training.tta_choice import choose_tta
 from vstain.vocabulary import TRAIN, VALIDATION
 
 if TYPE_CHECKING:
@@ -121,20 +123,36 @@ class BundleExport(Callback):
             "alignment": self.datamodule.alignment,
         }
         save_bundle(self.path, network, metadata)
+        limit = cfg.trainer.limit_val_fields
+        fields = self.datamodule.val_fields[: limit or None]
         if cfg.validation.intensity_map == "quantiles":
-            limit = cfg.trainer.limit_val_fields
-            fields = self.datamodule.val_fields[: limit or None]
-            if not fields:
+            if fields:
+                maps = fit_intensity_maps(self.path, fields, device=str(module.device), mode=cfg.validation.mode)
+                metadata = {**metadata, "intensity_map": {t: m.to_dict() for t, m in maps.items()}}
+                save_bundle(self.path, network, metadata)
+                for target, mapping in maps.items():
+                    print(f"[{cfg.name}] intensity map ({target}, {mapping.fields} validation fields): predicted "
+                          f"99.9th percentile {mapping.predicted[-2]:.0f} -> real {mapping.target[-2]:.0f} counts, "
+                          f"median {mapping.predicted[len(mapping.predicted) // 2]:.0f} -> "
+                          f"{mapping.target[len(mapping.target) // 2]:.0f}", flush=True)
+            else:
                 warnings.warn("validation.intensity_map: no validation fields to fit it on; the bundle has none",
                               stacklevel=2)
-                return
-            maps = fit_intensity_maps(self.path, fields, device=str(module.device), mode=cfg.validation.mode)
-            save_bundle(self.path, network, {**metadata, "intensity_map": {t: m.to_dict() for t, m in maps.items()}})
-            for target, mapping in maps.items():
-                print(f"[{cfg.name}] intensity map ({target}, {mapping.fields} validation fields): predicted "
-                      f"99.9th percentile {mapping.predicted[-2]:.0f} -> real {mapping.target[-2]:.0f} counts, "
-                      f"median {mapping.predicted[len(mapping.predicted) // 2]:.0f} -> "
-                      f"{mapping.target[len(mapping.target) // 2]:.0f}", flush=True)
+        if cfg.validation.tta == "auto" and not fields:
+            warnings.warn("validation.tta auto: no validation fields to choose on; vstain predict will not "
+                          "augment this model unless asked (--tta 8)", stacklevel=2)
+        elif cfg.validation.tta == "auto":
+            # After the map: the choice scores the predictions vstain predict would write.
+            choice = choose_tta(self.path, self.datamodule.val_dataset.store, device=str(module.device),
+                                mode=cfg.validation.mode)
+            validation["tta"] = choice.to_dict()
+            metadata = {**metadata, "validation": validation, "tta": choice.tta}
+            save_bundle(self.path, network, metadata)
+            print(f"[{cfg.name}] test-time augmentation ({choice.fields} validation fields): pixel error "
+                  f"{choice.mean_error(1):.4f} without, {choice.mean_error(DIHEDRAL):.4f} with the mean of "
+                  f"{DIHEDRAL} flips/rotations -> vstain predict uses --tta {choice.tta}", flush=True)
+        elif cfg.validation.tta != 1:
+            save_bundle(self.path, network, {**metadata, "tta": cfg.validation.tta})
 
 
 def fit_intensity_maps(bundle: Path, fields: Sequence[Any], *, device: str = "cpu",

@@ -1,4 +1,4 @@
-"""Tiny real networks saved as bundles, normaliser dicts and a plate, for the inference tests.
+"""Tiny real networks saved as bundles, normaliser dicts and a plate, for the inference and training tests.
 
 A module of its own, not the conftest: test files import these by name, and several test folders
 have a conftest.py, so ``from conftest import`` found whichever folder's conftest was imported first."""
