@@ -54,6 +54,9 @@ def test_targets_by_hand():
     table = quality_markdown({"variants": [good], "targets": targets})
     assert "| a | no (held back) | 0.300 | 0.800 | 1.000 | 0.37 |" in table
     assert "| 18 % | 1 % | 0.60 |" in table  # per field at most, test well total, IoU
+    assert "Test-time augmentation" not in table  # no run recorded a choice
+    good["validation"] = {"nuclei": {"iou": 0.6, "tta": 8}, "lipids": {"tta": 1}}
+    assert "| a | 8 | 1 | n/a |" in quality_markdown({"variants": [good], "targets": targets})
     # Reference points: their own table and rows, never part of the targets.
     good["reference_points"] = {
         "noise_free": {"score": 0.1, "pixelwise": 0.05, "featurewise": 0.15,
@@ -83,6 +86,12 @@ def test_smoke_benchmark_end_to_end_and_resumes(tmp_path, capsys):
     assert result["alignment"] == "none"  # the recipe as shipped, predictions in the brightfield frame
     predicted = json.loads((out / "reference-20x" / "predictions" / "model" / "predictions.json").read_text())
     assert predicted["settings"]["frame"] == "brightfield"
+    # each model chose its test-time augmentation on the validation fields, and was predicted with it
+    chosen = {stain: result["validation"][stain]["tta"] for stain in TARGETS}
+    assert set(chosen.values()) <= {1, 8}
+    assert all(set(result["validation"][stain]["tta_errors"]) == {"1", "8"} for stain in TARGETS)
+    used = predicted["settings"]["tta"]
+    assert (used if isinstance(used, dict) else {"20x": dict.fromkeys(TARGETS, used)}) == {"20x": chosen}
     split = (out / "reference-20x" / "split.csv").read_text()
     assert "test" in split and "validation" in split and "train" in split
     assert "reference-20x |" in capsys.readouterr().out

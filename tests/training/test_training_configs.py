@@ -82,6 +82,8 @@ def test_cpu_recipe_is_one_model_per_stain_with_the_quality_fixes(mag, tmp_path)
         assert config.loss.median == "dataset" and config.model.output_init == "median"
         assert config.data.normalization == "percentile" and config.scheduler.warmup_epochs > 0
         assert config.validation.linear_baseline and config.trainer.limit_val_fields
+        # test-time augmentation only where validation shows it helps (docs/quality.md)
+        assert config.validation.tta == "auto"
     assert configs["nuclei"].recipe == "lupi" and configs["nuclei"].data.sampling == "mixed"
     assert configs["lipids"].loss.regression == configs["cytoplasm"].loss.regression == "median_mae"
     # one network size for every magnification; the crop grows with the magnification's pixel count

@@ -226,7 +226,11 @@ def _number(text: str | None) -> float | None:
 
 
 def _validation(runs: Path, recipe: Sequence[Any]) -> dict[str, Any]:
-    """Each run's verdict against the linear baseline and its segmentation IoU (from summary.json)."""
+    """Each run's verdict against the linear baseline and its segmentation IoU (from summary.json), and
+    the test-time augmentation its bundle chose on the validation fields (``validation.tta``).
+    """
+    from vstain.inference.bundle import BUNDLE_SUFFIX, read_metadata
+
     out = {}
     for step in recipe:
         path = runs / step.name / "summary.json"
@@ -234,6 +238,10 @@ def _validation(runs: Path, recipe: Sequence[Any]) -> dict[str, Any]:
             summary = json.loads(path.read_text())["validation"]
             out[step.name] = {"beats_linear": summary.get("beats_linear"), "iou": summary.get("iou"),
                               "per_target": summary.get("per_target")}
+            bundle = runs / step.name / f"model{BUNDLE_SUFFIX}"
+            if bundle.exists():
+                metadata = read_metadata(bundle)
+                out[step.name].update(tta=metadata.tta or 1, tta_errors=metadata.validation.get("tta"))
     return out
 
 
@@ -382,6 +390,15 @@ def quality_markdown(summary: dict[str, Any]) -> str:
             cells.append("n/a" if error is None else f"{100 * error:.0f} %")
         cells.append(_num(target["iou"], 2))
         lines.append("| " + " | ".join(cells) + " |")
+    chose = [r for r in summary["variants"] if any("tta" in v for v in r.get("validation", {}).values())]
+    if chose:
+        lines += ["", "Test-time augmentation each model predicted the test well with, as chosen on its validation "
+                  "fields (`validation.tta: auto`: 8 = the mean over the eight flips/rotations):", "",
+                  "| variant | " + " | ".join(TARGETS) + " |", "| --- |" + " --- |" * len(TARGETS)]
+        for result in chose:
+            runs = result["validation"]
+            cells = [str(runs.get(stain, {}).get("tta", "n/a")) for stain in TARGETS]
+            lines.append(f"| {result['variant']['name']} | " + " | ".join(cells) + " |")
     if summary.get("alignment", "none") != "none":
         lines += ["", f"Trained with `data.alignment: {summary['alignment']}`; the models' predictions were moved "
                   "into the stains' (fluorescence) frame before scoring."]
