@@ -17,6 +17,11 @@ Output files (``predict_plate``):
 * ``predictions.json``: models (with the SHA-256 of each bundle), settings, timings, fields
   done/skipped, and the fields left out because their brightfield is unusable.
 
+Test-time augmentation is per bundle unless ``tta`` is given: a bundle trained with
+``validation.tta: auto`` says whether the mean over the eight flips/rotations predicted its
+validation fields better (src/vstain/training/tta_choice.py); bundles that chose differently run in
+separate passes.
+
 Values are de-normalised with the bundle's target normaliser, rounded and clipped to 0-65535
 (the reference truncated). Every file is written atomically; a field whose files all exist is
 skipped, so an interrupted run resumes where it stopped. Each TIFF records in its
