@@ -316,11 +316,11 @@ class Predictor:
                         )
                     seen[target] = bundle.name
             # One pass per input normaliser and TTA setting: bundles that chose differently run apart.
-            by_input: dict[tuple[str, int], list[ModelBundle]] = {}
+            passes: dict[tuple[str, int], list[ModelBundle]] = {}
             for bundle in members:
                 key = (json.dumps(bundle.metadata.normalization["input"], sort_keys=True), self._tta_for(bundle))
-                by_input.setdefault(key, []).append(bundle)
-            groups[mag] = [self._make_group(mag, same, tta) for (_, tta), same in by_input.items()]
+                passes.setdefault(key, []).append(bundle)
+            groups[mag] = [self._make_group(mag, same, tta) for (_, tta), same in passes.items()]
         return groups
 
     def _tta_for(self, bundle: ModelBundle) -> int:

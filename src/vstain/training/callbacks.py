@@ -68,7 +68,9 @@ def _stretch(image: np.ndarray) -> np.ndarray:
 
 class BundleExport(Callback):
     """At the end of training, write the generator of the best *validation* checkpoint as a
-    vstain model bundle (never chosen on training loss).
+    vstain model bundle (never chosen on training loss); then, where the config asks, fit its
+    intensity map (``validation.intensity_map``) and choose its test-time augmentation
+    (``validation.tta``) on the validation fields, in that order, and store both in the bundle.
     """
 
     def __init__(self, path: Path, datamodule: Any, *, monitor: str, summary: Any = None) -> None:
