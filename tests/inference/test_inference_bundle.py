@@ -8,8 +8,8 @@ import struct
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_bundles import TINY_TIRAMISU, bundle_metadata
 
+from tiny_bundles import TINY_TIRAMISU, bundle_metadata
 from vstain.inference.bundle import BundleError, BundleMetadata, find_bundles, load_model, read_metadata, save_bundle
 
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from tiny_bundles import bundle_metadata, write_plate
 
+from tiny_bundles import bundle_metadata, write_plate
 from vstain.cli import main
 from vstain.inference.bundle import save_bundle
 from vstain.plate.tiff import read_tiff

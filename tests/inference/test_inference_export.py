@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_bundles import TINY_TIRAMISU, bundle_metadata
 
+from tiny_bundles import TINY_TIRAMISU, bundle_metadata
 from vstain.errors import VstainError
 from vstain.inference.bundle import save_bundle
 from vstain.inference.export import export_onnx

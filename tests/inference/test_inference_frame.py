@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_bundles import bundle_metadata, write_plate
 
 import vstain
+from tiny_bundles import bundle_metadata, write_plate
 from vstain.alignment.offsets import resolve
 from vstain.alignment.resample import to_fluorescence_frame
 from vstain.errors import AlignmentError, BundleError

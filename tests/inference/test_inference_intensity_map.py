@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tiny_bundles import bundle_metadata
 
+from tiny_bundles import bundle_metadata
 from vstain.errors import BundleError
 from vstain.inference.bundle import load_model, save_bundle
 from vstain.inference.intensity_map import IntensityMap

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
 
+from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
 from vstain.cli import main
 from vstain.errors import ConfigError, PlateError
 from vstain.inference.bundle import BundleError, BundleMetadata, ModelBundle, save_bundle

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
 
 import vstain
+from tiny_bundles import TINY_TIRAMISU, bundle_metadata, write_plate
 from vstain.errors import PlateError
 from vstain.inference.bundle import save_bundle
 from vstain.inference.distributed import RankInfo
