@@ -88,6 +88,21 @@ def test_without_the_linear_baseline_the_summary_still_records_the_exported_epoc
                        "per_target": {"nuclei": {"model": 0.3}}, "iou": 0.6}
 
 
+def test_a_nuclei_model_whose_segmentation_never_found_the_nuclei_is_reported_loudly(tmp_path):
+    lines = []
+    datamodule = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(targets=["nuclei"])))
+    summary = RunSummary(datamodule, tmp_path, monitor="val/pixel_rel_mae", linear_baseline=False, log=lines.append)
+    summary.history = [{"epoch": 0.0, "monitor": 0.14, "nuclei": 0.14, "iou": 0.0},   # exported: flat background
+                       {"epoch": 1.0, "monitor": 0.15, "nuclei": 0.15, "iou": 0.1}]
+    summary.on_fit_end(SimpleNamespace(is_global_zero=True), SimpleNamespace(cfg=SimpleNamespace(name="run")))
+    assert len(lines) == 1 and "WARNING" in lines[0] and "only 0.00" in lines[0] and "at most 0.10" in lines[0]
+    # at the bar or above: nothing to warn about (the verdict records the IoU either way)
+    lines.clear()
+    summary.history = [{"epoch": 0.0, "monitor": 0.14, "nuclei": 0.14, "iou": 0.5}]
+    summary.on_fit_end(SimpleNamespace(is_global_zero=True), SimpleNamespace(cfg=SimpleNamespace(name="run")))
+    assert lines == []
+
+
 def test_history_survives_a_resume_through_the_callback_state():
     datamodule = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(targets=["lipids"])))
     first = RunSummary(datamodule, "unused", monitor="m")

@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 from vstain.atomic import write_text_atomic
 from vstain.errors import ConfigError
+from vstain.training.run_summary import RELIABLE_IOU
 from vstain.vocabulary import ALIGNMENT_MODES, TARGETS, TEST, TRAIN, VALIDATION, AlignmentMode
 
 __all__ = ["BUDGETS", "VARIANTS", "Variant", "run_quality_benchmark"]
@@ -330,7 +331,7 @@ def check_targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "nuclei_count_target_met": error is not None and error <= 0.2,
             "well_nuclei_count_error": _total_count_error(result["nuclei_counts"]),
             "iou": iou,
-            "iou_target_met": iou is not None and iou > 0.5,
+            "iou_target_met": iou is not None and iou > RELIABLE_IOU,
         }
     return out
 
