@@ -127,6 +127,8 @@ def test_each_bundle_gets_its_own_tta_unless_one_is_asked_for(tmp_path, tiny_tir
     # Uncertainty maps need all eight transforms, asked for: a bundle's choice is not enough.
     with pytest.raises(VstainError, match="--tta 8"):
         vstain.Predictor([chose_8], uncertainty=True)
+    with pytest.raises(VstainError, match="`tta` must be one of 1, 8 or None"):
+        vstain.Predictor([chose_8], tta=True)
 
 
 @pytest.mark.parametrize("stored", [4, True, "8"])

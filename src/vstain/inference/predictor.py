@@ -203,7 +203,7 @@ class Predictor:
             raise VstainError("`offsets` apply to predictions in the fluorescence frame only (`frame` fluorescence)")
         if mode not in MODES:
             raise VstainError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if tta is not None and tta not in TTA_CHOICES:
+        if tta is not None and (isinstance(tta, bool) or tta not in TTA_CHOICES):
             raise VstainError(f"`tta` must be one of {', '.join(map(str, TTA_CHOICES))} or None, got {tta!r}")
         if uncertainty and tta != DIHEDRAL:
             raise VstainError(f"an uncertainty map needs test-time augmentation (--tta {DIHEDRAL})")

@@ -96,6 +96,5 @@ def choose_tta(bundle: Path, store: FieldStore, *, device: str = "cpu", mode: st
             metric.update(torch.from_numpy(predicted.astype(np.int32)), truth)
     errors = {tta: dict(zip(targets, (float(v) for v in metric.compute().reshape(-1))))
               for tta, metric in metrics.items()}
-    choice = TtaChoice(tta=1, errors=errors, fields=len(store))
-    better = DIHEDRAL if choice.mean_error(DIHEDRAL) < choice.mean_error(1) else 1
-    return TtaChoice(tta=better, errors=errors, fields=len(store))
+    mean = {tta: float(np.mean(list(per_target.values()))) for tta, per_target in errors.items()}
+    return TtaChoice(tta=DIHEDRAL if mean[DIHEDRAL] < mean[1] else 1, errors=errors, fields=len(store))
