@@ -49,6 +49,9 @@ def test_targets_by_hand():
     assert b["max_nuclei_count_error"] == 1.0 and not b["nuclei_count_target_met"]  # no nuclei found = 100 % off
     assert b["well_nuclei_count_error"] == pytest.approx(65 / 140)  # 75 + 0 found for 100 + 40
     assert not b["iou_target_met"]
+    at_bar = _result("c", model=(0.3, (0.2, 0.3, 0.2)), linear=(0.8, (0.6, 0.9, 0.4)), mean=(1.0, (0.8, 1.0, 0.5)),
+                     counts=[(100, 90)], iou=0.5)
+    assert not check_targets([at_bar])["c"]["iou_target_met"]  # "above 0.5": the run summary warns here too
     rows = list(csv.DictReader(quality_csv([good]).splitlines()))
     assert len(rows) == 3 * (3 + 3)  # 3 methods x (score, pixelwise, featurewise + 3 stains)
     table = quality_markdown({"variants": [good], "targets": targets})
