@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vstain.alignment.estimate import _bin2, _fast_length, estimate_field, estimate_offset
+from vstain.alignment.estimate import _bin2, estimate_field, estimate_offset, fast_length
 from vstain.alignment.resample import to_brightfield_frame, to_fluorescence_frame, translate
 
 
@@ -53,11 +53,11 @@ def test_bin2_averages_2x2_blocks_and_drops_the_odd_edge():
     assert _bin2(np.full((2, 2), 65535, np.uint16))[0, 0] == 65535  # no integer overflow
 
 
-def test_fft_unfriendly_sides_are_cropped_to_fast_lengths():
+def test_fft_unfriendly_sides_are_cropped_tofast_lengths():
     # 2154 = 2·3·359 and 2554 = 2·1277 (a full 20x field): the largest lengths below them whose only
     # prime factors are 2, 3, 5, 7, 11 are 2112 = 2⁶·3·11 and 2541 = 3·7·11².
-    assert (_fast_length(2154), _fast_length(2554)) == (2112, 2541)
-    assert (_fast_length(512), _fast_length(359), _fast_length(97)) == (512, 352, 96)
+    assert (fast_length(2154), fast_length(2554)) == (2112, 2541)
+    assert (fast_length(512), fast_length(359), fast_length(97)) == (512, 352, 96)
 
 
 @pytest.mark.parametrize("d", [(1.4, -3.2)])

@@ -208,7 +208,7 @@ def _correlate(reference: np.ndarray, stain: np.ndarray, upsample: int) -> np.nd
     # whose prime factors make every transform 2-3x slower than at 2112 x 2541. The few pixels
     # cut lie where the Hann window is ~0, and both images lose the same ones, so the offset
     # between them is unchanged.
-    shape = tuple(_fast_length(n) for n in stain.shape)
+    shape = tuple(fast_length(n) for n in stain.shape)
     top, left = ((n - m) // 2 for n, m in zip(stain.shape, shape))
     reference = reference[top : top + shape[0], left : left + shape[1]]
     stain = stain[top : top + shape[0], left : left + shape[1]]
@@ -222,7 +222,7 @@ def _correlate(reference: np.ndarray, stain: np.ndarray, upsample: int) -> np.nd
     return np.asarray(shift, dtype=np.float64)
 
 
-def _fast_length(n: int) -> int:
+def fast_length(n: int) -> int:
     """The largest length <= ``n`` whose FFT is fast (only factors 2, 3, 5, 7, 11: scipy's ``next_fast_len``)."""
     from scipy import fft
 
@@ -280,7 +280,7 @@ class _CoarseSearch:
 
         # FFT-friendly sides (as in _correlate): a binned full 20x field is 1077 x 1277, both
         # with a large prime factor. The circular correlation is computed on the crop alone.
-        shape = tuple(_fast_length(n) for n in features.shape[-2:])
+        shape = tuple(fast_length(n) for n in features.shape[-2:])
         top, left = ((n - m) // 2 for n, m in zip(features.shape[-2:], shape))
         self._crop = (slice(top, top + shape[0]), slice(left, left + shape[1]))
         feats = np.asarray(features[(slice(None), *self._crop)], dtype=np.float32)

@@ -16,6 +16,12 @@ A CSV (``vstain align --out offsets.csv``) with the columns :data:`COLUMNS`:
   - ``field consensus``: no well was confident at this site for this stain; the median of the
     field's other, confident stains (the stains share most of their offset: one camera), or if
     the field has none, of every confident stain at the site;
+  - ``relative``: the stain is registered through another stain rather than the brightfield
+    (nuclei through the holes they leave in the cytoplasm stain,
+    :mod:`vstain.alignment.through_stain`): the offset in use of that stain on this field plus
+    the plate's median offset between the two. Used where the field's own estimate is not (with
+    ``per="site"``: where no well of the site was confident) and the plate's relative offset is
+    confident;
   - ``stain consensus``: neither; the median of this stain over the sites;
   - ``none``: no field of this stain was confident (blank stain): offset 0.
 
@@ -49,8 +55,9 @@ COLUMNS: tuple[str, ...] = (
     "magnification", "well", "field", "stain", "dy_px", "dx_px", "confidence", "source",
     "measured_dy_px", "measured_dx_px",
 )
-MEASURED, SITE, FIELD, STAIN, NONE = "measured", "site consensus", "field consensus", "stain consensus", "none"
-SOURCES: tuple[str, ...] = (MEASURED, SITE, FIELD, STAIN, NONE)
+MEASURED, SITE, RELATIVE, FIELD, STAIN, NONE = (
+    "measured", "site consensus", "relative", "field consensus", "stain consensus", "none")
+SOURCES: tuple[str, ...] = (MEASURED, SITE, RELATIVE, FIELD, STAIN, NONE)
 #: A field's estimate is used when at least this fraction of its tiles agree (see estimate.py).
 MIN_CONFIDENCE = 0.5
 
@@ -95,6 +102,7 @@ def _median(pairs: Iterable[tuple[float, float]]) -> tuple[float, float] | None:
 def resolve(
     measured: Mapping[tuple[str, str, int, str], tuple[float, float, float]],
     *, min_confidence: float = MIN_CONFIDENCE, per: OffsetsPer = "field",
+    relative: Mapping[tuple[str, str], tuple[str, float, float]] | None = None,
 ) -> "OffsetTable":
     """Build the table from per-field estimates, with the site and stain consensus as fallbacks.
 
@@ -107,6 +115,11 @@ def resolve(
     per
         ``field``: a confident field keeps its own estimate; ``site``: every field of a site with
         a confident well takes the site consensus (the median over its confident wells).
+    relative
+        ``(magnification, stain) -> (through, dy, dx)``: a confident plate-wide offset of ``stain``
+        against the stain ``through`` (:mod:`vstain.alignment.through_stain`). A field of
+        ``stain`` that would otherwise fall back to another field's or stain's offset uses the
+        offset in use of ``through`` on the same field plus ``(dy, dx)`` (source ``relative``).
     """
     if per not in OFFSETS_PER:
         raise AlignmentError(f"per={per!r}: expected one of {', '.join(OFFSETS_PER)}")
@@ -125,12 +138,20 @@ def resolve(
         if confidence >= min_confidence:
             by_field.setdefault((mag, well, number), []).append((dy, dx))
             by_site.setdefault((mag, number), []).append((dy, dx))
+    relative = relative or {}
+    used_by_key: dict[tuple[str, str, int, str], tuple[float, float]] = {}
     rows = []
-    for (mag, well, number, stain), (dy, dx, confidence) in measured.items():
+    # Stains registered through another stain last, so that the other stain's offset is known.
+    order = sorted(measured.items(), key=lambda item: (item[0][0], item[0][3]) in relative)
+    for (mag, well, number, stain), (dy, dx, confidence) in order:
+        through = relative.get((mag, stain))
+        through_used = None if through is None else used_by_key.get((mag, well, number, through[0]))
         if confidence >= min_confidence and per == "field":
             used, source = (dy, dx), MEASURED
-        elif (mag, stain, number) in site:
+        elif (mag, stain, number) in site and (per == "site" or through_used is None):
             used, source = site[(mag, stain, number)], SITE
+        elif through is not None and through_used is not None:
+            used, source = (through_used[0] + through[1], through_used[1] + through[2]), RELATIVE
         elif (mag, well, number) in by_field:
             used, source = _median(by_field[(mag, well, number)]), FIELD
         elif (mag, number) in by_site:
@@ -139,6 +160,7 @@ def resolve(
             used, source = stain_median[(mag, stain)], STAIN
         else:
             used, source = (0.0, 0.0), NONE
+        used_by_key[(mag, well, number, stain)] = used  # type: ignore[assignment]
         rows.append(OffsetRow(mag, well, number, stain, used[0], used[1], confidence, source, dy, dx))  # type: ignore[index]
     return OffsetTable(rows)
 

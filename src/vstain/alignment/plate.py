@@ -9,6 +9,11 @@ Given ``predict`` (a trained model's prediction of the stains, in the brightfiel
 stains it predicts are registered against that prediction instead: the same modality as the stain,
 so also stains that brightfield shows too faintly for a linear reference (nuclei) are measured
 (docs/alignment.md, "Aligning with a model").
+
+Without a model, the nuclei are registered through the cytoplasm stain, where they leave holes
+(:mod:`vstain.alignment.through_stain`): the offset between the two stains is measured on every
+field, its median over the fields of a magnification is used where the nuclei's own estimate is
+not confident, and a warning says where the fields do not agree on it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from vstain.alignment.estimate import Reference, estimate_field, estimate_offset
-from vstain.alignment.offsets import MIN_CONFIDENCE, OffsetTable, resolve
+from vstain.alignment.offsets import MIN_CONFIDENCE, RELATIVE, OffsetTable, resolve
+from vstain.alignment.through_stain import THROUGH, PlateRelative, RelativeOffset, fields_relative, plate_relative
 from vstain.plate.index import Field
 from vstain.vocabulary import TARGETS, OffsetsPer
 
@@ -30,11 +36,16 @@ DEFAULT_REFERENCE: Reference = "prediction"
 
 @dataclass
 class Alignment:
-    """What :func:`align_fields` found: the table, warnings naming uncertain fields, seconds per field."""
+    """What :func:`align_fields` found: the table, warnings naming uncertain fields, seconds per field.
+
+    ``relatives`` maps ``(magnification, stain)`` to the plate's offset of that stain against the
+    stain of :data:`~vstain.alignment.through_stain.THROUGH` (used only where confident).
+    """
 
     table: OffsetTable
     warnings: list[str] = dataclass_field(default_factory=list)
     seconds: list[float] = dataclass_field(default_factory=list)
+    relatives: dict[tuple[str, str], PlateRelative] = dataclass_field(default_factory=dict)
 
 
 def low_confidence_warnings(table: OffsetTable, min_confidence: float = MIN_CONFIDENCE) -> list[str]:
@@ -48,8 +59,9 @@ def low_confidence_warnings(table: OffsetTable, min_confidence: float = MIN_CONF
                 continue
             names = ", ".join(f"{r.well} F{r.field:03d}" for r in weak[:8]) + (" ..." if len(weak) > 8 else "")
             fallback = sorted({r.source for r in weak})
+            described = [f"offset through the {THROUGH[stain]}" if s == RELATIVE else s for s in fallback]
             what = ("no field gave a confident offset: a blank or featureless stain? offsets set to 0"
-                    if fallback == ["none"] else f"they use the {' / '.join(fallback)}")
+                    if fallback == ["none"] else f"they use the {' / '.join(described)}")
             lines.append(f"{mag} {stain}: low confidence in {len(weak)} of {len(rows)} fields ({names}); {what}")
     return lines
 
@@ -95,6 +107,7 @@ def align_fields(
     wanted = tuple(stains) if stains is not None else TARGETS
     measured = {}
     seconds = []
+    per_field: dict[tuple[str, str], list[RelativeOffset | None]] = {}
     for f in fields:
         start = time.perf_counter()
         present = {s: f.read_target(s) for s in wanted if s in f.targets}
@@ -108,11 +121,25 @@ def align_fields(
         if rest:
             offsets.update(estimate_field(brightfield, rest, reference=reference))
         offsets = {s: offsets[s] for s in present}  # the table's stain order
+        # Only stains no model registered: a model's prediction is the same modality already.
+        through = {s: image for s, image in present.items() if s not in predicted}
+        for stain, estimate in fields_relative(through, f.magnification).items():
+            per_field.setdefault((f.magnification, stain), []).append(estimate)
         for stain, o in offsets.items():
             measured[(f.magnification, f.well, f.field, stain)] = (o.dy, o.dx, o.confidence)
         seconds.append(time.perf_counter() - start)
         if progress is not None:
             progress(f"{f.label}: " + ", ".join(
                 f"{s} ({o.dy:+.2f}, {o.dx:+.2f}) conf {o.confidence:.2f}" for s, o in offsets.items()))
-    table = resolve(measured, min_confidence=min_confidence, per=per)
-    return Alignment(table, low_confidence_warnings(table, min_confidence), seconds)
+    relatives = {key: found for key, estimates in per_field.items() if (found := plate_relative(estimates))}
+    confident = {key: (THROUGH[key[1]], r.dy, r.dx) for key, r in relatives.items() if r.confidence >= min_confidence}
+    table = resolve(measured, min_confidence=min_confidence, per=per, relative=confident)
+    warnings = low_confidence_warnings(table, min_confidence)
+    for mag, stain in sorted(per_field):
+        r = relatives.get((mag, stain))
+        if r is None or r.confidence < min_confidence:
+            agree = "no field matched" if r is None else (
+                f"{round(r.confidence * r.fields)} of {r.fields} fields agree on ({r.dy:+.2f}, {r.dx:+.2f}) px")
+            warnings.append(f"{mag} {stain}: not registered through the {THROUGH[stain]} ({agree}; "
+                            f"does the {THROUGH[stain]} stain show the {stain} as holes?)")
+    return Alignment(table, warnings, seconds, relatives)

@@ -1,0 +1,278 @@
+"""Offset of the nuclei stain measured through the cytoplasm stain, where brightfield cannot show it.
+
+Nuclei are nearly transparent in brightfield, so no brightfield-derived reference registers C01
+(docs/alignment.md). But CellTracker is thinner over the nucleus than beside it, so the cytoplasm
+stain (C03) shows every nucleus as a shallow hole, and C03 itself registers well against the
+brightfield. Both are fluorescence, so the offset *between* them can be measured directly:
+
+    d(nuclei) = d(cytoplasm) + r,     r = offset of C01 against C03,
+
+with the module :mod:`vstain.alignment.estimate`'s sign convention for every ``d`` (a structure at
+brightfield ``p`` is at stain ``p - d``): a structure at C03 pixel ``q`` is then at C01 pixel
+``q - r``.
+
+How ``r`` is measured (:func:`relative_offset`): the nucleus outlines of C01 (the smoothed stain,
+thresholded, holes filled) are matched against the fine structure of C03 (its logarithm minus a
+local mean, so that a cell's brightness does not matter and a hole's edge does), counting only
+pixels inside cells and away from the lipid droplets, which are deeper holes in C03 than the
+nuclei (C02 marks them). The match is the fraction of C03's fine structure the shifted outlines
+explain, computed for every whole-pixel shift with Fourier transforms and refined to a subpixel
+peak by a quadratic fit. All lengths are in micrometres, so one recipe serves 20x, 40x and 60x.
+
+``r`` is a property of the optics between two fluorescence channels (the same at every site), so
+:func:`plate_relative` takes its median over the fields of a magnification, and its *confidence* is
+the fraction of fields that agree with that median to within
+:data:`~vstain.alignment.estimate.AGREE_PX`: a cytoplasm stain without holes at the nuclei gives
+fields that disagree, hence low confidence, and the offsets fall back as before
+(:func:`vstain.alignment.offsets.resolve`). Accuracy on synthetic plates: docs/alignment.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from vstain.alignment.estimate import AGREE_PX, fast_length
+from vstain.vocabulary import PIXEL_SIZE_UM
+
+#: The stain each stain is registered through where brightfield does not show it.
+THROUGH: dict[str, str] = {"nuclei": "cytoplasm"}
+#: Scale (um) of the local mean removed from log C03: keeps the edges of the nucleus holes.
+FINE_STRUCTURE_UM = 0.65
+#: Smoothing (um) of C01 before its outlines are thresholded (chromatin texture, nucleoli).
+NUCLEUS_SMOOTH_UM = 0.65
+#: Droplets (C02 above its Otsu threshold) widened by this much (um) before they are left out.
+DROPLET_MARGIN_UM = 0.65
+#: Smoothing (um) of C03 before "inside a cell" is thresholded.
+CELL_SMOOTH_UM = 2.6
+#: Largest relative offset searched for, in working pixels per axis.
+SEARCH_PX = 8
+#: A plate's relative offset needs at least this many fields that agree on it.
+MIN_AGREEING_FIELDS = 2
+#: Images are binned to about this pixel size (um) first: 20x as it is, 40x 2x2, 60x 3x3.
+WORKING_PIXEL_UM = 0.3
+
+
+@dataclass(frozen=True)
+class RelativeOffset:
+    """Offset ``(dy, dx)`` of one stain against another in one field, and how well it was seen.
+
+    Attributes
+    ----------
+    dy, dx
+        ``r`` of the module docstring, in pixels.
+    explained
+        Fraction of the reference's fine structure the matched outlines explain at the peak (R²).
+    """
+
+    dy: float
+    dx: float
+    explained: float
+
+
+@dataclass(frozen=True)
+class PlateRelative:
+    """The median relative offset over a magnification's fields, with the fields' agreement.
+
+    Attributes
+    ----------
+    dy, dx
+        Median over the fields, in pixels.
+    confidence
+        Fraction of the fields (those without an estimate included) within
+        :data:`~vstain.alignment.estimate.AGREE_PX` of the median.
+    fields
+        How many fields gave an estimate.
+    """
+
+    dy: float
+    dx: float
+    confidence: float
+    fields: int
+
+
+def nucleus_outlines(nuclei: np.ndarray, pixel_um: float) -> np.ndarray:
+    """Nucleus mask of a C01 image, slightly blurred so that subpixel shifts change it smoothly (float32)."""
+    smooth = ndimage.gaussian_filter(np.asarray(nuclei, dtype=np.float32), NUCLEUS_SMOOTH_UM / pixel_um, truncate=3.0)
+    if np.ptp(smooth) == 0:
+        return np.zeros_like(smooth)
+    mask = ndimage.binary_fill_holes(smooth > _otsu(smooth))
+    return ndimage.gaussian_filter(mask.astype(np.float32), 1.0, truncate=3.0)
+
+
+def cytoplasm_fine_structure(
+    cytoplasm: np.ndarray, pixel_um: float, lipids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fine structure of log C03 and the pixels to compare it on (inside cells, off droplets).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(structure, weight)``: float32 log C03 minus its local mean, and a bool mask.
+    """
+    image = np.asarray(cytoplasm, dtype=np.float32)
+    # The floor keeps the log finite in the gaps between cells and inside droplets (the camera
+    # background); the droplets themselves are left out below.
+    floor = float(np.percentile(image, 1)) + 1.0
+    log = np.log(np.maximum(image, floor))
+    structure = log - ndimage.gaussian_filter(log, FINE_STRUCTURE_UM / pixel_um, truncate=3.0)
+    weight = _cells(image, pixel_um)
+    if lipids is not None:
+        lipids = np.asarray(lipids, dtype=np.float32)
+        if np.ptp(lipids) > 0:
+            droplets = lipids > _otsu(lipids)
+            margin = max(int(round(DROPLET_MARGIN_UM / pixel_um)), 1)
+            weight &= ~ndimage.binary_dilation(droplets, iterations=margin)
+    return structure.astype(np.float32), weight
+
+
+def _cells(image: np.ndarray, pixel_um: float) -> np.ndarray:
+    """Inside cells (bool, ``image``'s shape): C03 smoothed and thresholded, its holes filled."""
+    # On 4x4 blocks: the mask is coarse, and the smoothing at this scale is the costliest step.
+    block = 4
+    coarse = _bin(image, block)
+    smooth = ndimage.gaussian_filter(coarse, CELL_SMOOTH_UM / (pixel_um * block), truncate=3.0)
+    if np.ptp(smooth) == 0:
+        return np.zeros(image.shape, bool)
+    # Holes filled: a nucleus (or a cluster of droplets) is a dark hole in a bright cell, and the
+    # nucleus holes are exactly what is compared, so they must stay inside the mask.
+    cells = ndimage.binary_fill_holes(smooth > _otsu(smooth))
+    full = np.repeat(np.repeat(cells, block, axis=0), block, axis=1)
+    pad = [(0, n - m) for n, m in zip(image.shape, full.shape)]
+    return np.pad(full, pad, mode="edge")
+
+
+def _otsu(image: np.ndarray) -> float:
+    """Otsu's threshold of ``image`` from every third pixel per axis (the histogram barely changes; 9x cheaper)."""
+    return float(threshold_otsu(image[::3, ::3]))
+
+
+def relative_offset(
+    nuclei: np.ndarray, cytoplasm: np.ndarray, *, magnification: str, lipids: np.ndarray | None = None,
+) -> RelativeOffset | None:
+    """Offset ``r`` of C01 against C03 in one field (module docstring), or None where nothing matches.
+
+    Parameters
+    ----------
+    nuclei, cytoplasm
+        The field's C01 and C03 images, ``(H, W)``, each in its own (fluorescence) frame.
+    magnification
+        Sets the pixel size, hence every length of the recipe.
+    lipids
+        The field's C02: its droplets are left out of the comparison. Optional.
+
+    Returns
+    -------
+    RelativeOffset or None
+        None for a blank stain, a field without cells, or a best match at the edge of the search.
+    """
+    # Binned to about 20x's pixel: the holes' edges are a few micrometres long and blurred by the
+    # optics, so finer pixels add cost (4-9x at 40x and 60x), not accuracy (docs/alignment.md).
+    factor = max(int(round(WORKING_PIXEL_UM / PIXEL_SIZE_UM[magnification])), 1)
+    pixel_um = PIXEL_SIZE_UM[magnification] * factor
+    nuclei, cytoplasm = _bin(nuclei, factor), _bin(cytoplasm, factor)
+    lipids = None if lipids is None else _bin(lipids, factor)
+    outlines = nucleus_outlines(nuclei, pixel_um)
+    structure, weight = cytoplasm_fine_structure(cytoplasm, pixel_um, lipids)
+    # A centred crop to FFT-friendly sides (as in vstain.alignment.estimate): the full fields'
+    # sides have large prime factors.
+    crop = tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(weight.shape, map(fast_length, weight.shape)))
+    outlines, structure, weight = outlines[crop], structure[crop], weight[crop]
+    radius = SEARCH_PX
+    # Zero weight within the search radius of the border: the circular correlations below then
+    # never pair a pixel with one wrapped around from the other side.
+    weight[:radius] = weight[-radius:] = False
+    weight[:, :radius] = weight[:, -radius:] = False
+    count = int(weight.sum())
+    if count < 100 or not outlines.any():
+        return None
+    a = np.where(weight, structure - structure[weight].mean(), 0.0).astype(np.float32)
+    a_energy = float((a.astype(np.float64) ** 2).sum())
+    if a_energy == 0:
+        return None
+    # For each shift s, the outlines M(p + s) against the structure a(p) over the weighted pixels:
+    # R²(s) = (Σ a M_s)² / (Σ a² · (Σ w M_s² − (Σ w M_s)² / N)). Three correlations.
+    num, s1, s2 = _correlations(a, weight.astype(np.float32), outlines, radius)
+    variance = s2 - s1**2 / count
+    explained = np.where(variance > 0, num**2 / np.maximum(variance, 1e-12) / a_energy, 0.0)
+    iy, ix = np.unravel_index(int(np.argmax(explained)), explained.shape)
+    if not (0 < iy < 2 * radius and 0 < ix < 2 * radius):
+        return None
+    fine = _quadratic_peak(explained[iy - 1 : iy + 2, ix - 1 : ix + 2])
+    if fine is None:
+        return None
+    # explained[radius + s] pairs C03 pixel p with C01 pixel p + s, so r = -s.
+    sy, sx = (iy - radius + fine[0]) * factor, (ix - radius + fine[1]) * factor
+    return RelativeOffset(float(-sy), float(-sx), float(explained[iy, ix]))
+
+
+def plate_relative(estimates: Iterable[RelativeOffset | None]) -> PlateRelative | None:
+    """Median of the fields' relative offsets and the share of fields that agree with it.
+
+    A field without an estimate (None) counts as not agreeing, and fewer than
+    :data:`MIN_AGREEING_FIELDS` agreeing fields give confidence 0: one field's match is no
+    evidence that the cytoplasm shows the nuclei at all. None if no field gave an estimate.
+    """
+    estimates = list(estimates)
+    found = np.asarray([(e.dy, e.dx) for e in estimates if e is not None], dtype=np.float64)
+    if not len(found):
+        return None
+    median = np.median(found, axis=0)
+    agree = int(np.sum(np.all(np.abs(found - median) <= AGREE_PX, axis=1)))
+    confidence = agree / len(estimates) if agree >= MIN_AGREEING_FIELDS else 0.0
+    return PlateRelative(float(median[0]), float(median[1]), confidence, len(found))
+
+
+def fields_relative(
+    stains: Mapping[str, np.ndarray], magnification: str
+) -> dict[str, RelativeOffset | None]:
+    """Relative offset of every stain of :data:`THROUGH` a field has, against the stain it goes through."""
+    out = {}
+    for stain, through in THROUGH.items():
+        if stain in stains and through in stains:
+            out[stain] = relative_offset(stains[stain], stains[through], magnification=magnification,
+                                         lipids=stains.get("lipids"))
+    return out
+
+
+def _correlations(
+    structure: np.ndarray, weight: np.ndarray, outlines: np.ndarray, radius: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Σ a M_s``, ``Σ w M_s``, ``Σ w M_s²`` (``M_s(p) = M(p + s)``), each ``|s| <= radius``: ``(2r+1, 2r+1)``."""
+    from scipy import fft
+
+    shape = structure.shape
+    rows = np.r_[shape[0] - radius : shape[0], 0 : radius + 1]
+    cols = np.r_[shape[1] - radius : shape[1], 0 : radius + 1]
+    # ifft(conj(F x) F y)[s] = Σ_p x(p) y(p + s), circularly; equal to the plain sum because x
+    # (the structure, the weight) is zero within ``radius`` of the border.
+    f_structure, f_weight = (np.conj(fft.rfft2(x, workers=1)) for x in (structure, weight))
+    f_outlines, f_squares = (fft.rfft2(y, workers=1) for y in (outlines, outlines**2))
+    return tuple(fft.irfft2(x * y, s=shape, workers=1)[np.ix_(rows, cols)].astype(np.float64)
+                 for x, y in ((f_structure, f_outlines), (f_weight, f_outlines), (f_weight, f_squares)))
+
+
+def _bin(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks (float32; rows and columns beyond whole blocks dropped)."""
+    image = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return image
+    height, width = (n // factor * factor for n in image.shape)
+    blocks = image[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def _quadratic_peak(values: np.ndarray) -> tuple[float, float] | None:
+    """Subpixel ``(dy, dx)`` (within ±1) of the maximum of a quadratic fitted to a 3x3 neighbourhood."""
+    ys, xs = (g.ravel() for g in np.mgrid[-1:2, -1:2])
+    design = np.stack([np.ones(9), ys, xs, ys**2, xs**2, ys * xs], axis=1)
+    c = np.linalg.lstsq(design, values.ravel(), rcond=None)[0]
+    hessian = np.array([[2 * c[3], c[5]], [c[5], 2 * c[4]]])
+    if np.linalg.det(hessian) <= 0 or hessian[0, 0] >= 0:  # not a maximum
+        return None
+    step = -np.linalg.solve(hessian, c[1:3])
+    return (float(np.clip(step[0], -1, 1)), float(np.clip(step[1], -1, 1)))

@@ -1,0 +1,145 @@
+"""Nuclei registered through the holes they leave in the cytoplasm stain (vstain.alignment.through_stain)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from vstain.alignment.offsets import resolve
+from vstain.alignment.plate import align_fields
+from vstain.alignment.through_stain import (
+    PlateRelative,
+    RelativeOffset,
+    fields_relative,
+    plate_relative,
+    relative_offset,
+)
+from vstain.vocabulary import PIXEL_SIZE_UM
+
+
+def _disks(shape, centres, radii) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    out = np.zeros(shape, np.float32)
+    for (cy, cx), (ry, rx) in zip(centres, radii):
+        out[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = 1.0
+    return out
+
+
+def _shifted(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """``image`` moved by ``shift`` px (content at p goes to p + shift), exactly for band-limited images."""
+    return np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(image), shift)).real.astype(np.float32)
+
+
+def _field(seed: int, r: tuple[float, float], *, magnification: str = "20x", side: int = 384, holes: float = 0.5):
+    """C01, C02, C03 of a toy culture, C01 offset by ``r`` against C03 (a C03 structure at q is at C01 q - r)."""
+    rng = np.random.default_rng(seed)
+    scale = PIXEL_SIZE_UM["20x"] / PIXEL_SIZE_UM[magnification]
+    shape = (side, side)
+    count = int(14 * (side / 384) ** 2 / scale**2)
+    centres = rng.uniform(20 * scale, side - 20 * scale, (count, 2))
+    centres[:, 1] = rng.uniform(side // 6 + 20 * scale, side - 20 * scale, count)  # nuclei inside the cells
+    nuclei = _disks(shape, centres, rng.uniform(9, 15, (count, 2)) * scale)
+    radii = np.repeat(rng.uniform(3, 8, (3 * count, 1)) * scale, 2, axis=1)
+    drops = _disks(shape, rng.uniform(0, side, (3 * count, 2)), radii)
+    drops *= 1 - nuclei  # droplets sit beside the nucleus
+    texture = 1.0 + 0.15 * ndimage.gaussian_filter(rng.normal(size=shape), 2 * scale) / 0.1
+    cells = np.ones(shape, np.float32)
+    cells[:, : side // 6] = 0.0  # a gap without cells
+    blur = 1.5 * scale
+    cytoplasm = ndimage.gaussian_filter(cells * texture * (1 - (1 - holes) * nuclei) * (1 - 0.95 * drops), blur)
+    lipids = ndimage.gaussian_filter(drops, blur)
+    chromatin = nuclei * (1 + 0.3 * ndimage.gaussian_filter(rng.normal(size=shape), scale))
+    c01 = _shifted(ndimage.gaussian_filter(chromatin, blur), (-r[0], -r[1]))
+    noise = lambda image, level: (100 + 1000 * image + rng.normal(0, level, shape)).astype(np.float32)  # noqa: E731
+    return noise(c01, 10), noise(lipids, 10), noise(cytoplasm, 10)
+
+
+@pytest.mark.parametrize(("magnification", "side"), [("20x", 384), ("40x", 512)])
+def test_relative_offset_recovers_a_known_subpixel_offset(magnification, side):
+    # Six toy fields (a dozen nuclei each, textured cytoplasm, droplets, a gap without cells): each
+    # field within 0.5 px, their median within 0.1 px. At 40x the images are binned 2x2 first, so
+    # this also checks that the offset is scaled back to the field's pixels.
+    r = (1.6, -0.9)
+    estimates = []
+    for seed in range(6):
+        c01, c02, c03 = _field(seed, r, magnification=magnification, side=side)
+        found = relative_offset(c01, c03, magnification=magnification, lipids=c02)
+        assert found is not None and found.explained > 0
+        assert (found.dy, found.dx) == pytest.approx(r, abs=0.5), seed
+        estimates.append(found)
+    plate = plate_relative(estimates)
+    assert plate.confidence == 1.0 and plate.fields == 6
+    assert (plate.dy, plate.dx) == pytest.approx(r, abs=0.1)
+
+
+def test_without_holes_the_fields_do_not_agree_and_nothing_is_claimed():
+    # A cytoplasm stain as bright over the nucleus as beside it: no field may claim an offset
+    # with the others agreeing (a wild offset with confidence would move every nucleus).
+    estimates = [relative_offset(*(lambda f: (f[0], f[2]))(_field(seed, (0.6, -0.9), holes=1.0)),
+                                 magnification="20x") for seed in range(6)]
+    plate = plate_relative(estimates)
+    assert plate is None or plate.confidence < 0.5
+
+
+def test_plate_relative_is_the_median_with_the_share_of_agreeing_fields():
+    # A field without an estimate counts as not agreeing; fewer than two agreeing fields claim nothing.
+    estimates = [RelativeOffset(0.0, 1.0, 0.1), RelativeOffset(0.2, 1.1, 0.1), RelativeOffset(3.0, 3.0, 0.1), None]
+    assert plate_relative(estimates) == PlateRelative(0.2, 1.1, 0.5, 3)
+    assert plate_relative([None, None]) is None
+    assert plate_relative([RelativeOffset(4.7, -6.0, 0.01), None, None]).confidence == 0.0
+
+
+def test_fields_relative_needs_both_stains():
+    c01, c02, c03 = _field(2, (0.0, 0.0))
+    assert set(fields_relative({"nuclei": c01, "cytoplasm": c03, "lipids": c02}, "20x")) == {"nuclei"}
+    assert fields_relative({"nuclei": c01, "lipids": c02}, "20x") == {}
+
+
+def test_resolve_adds_the_relative_offset_to_the_cytoplasm_of_the_same_field():
+    measured = {
+        ("20x", "B02", 1, "cytoplasm"): (1.0, 2.0, 1.0),
+        ("20x", "B02", 1, "nuclei"): (7.0, 7.0, 0.0),  # not confident
+        ("20x", "B03", 1, "cytoplasm"): (1.5, 2.5, 1.0),
+        ("20x", "B03", 1, "nuclei"): (0.9, 1.9, 1.0),  # confident: kept
+        ("20x", "B02", 2, "cytoplasm"): (3.0, 4.0, 0.0),  # not confident, no confident well: stain consensus
+        ("20x", "B02", 2, "nuclei"): (0.0, 0.0, 0.0),
+    }
+    relative = {("20x", "nuclei"): ("cytoplasm", 0.5, -0.25)}
+    rows = {(r.well, r.field, r.stain): r for r in resolve(measured, relative=relative).rows}
+    assert rows[("B02", 1, "nuclei")].offset == (1.5, 1.75) and rows[("B02", 1, "nuclei")].source == "relative"
+    assert rows[("B03", 1, "nuclei")].offset == (0.9, 1.9) and rows[("B03", 1, "nuclei")].source == "measured"
+    # The cytoplasm of F002 takes its stain consensus (median of the sites: 1.25, 2.25), the nuclei follow it.
+    assert rows[("B02", 2, "cytoplasm")].offset == (1.25, 2.25)
+    assert rows[("B02", 2, "nuclei")].offset == (1.75, 2.0) and rows[("B02", 2, "nuclei")].source == "relative"
+    # Without the relative offset, B02 F001's nuclei took the site's consensus (B03's confident nuclei).
+    assert resolve(measured).offset("20x", "B02", 1, "nuclei") == (0.9, 1.9)
+    # Per site, the site consensus of the nuclei' own confident wells comes first.
+    per_site = resolve(measured, relative=relative, per="site")
+    assert per_site.offset("20x", "B02", 1, "nuclei") == (0.9, 1.9)
+    assert per_site.offset("20x", "B02", 2, "nuclei") == (1.75, 2.0)
+
+
+def test_align_fields_registers_synthetic_nuclei_through_the_cytoplasm(tmp_path):
+    # vstain synth's nuclei are nearly invisible in brightfield (confidence ~0: they took the field
+    # consensus of the other stains, 0.3-0.7 px off); through the cytoplasm they land within 0.25 px.
+    from vstain.bench.alignment import true_offsets
+    from vstain.plate.index import index_plate
+    from vstain.synth.plate import generate_plate
+
+    plate = tmp_path / "plate"
+    generate_plate(plate, magnification="20x", wells=2, fields=2, seed=4, size=(512, 512), max_shift_px=6.0)
+    alignment = align_fields(index_plate(plate).fields)
+    truth = true_offsets(plate)
+    nuclei = [r for r in alignment.table.rows if r.stain == "nuclei"]
+    assert alignment.relatives[("20x", "nuclei")].confidence >= 0.5
+    assert len(nuclei) == 4 and {r.source for r in nuclei} <= {"relative", "measured"}
+    assert "relative" in {r.source for r in nuclei}
+    for r in nuclei:
+        # Through the cytoplasm: the nuclei inherit the cytoplasm's error (up to 0.26 px here); the
+        # offset between the two stains, the median of four small fields, is right to 0.2 px
+        # (a sign error would be 0.5 px off: the true one is 0.27 px per axis).
+        cytoplasm = alignment.table.offset("20x", r.well, r.field, "cytoplasm")
+        true_nuclei, true_cytoplasm = (truth[("20x", r.well, r.field, s)] for s in ("nuclei", "cytoplasm"))
+        assert np.subtract(r.offset, cytoplasm) == pytest.approx(np.subtract(true_nuclei, true_cytoplasm), abs=0.2)
+        assert r.offset == pytest.approx(true_nuclei, abs=0.4), (r.well, r.field)
