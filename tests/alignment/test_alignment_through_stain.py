@@ -58,7 +58,7 @@ def _field(seed: int, r: tuple[float, float], *, magnification: str = "20x", sid
 @pytest.mark.parametrize(("magnification", "side"), [("20x", 384), ("40x", 512)])
 def test_relative_offset_recovers_a_known_subpixel_offset(magnification, side):
     # Six toy fields (a dozen nuclei each, textured cytoplasm, droplets, a gap without cells): each
-    # field within 0.5 px, their median within 0.1 px. At 40x the images are binned 2x2 first, so
+    # field within 0.5 px, their median within 0.15 px. At 40x the images are binned 2x2 first, so
     # this also checks that the offset is scaled back to the field's pixels.
     r = (1.6, -0.9)
     estimates = []
@@ -70,7 +70,7 @@ def test_relative_offset_recovers_a_known_subpixel_offset(magnification, side):
         estimates.append(found)
     plate = plate_relative(estimates)
     assert plate.confidence == 1.0 and plate.fields == 6
-    assert (plate.dy, plate.dx) == pytest.approx(r, abs=0.1)
+    assert (plate.dy, plate.dx) == pytest.approx(r, abs=0.15)
 
 
 def test_without_holes_the_fields_do_not_agree_and_nothing_is_claimed():
