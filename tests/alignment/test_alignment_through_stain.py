@@ -145,3 +145,16 @@ def test_align_registers_synthetic_nuclei_through_the_cytoplasm(tmp_path, capsys
         true_nuclei, true_cytoplasm = (truth[("20x", r.well, r.field, s)] for s in ("nuclei", "cytoplasm"))
         assert np.subtract(r.offset, cytoplasm) == pytest.approx(np.subtract(true_nuclei, true_cytoplasm), abs=0.2)
         assert r.offset == pytest.approx(true_nuclei, abs=0.4), (r.well, r.field)
+
+
+def test_the_relative_offset_is_measured_on_at_most_24_fields_per_magnification_spread_evenly():
+    from types import SimpleNamespace
+
+    from vstain.alignment.plate import RELATIVE_FIELDS, _relative_sample
+
+    fields = [SimpleNamespace(magnification="20x")] * 50 + [SimpleNamespace(magnification="40x")] * 3
+    chosen = _relative_sample(fields)
+    at_20x = sorted(i for i in chosen if i < 50)
+    assert RELATIVE_FIELDS == 24 and len(at_20x) == 24 and at_20x[0] == 0 and at_20x[-1] == 49
+    assert max(np.diff(at_20x)) <= 3  # spread over the plate, not its first wells
+    assert {50, 51, 52} <= chosen and len(chosen) == 27

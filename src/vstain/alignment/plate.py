@@ -30,6 +30,10 @@ from vstain.alignment.through_stain import THROUGH, PlateRelative, RelativeOffse
 from vstain.plate.index import Field
 from vstain.vocabulary import TARGETS, OffsetsPer
 
+#: The relative offset of the nuclei against the cytoplasm (one per plate and magnification) is
+#: measured on at most this many fields, spread evenly: its median does not need more, and a whole
+#: 384-well plate need not pay about a second per full 20x field for it (docs/alignment.md).
+RELATIVE_FIELDS = 24
 #: The reference image :func:`align_fields` uses by default (measured: docs/alignment.md).
 DEFAULT_REFERENCE: Reference = "prediction"
 
@@ -64,6 +68,18 @@ def low_confidence_warnings(table: OffsetTable, min_confidence: float = MIN_CONF
                     if fallback == ["none"] else f"they use the {' / '.join(described)}")
             lines.append(f"{mag} {stain}: low confidence in {len(weak)} of {len(rows)} fields ({names}); {what}")
     return lines
+
+
+def _relative_sample(fields: Sequence[Field]) -> set[int]:
+    """Positions of the fields the stains' relative offsets are measured on: evenly spread, at most
+    :data:`RELATIVE_FIELDS` per magnification (the offset between two stains is one number per plate).
+    """
+    chosen: set[int] = set()
+    for mag in {f.magnification for f in fields}:
+        positions = [i for i, f in enumerate(fields) if f.magnification == mag]
+        picks = np.unique(np.linspace(0, len(positions) - 1, min(len(positions), RELATIVE_FIELDS)).round().astype(int))
+        chosen.update(positions[i] for i in picks)
+    return chosen
 
 
 def align_fields(
@@ -108,7 +124,8 @@ def align_fields(
     measured = {}
     seconds = []
     per_field: dict[tuple[str, str], list[RelativeOffset | None]] = {}
-    for f in fields:
+    sampled = _relative_sample(fields)
+    for number, f in enumerate(fields):
         start = time.perf_counter()
         present = {s: f.read_target(s) for s in wanted if s in f.targets}
         if not present:
@@ -123,7 +140,7 @@ def align_fields(
         offsets = {s: offsets[s] for s in present}  # the table's stain order
         # Only stains no model registered: a model's prediction is the same modality already.
         through = {s: image for s, image in present.items() if s not in predicted}
-        for stain, estimate in fields_relative(through, f.magnification).items():
+        for stain, estimate in (fields_relative(through, f.magnification) if number in sampled else {}).items():
             per_field.setdefault((f.magnification, stain), []).append(estimate)
         for stain, o in offsets.items():
             measured[(f.magnification, f.well, f.field, stain)] = (o.dy, o.dx, o.confidence)
