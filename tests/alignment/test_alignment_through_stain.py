@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 
 from vstain.alignment.offsets import OffsetTable, resolve
+from vstain.alignment.plate import align_fields
 from vstain.alignment.through_stain import (
     PlateRelative,
     RelativeOffset,
@@ -68,7 +69,7 @@ def test_relative_offset_recovers_a_known_subpixel_offset(magnification, side):
         assert (found.dy, found.dx) == pytest.approx(r, abs=0.5), seed
         estimates.append(found)
     plate = plate_relative(estimates)
-    assert plate.confidence == 1.0 and plate.fields == 6
+    assert plate.confidence == 1.0 and plate.fields == plate.agreeing == plate.sampled == 6
     assert (plate.dy, plate.dx) == pytest.approx(r, abs=0.15)
 
 
@@ -84,7 +85,7 @@ def test_without_holes_the_fields_do_not_agree_and_nothing_is_claimed():
 def test_plate_relative_is_the_median_with_the_share_of_agreeing_fields():
     # A field without an estimate counts as not agreeing; fewer than two agreeing fields claim nothing.
     estimates = [RelativeOffset(0.0, 1.0, 0.1), RelativeOffset(0.2, 1.1, 0.1), RelativeOffset(3.0, 3.0, 0.1), None]
-    assert plate_relative(estimates) == PlateRelative(0.2, 1.1, 0.5, 3)
+    assert plate_relative(estimates) == PlateRelative(0.2, 1.1, 0.5, 3, 2, 4)
     assert plate_relative([None, None]) is None
     assert plate_relative([RelativeOffset(4.7, -6.0, 0.01), None, None]).confidence == 0.0
 
@@ -158,3 +159,19 @@ def test_the_relative_offset_is_measured_on_at_most_24_fields_per_magnification_
     assert RELATIVE_FIELDS == 24 and len(at_20x) == 24 and at_20x[0] == 0 and at_20x[-1] == 49
     assert max(np.diff(at_20x)) <= 3  # spread over the plate, not its first wells
     assert {50, 51, 52} <= chosen and len(chosen) == 27
+
+
+def test_a_cytoplasm_stain_without_holes_leaves_the_nuclei_on_the_field_consensus_with_a_warning(tmp_path):
+    # vstain synth with CellTracker as bright over the nucleus as beside it: nothing to register
+    # the nuclei through, so the fields disagree, the route is not used and the warning says why.
+    from vstain.plate.index import index_plate
+    from vstain.synth.plate import generate_plate
+
+    plate = tmp_path / "plate"
+    generate_plate(plate, magnification="20x", wells=2, fields=2, seed=5, size=(512, 512), max_shift_px=6.0,
+                   overrides={"cytoplasm_over_nucleus": 1.0})
+    alignment = align_fields(index_plate(plate).fields)
+    assert alignment.relatives[("20x", "nuclei")].confidence == 0.0
+    assert {r.source for r in alignment.table.rows if r.stain == "nuclei"} == {"field consensus"}
+    assert any(w.startswith("20x nuclei: not registered through the cytoplasm (") and "holes?" in w
+               for w in alignment.warnings)

@@ -156,7 +156,7 @@ def align_fields(
         r = relatives.get((mag, stain))
         if r is None or r.confidence < min_confidence:
             agree = "no field matched" if r is None else (
-                f"{round(r.confidence * r.fields)} of {r.fields} fields agree on ({r.dy:+.2f}, {r.dx:+.2f}) px")
+                f"{r.agreeing} of {r.sampled} fields agree on ({r.dy:+.2f}, {r.dx:+.2f}) px")
             warnings.append(f"{mag} {stain}: not registered through the {THROUGH[stain]} ({agree}; "
                             f"does the {THROUGH[stain]} stain show the {stain} as holes?)")
     return Alignment(table, warnings, seconds, relatives)

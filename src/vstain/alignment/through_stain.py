@@ -84,15 +84,20 @@ class PlateRelative:
         Median over the fields, in pixels.
     confidence
         Fraction of the fields (those without an estimate included) within
-        :data:`~vstain.alignment.estimate.AGREE_PX` of the median.
+        :data:`~vstain.alignment.estimate.AGREE_PX` of the median; 0 if fewer than
+        :data:`MIN_AGREEING_FIELDS` agree.
     fields
         How many fields gave an estimate.
+    agreeing, sampled
+        How many fields agree with the median, out of how many were measured.
     """
 
     dy: float
     dx: float
     confidence: float
     fields: int
+    agreeing: int
+    sampled: int
 
 
 def nucleus_outlines(nuclei: np.ndarray, pixel_um: float) -> np.ndarray:
@@ -224,7 +229,7 @@ def plate_relative(estimates: Iterable[RelativeOffset | None]) -> PlateRelative 
     median = np.median(found, axis=0)
     agree = int(np.sum(np.all(np.abs(found - median) <= AGREE_PX, axis=1)))
     confidence = agree / len(estimates) if agree >= MIN_AGREEING_FIELDS else 0.0
-    return PlateRelative(float(median[0]), float(median[1]), confidence, len(found))
+    return PlateRelative(float(median[0]), float(median[1]), confidence, len(found), agree, len(estimates))
 
 
 def fields_relative(

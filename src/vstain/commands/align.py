@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     for (mag, stain), r in sorted(alignment.relatives.items()):
         used = "used where its own estimate is not confident" if r.confidence >= MIN_CONFIDENCE else "not used"
         print(f"{mag} {stain} through the {THROUGH[stain]}: ({r.dy:+.2f}, {r.dx:+.2f}) px against it, "
-              f"{r.confidence:.0%} of the fields agree ({used})")
+              f"{r.agreeing} of {r.sampled} fields agree ({used})")
     for line in alignment.warnings:
         print(f"warning: {line}", file=sys.stderr)
     if not args.no_plot:
