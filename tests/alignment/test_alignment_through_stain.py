@@ -9,10 +9,15 @@ from scipy import ndimage
 from vstain.alignment.offsets import OffsetTable, resolve
 from vstain.alignment.plate import align_fields
 from vstain.alignment.through_stain import (
+    FieldMatch,
     PlateRelative,
     RelativeOffset,
+    best_offset,
+    field_match,
     fields_relative,
+    plate_agreement,
     plate_relative,
+    pooled_offset,
     relative_offset,
 )
 from vstain.vocabulary import PIXEL_SIZE_UM
@@ -58,17 +63,18 @@ def _field(seed: int, r: tuple[float, float], *, magnification: str = "20x", sid
 @pytest.mark.parametrize(("magnification", "side"), [("20x", 384), ("40x", 512)])
 def test_relative_offset_recovers_a_known_subpixel_offset(magnification, side):
     # Six toy fields (a dozen nuclei each, textured cytoplasm, droplets, a gap without cells): each
-    # field within 0.5 px, their median within 0.15 px. At 40x the images are binned 2x2 first, so
-    # this also checks that the offset is scaled back to the field's pixels.
+    # field within 0.5 px, the plate's offset within 0.15 px. At 40x the images are binned 2x2
+    # first, so this also checks that the offset is scaled back to the field's pixels.
     r = (1.6, -0.9)
-    estimates = []
+    matches = []
     for seed in range(6):
         c01, c02, c03 = _field(seed, r, magnification=magnification, side=side)
         found = relative_offset(c01, c03, magnification=magnification, lipids=c02)
         assert found is not None and found.explained > 0
         assert (found.dy, found.dx) == pytest.approx(r, abs=0.5), seed
-        estimates.append(found)
-    plate = plate_relative(estimates)
+        matches.append(field_match(c01, c03, magnification=magnification, lipids=c02))
+        assert best_offset(matches[-1]) == found
+    plate = plate_relative(matches)
     assert plate.confidence == 1.0 and plate.fields == plate.agreeing == plate.sampled == 6
     assert (plate.dy, plate.dx) == pytest.approx(r, abs=0.15)
 
@@ -76,18 +82,34 @@ def test_relative_offset_recovers_a_known_subpixel_offset(magnification, side):
 def test_without_holes_the_fields_do_not_agree_and_nothing_is_claimed():
     # A cytoplasm stain as bright over the nucleus as beside it: no field may claim an offset
     # with the others agreeing (a wild offset with confidence would move every nucleus).
-    estimates = [relative_offset(*(lambda f: (f[0], f[2]))(_field(seed, (0.6, -0.9), holes=1.0)),
-                                 magnification="20x") for seed in range(6)]
-    plate = plate_relative(estimates)
+    matches = [field_match(*(lambda f: (f[0], f[2]))(_field(seed, (0.6, -0.9), holes=1.0)), magnification="20x")
+               for seed in range(6)]
+    plate = plate_relative(matches)
     assert plate is None or plate.confidence < 0.5
 
 
-def test_plate_relative_is_the_median_with_the_share_of_agreeing_fields():
+def test_plate_agreement_counts_the_fields_within_half_a_pixel():
     # A field without an estimate counts as not agreeing; fewer than two agreeing fields claim nothing.
     estimates = [RelativeOffset(0.0, 1.0, 0.1), RelativeOffset(0.2, 1.1, 0.1), RelativeOffset(3.0, 3.0, 0.1), None]
-    assert plate_relative(estimates) == PlateRelative(0.2, 1.1, 0.5, 3, 2, 4)
+    assert plate_agreement(0.2, 1.1, estimates) == PlateRelative(0.2, 1.1, 0.5, 3, 2, 4)
+    assert plate_agreement(0.2, 1.6, estimates) == PlateRelative(0.2, 1.6, 0.0, 3, 1, 4)  # one is not enough
+    assert plate_agreement(4.7, -6.0, [RelativeOffset(4.7, -6.0, 0.01), None, None]).confidence == 0.0
     assert plate_relative([None, None]) is None
-    assert plate_relative([RelativeOffset(4.7, -6.0, 0.01), None, None]).confidence == 0.0
+
+
+def test_the_plate_offset_is_the_peak_of_the_summed_matches():
+    # Two hand-made matches whose peaks disagree: the sum's peak lies between them, nearer the one
+    # with more structure, and a field without a match adds nothing.
+    radius = 8
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    def match(cy, cx, weight):
+        return FieldMatch(weight * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0), np.ones_like(yy, float), 1.0, 1)
+    one, other = match(1, 0, 1.0), match(-1, 0, 3.0)
+    assert best_offset(one).dy == pytest.approx(-1.0, abs=0.05)  # r = -s
+    pooled = pooled_offset([one, other, None])
+    assert best_offset(other).dy == pytest.approx(1.0, abs=0.05)
+    assert 0.0 < pooled.dy < 1.0 and pooled.dy > 0.5 and pooled.dx == pytest.approx(0.0, abs=1e-6)
+    assert pooled_offset([None]) is None
 
 
 def test_fields_relative_needs_both_stains():

@@ -26,7 +26,7 @@ import numpy as np
 
 from vstain.alignment.estimate import Reference, estimate_field, estimate_offset
 from vstain.alignment.offsets import MIN_CONFIDENCE, RELATIVE, OffsetTable, resolve
-from vstain.alignment.through_stain import THROUGH, PlateRelative, RelativeOffset, fields_relative, plate_relative
+from vstain.alignment.through_stain import THROUGH, FieldMatch, PlateRelative, fields_relative, plate_relative
 from vstain.plate.index import Field
 from vstain.vocabulary import TARGETS, OffsetsPer
 
@@ -123,7 +123,7 @@ def align_fields(
     wanted = tuple(stains) if stains is not None else TARGETS
     measured = {}
     seconds = []
-    per_field: dict[tuple[str, str], list[RelativeOffset | None]] = {}
+    per_field: dict[tuple[str, str], list[FieldMatch | None]] = {}
     sampled = _relative_sample(fields)
     for number, f in enumerate(fields):
         start = time.perf_counter()
@@ -140,15 +140,15 @@ def align_fields(
         offsets = {s: offsets[s] for s in present}  # the table's stain order
         # Only stains no model registered: a model's prediction is the same modality already.
         through = {s: image for s, image in present.items() if s not in predicted}
-        for stain, estimate in (fields_relative(through, f.magnification) if number in sampled else {}).items():
-            per_field.setdefault((f.magnification, stain), []).append(estimate)
+        for stain, match in (fields_relative(through, f.magnification) if number in sampled else {}).items():
+            per_field.setdefault((f.magnification, stain), []).append(match)
         for stain, o in offsets.items():
             measured[(f.magnification, f.well, f.field, stain)] = (o.dy, o.dx, o.confidence)
         seconds.append(time.perf_counter() - start)
         if progress is not None:
             progress(f"{f.label}: " + ", ".join(
                 f"{s} ({o.dy:+.2f}, {o.dx:+.2f}) conf {o.confidence:.2f}" for s, o in offsets.items()))
-    relatives = {key: found for key, estimates in per_field.items() if (found := plate_relative(estimates))}
+    relatives = {key: found for key, matches in per_field.items() if (found := plate_relative(matches))}
     confident = {key: (THROUGH[key[1]], r.dy, r.dx) for key, r in relatives.items() if r.confidence >= min_confidence}
     table = resolve(measured, min_confidence=min_confidence, per=per, relative=confident)
     warnings = low_confidence_warnings(table, min_confidence)

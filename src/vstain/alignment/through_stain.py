@@ -20,8 +20,8 @@ explain, computed for every whole-pixel shift with Fourier transforms and refine
 peak by a quadratic fit. All lengths are in micrometres, so one recipe serves 20x, 40x and 60x.
 
 ``r`` is a property of the optics between two fluorescence channels (the same at every site), so
-:func:`plate_relative` takes its median over the fields of a magnification, and its *confidence* is
-the fraction of fields that agree with that median to within
+:func:`plate_relative` finds one for the fields of a magnification: the peak of their matches
+summed. Its *confidence* is the fraction of fields whose own peak agrees with it to within
 :data:`~vstain.alignment.estimate.AGREE_PX`: a cytoplasm stain without holes at the nuclei gives
 fields that disagree, hence low confidence, and the offsets fall back as before
 (:func:`vstain.alignment.offsets.resolve`). Accuracy on synthetic plates: docs/alignment.md.
@@ -30,7 +30,7 @@ fields that disagree, hence low confidence, and the offsets fall back as before
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -76,20 +76,20 @@ class RelativeOffset:
 
 @dataclass(frozen=True)
 class PlateRelative:
-    """The median relative offset over a magnification's fields, with the fields' agreement.
+    """The relative offset of a magnification's fields (:func:`plate_relative`), with the fields' agreement.
 
     Attributes
     ----------
     dy, dx
-        Median over the fields, in pixels.
+        In pixels.
     confidence
-        Fraction of the fields (those without an estimate included) within
-        :data:`~vstain.alignment.estimate.AGREE_PX` of the median; 0 if fewer than
+        Fraction of the fields (those without an estimate included) whose own estimate is within
+        :data:`~vstain.alignment.estimate.AGREE_PX` of ``(dy, dx)``; 0 if fewer than
         :data:`MIN_AGREEING_FIELDS` agree.
     fields
-        How many fields gave an estimate.
+        How many fields gave an estimate of their own.
     agreeing, sampled
-        How many fields agree with the median, out of how many were measured.
+        How many fields agree, out of how many were measured.
     """
 
     dy: float
@@ -156,10 +156,25 @@ def _otsu(image: np.ndarray) -> float:
     return float(threshold_otsu(image[::3, ::3]))
 
 
-def relative_offset(
+@dataclass(frozen=True)
+class FieldMatch:
+    """The sums behind one field's match, for every whole shift ``s`` (``(2r+1, 2r+1)`` arrays).
+
+    ``covariance[s]`` is ``Σ a M_s`` and ``variance[s]`` is ``Σ w M_s² − (Σ w M_s)² / N`` (the
+    outlines' variance over the compared pixels), ``energy`` is ``Σ a²``; sums over fields of one
+    magnification pool them (:func:`pooled_offset`). ``factor`` is the binning.
+    """
+
+    covariance: np.ndarray
+    variance: np.ndarray
+    energy: float
+    factor: int
+
+
+def field_match(
     nuclei: np.ndarray, cytoplasm: np.ndarray, *, magnification: str, lipids: np.ndarray | None = None,
-) -> RelativeOffset | None:
-    """Offset ``r`` of C01 against C03 in one field (module docstring), or None where nothing matches.
+) -> FieldMatch | None:
+    """How well the nucleus outlines, shifted by every whole working pixel, explain the cytoplasm's fine structure.
 
     Parameters
     ----------
@@ -172,8 +187,8 @@ def relative_offset(
 
     Returns
     -------
-    RelativeOffset or None
-        None for a blank stain, a field without cells, or a best match at the edge of the search.
+    FieldMatch or None
+        None for a blank stain or a field without cells.
     """
     # Binned to about 20x's pixel: the holes' edges are a few micrometres long and blurred by the
     # optics, so finer pixels add cost (4-9x at 40x and 60x), not accuracy (docs/alignment.md).
@@ -196,14 +211,22 @@ def relative_offset(
     if count < 100 or not outlines.any():
         return None
     a = np.where(weight, structure - structure[weight].mean(), 0.0).astype(np.float32)
-    a_energy = float((a.astype(np.float64) ** 2).sum())
-    if a_energy == 0:
+    energy = float((a.astype(np.float64) ** 2).sum())
+    if energy == 0:
         return None
     # For each shift s, the outlines M(p + s) against the structure a(p) over the weighted pixels:
     # R²(s) = (Σ a M_s)² / (Σ a² · (Σ w M_s² − (Σ w M_s)² / N)). Three correlations.
-    num, s1, s2 = _correlations(a, weight.astype(np.float32), outlines, radius)
-    variance = s2 - s1**2 / count
-    explained = np.where(variance > 0, num**2 / np.maximum(variance, 1e-12) / a_energy, 0.0)
+    covariance, s1, s2 = _correlations(a, weight.astype(np.float32), outlines, radius)
+    return FieldMatch(covariance, np.maximum(s2 - s1**2 / count, 0.0), energy, factor)
+
+
+def best_offset(match: FieldMatch | None) -> RelativeOffset | None:
+    """The subpixel shift whose outlines explain the most of the structure (R²), or None at the edge of the search."""
+    if match is None:
+        return None
+    explained = np.where(match.variance > 0,
+                         match.covariance**2 / np.maximum(match.variance, 1e-12) / match.energy, 0.0)
+    radius = explained.shape[0] // 2
     iy, ix = np.unravel_index(int(np.argmax(explained)), explained.shape)
     if not (0 < iy < 2 * radius and 0 < ix < 2 * radius):
         return None
@@ -211,36 +234,79 @@ def relative_offset(
     if fine is None:
         return None
     # explained[radius + s] pairs C03 pixel p with C01 pixel p + s, so r = -s.
-    sy, sx = (iy - radius + fine[0]) * factor, (ix - radius + fine[1]) * factor
+    sy, sx = (iy - radius + fine[0]) * match.factor, (ix - radius + fine[1]) * match.factor
     return RelativeOffset(float(-sy), float(-sx), float(explained[iy, ix]))
 
 
-def plate_relative(estimates: Iterable[RelativeOffset | None]) -> PlateRelative | None:
-    """Median of the fields' relative offsets and the share of fields that agree with it.
+def pooled_offset(matches: Iterable[FieldMatch | None]) -> RelativeOffset | None:
+    """:func:`best_offset` of the sums of several fields' matches (one magnification), None if none matched."""
+    found = [m for m in matches if m is not None]
+    if not found:
+        return None
+    return best_offset(FieldMatch(sum(m.covariance for m in found), sum(m.variance for m in found),
+                                  sum(m.energy for m in found), found[0].factor))
+
+
+def relative_offset(
+    nuclei: np.ndarray, cytoplasm: np.ndarray, *, magnification: str, lipids: np.ndarray | None = None,
+) -> RelativeOffset | None:
+    """Offset ``r`` of C01 against C03 in one field (module docstring), or None where nothing matches.
+
+    Parameters
+    ----------
+    nuclei, cytoplasm, magnification, lipids
+        As in :func:`field_match`.
+
+    Returns
+    -------
+    RelativeOffset or None
+        None for a blank stain, a field without cells, or a best match at the edge of the search.
+    """
+    return best_offset(field_match(nuclei, cytoplasm, magnification=magnification, lipids=lipids))
+
+
+def plate_relative(matches: Iterable[FieldMatch | None]) -> PlateRelative | None:
+    """The plate's relative offset: the best shift of the fields' matches summed, and how many fields agree.
+
+    Summing the fields' sums before looking for the peak weighs each field by how much it shows;
+    it was closer to the truth than the median of the fields' own peaks where those are noisy (60x
+    fields of 1024², plates of three fields; docs/alignment.md). The confidence is
+    :func:`plate_agreement` of the fields' own peaks with it. None if no field matched.
+    """
+    matches = list(matches)
+    estimates = [best_offset(m) for m in matches]
+    value = pooled_offset(matches)
+    if value is None:
+        found = [e for e in estimates if e is not None]
+        if not found:
+            return None
+        # No peak inside the search for the sum: report the fields' median, claim nothing.
+        median = np.median([(e.dy, e.dx) for e in found], axis=0)
+        agreement = plate_agreement(float(median[0]), float(median[1]), estimates)
+        return PlateRelative(agreement.dy, agreement.dx, 0.0, agreement.fields, agreement.agreeing, agreement.sampled)
+    return plate_agreement(value.dy, value.dx, estimates)
+
+
+def plate_agreement(dy: float, dx: float, estimates: Sequence[RelativeOffset | None]) -> PlateRelative:
+    """``(dy, dx)`` with the share of the fields' own estimates within ``AGREE_PX`` (estimate.py) of it.
 
     A field without an estimate (None) counts as not agreeing, and fewer than
     :data:`MIN_AGREEING_FIELDS` agreeing fields give confidence 0: one field's match is no
-    evidence that the cytoplasm shows the nuclei at all. None if no field gave an estimate.
+    evidence that the cytoplasm shows the nuclei at all.
     """
-    estimates = list(estimates)
-    found = np.asarray([(e.dy, e.dx) for e in estimates if e is not None], dtype=np.float64)
-    if not len(found):
-        return None
-    median = np.median(found, axis=0)
-    agree = int(np.sum(np.all(np.abs(found - median) <= AGREE_PX, axis=1)))
-    confidence = agree / len(estimates) if agree >= MIN_AGREEING_FIELDS else 0.0
-    return PlateRelative(float(median[0]), float(median[1]), confidence, len(found), agree, len(estimates))
+    found = np.asarray([(e.dy, e.dx) for e in estimates if e is not None], dtype=np.float64).reshape(-1, 2)
+    agree = int(np.sum(np.all(np.abs(found - (dy, dx)) <= AGREE_PX, axis=1)))
+    confidence = agree / len(estimates) if estimates and agree >= MIN_AGREEING_FIELDS else 0.0
+    return PlateRelative(float(dy), float(dx), confidence, len(found), agree, len(estimates))
 
 
-def fields_relative(
-    stains: Mapping[str, np.ndarray], magnification: str
-) -> dict[str, RelativeOffset | None]:
-    """Relative offset of every stain of :data:`THROUGH` a field has, against the stain it goes through."""
+def fields_relative(stains: Mapping[str, np.ndarray], magnification: str) -> dict[str, FieldMatch | None]:
+    """:func:`field_match` of every stain of :data:`THROUGH` the field has, against the stain it goes through."""
     out = {}
     for stain, through in THROUGH.items():
         if stain in stains and through in stains:
-            out[stain] = relative_offset(stains[stain], stains[through], magnification=magnification,
-                                         lipids=stains.get("lipids"))
+            out[stain] = field_match(stains[stain], stains[through], magnification=magnification,
+                                     lipids=stains.get("lipids"))
     return out
 
 
