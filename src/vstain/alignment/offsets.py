@@ -19,7 +19,7 @@ A CSV (``vstain align --out offsets.csv``) with the columns :data:`COLUMNS`:
   - ``relative``: the stain is registered through another stain rather than the brightfield
     (nuclei through the holes they leave in the cytoplasm stain,
     :mod:`vstain.alignment.through_stain`): the offset in use of that stain on this field plus
-    the plate's median offset between the two. Used where the field's own estimate is not (with
+    the plate's offset between the two. Used where the field's own estimate is not (with
     ``per="site"``: where no well of the site was confident) and the plate's relative offset is
     confident;
   - ``stain consensus``: neither; the median of this stain over the sites;

@@ -11,9 +11,9 @@ so also stains that brightfield shows too faintly for a linear reference (nuclei
 (docs/alignment.md, "Aligning with a model").
 
 Without a model, the nuclei are registered through the cytoplasm stain, where they leave holes
-(:mod:`vstain.alignment.through_stain`): the offset between the two stains is measured on every
-field, its median over the fields of a magnification is used where the nuclei's own estimate is
-not confident, and a warning says where the fields do not agree on it.
+(:mod:`vstain.alignment.through_stain`): the offset between the two stains is measured on up to
+:data:`RELATIVE_FIELDS` fields of each magnification, pooled into one, and used where the nuclei's
+own estimate is not confident; a warning says where the fields do not agree on it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from vstain.plate.index import Field
 from vstain.vocabulary import TARGETS, OffsetsPer
 
 #: The relative offset of the nuclei against the cytoplasm (one per plate and magnification) is
-#: measured on at most this many fields, spread evenly: its median does not need more, and a whole
+#: measured on at most this many fields, spread evenly: one number per plate needs no more, and a whole
 #: 384-well plate need not pay about a second per full 20x field for it (docs/alignment.md).
 RELATIVE_FIELDS = 24
 #: The reference image :func:`align_fields` uses by default (measured: docs/alignment.md).
