@@ -131,15 +131,24 @@ def test_resolve_adds_the_relative_offset_to_the_cytoplasm_of_the_same_field():
     rows = {(r.well, r.field, r.stain): r for r in resolve(measured, relative=relative).rows}
     assert rows[("B02", 1, "nuclei")].offset == (1.5, 1.75) and rows[("B02", 1, "nuclei")].source == "relative"
     assert rows[("B03", 1, "nuclei")].offset == (0.9, 1.9) and rows[("B03", 1, "nuclei")].source == "measured"
-    # The cytoplasm of F002 takes its stain consensus (median of the sites: 1.25, 2.25), the nuclei follow it.
-    assert rows[("B02", 2, "cytoplasm")].offset == (1.25, 2.25)
-    assert rows[("B02", 2, "nuclei")].offset == (1.75, 2.0) and rows[("B02", 2, "nuclei")].source == "relative"
+    # The cytoplasm of F002 falls back to its stain consensus (median of the sites: 1.25, 2.25), which
+    # was not measured on F002's site: the nuclei do not add their relative offset to a fallback,
+    # they take their own stain consensus (the one confident nuclei site).
+    cytoplasm = rows[("B02", 2, "cytoplasm")]
+    assert cytoplasm.offset == (1.25, 2.25) and cytoplasm.source == "stain consensus"
+    assert rows[("B02", 2, "nuclei")].offset == (0.9, 1.9) and rows[("B02", 2, "nuclei")].source == "stain consensus"
     # Without the relative offset, B02 F001's nuclei took the site's consensus (B03's confident nuclei).
     assert resolve(measured).offset("20x", "B02", 1, "nuclei") == (0.9, 1.9)
     # Per site, the site consensus of the nuclei' own confident wells comes first.
     per_site = resolve(measured, relative=relative, per="site")
     assert per_site.offset("20x", "B02", 1, "nuclei") == (0.9, 1.9)
-    assert per_site.offset("20x", "B02", 2, "nuclei") == (1.75, 2.0)
+    assert per_site.offset("20x", "B02", 2, "nuclei") == (0.9, 1.9)
+    # A cytoplasm offset taken from its site's other wells is the cytoplasm's own: the nuclei build on it.
+    measured[("20x", "B03", 2, "cytoplasm")] = (2.0, 3.0, 1.0)
+    measured[("20x", "B03", 2, "nuclei")] = (0.0, 0.0, 0.0)
+    rows = {(r.well, r.field, r.stain): r for r in resolve(measured, relative=relative).rows}
+    assert rows[("B02", 2, "cytoplasm")].source == "site consensus"
+    assert rows[("B02", 2, "nuclei")].offset == (2.5, 2.75) and rows[("B02", 2, "nuclei")].source == "relative"
 
 
 def test_align_registers_synthetic_nuclei_through_the_cytoplasm(tmp_path, capsys):
