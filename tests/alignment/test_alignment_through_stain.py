@@ -110,6 +110,11 @@ def test_the_plate_offset_is_the_peak_of_the_summed_matches():
     assert best_offset(other).dy == pytest.approx(1.0, abs=0.05)
     assert 0.0 < pooled.dy < 1.0 and pooled.dy > 0.5 and pooled.dx == pytest.approx(0.0, abs=1e-6)
     assert pooled_offset([None]) is None
+    # A sum whose peak lies at the edge of the search claims nothing, even where a field matched.
+    edge = match(radius, 0, 10.0)
+    assert best_offset(edge) is None and pooled_offset([one, edge]) is None
+    plate = plate_relative([one, edge])
+    assert plate.confidence == 0.0 and (plate.dy, plate.fields, plate.sampled) == (pytest.approx(-1.0, abs=0.05), 1, 2)
 
 
 def test_fields_relative_needs_both_stains():

@@ -29,7 +29,7 @@ fields that disagree, hence low confidence, and the offsets fall back as before
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -282,8 +282,7 @@ def plate_relative(matches: Iterable[FieldMatch | None]) -> PlateRelative | None
             return None
         # No peak inside the search for the sum: report the fields' median, claim nothing.
         median = np.median([(e.dy, e.dx) for e in found], axis=0)
-        agreement = plate_agreement(float(median[0]), float(median[1]), estimates)
-        return PlateRelative(agreement.dy, agreement.dx, 0.0, agreement.fields, agreement.agreeing, agreement.sampled)
+        return replace(plate_agreement(float(median[0]), float(median[1]), estimates), confidence=0.0)
     return plate_agreement(value.dy, value.dx, estimates)
 
 
