@@ -20,11 +20,11 @@ pixel (y - dy, x - dx). source says where dy_px, dx_px come from: measured (the 
 confidence >= 0.5), site consensus (median over the wells at that field number), relative (nuclei:
 the field's cytoplasm offset plus the plate's offset between the two stains, measured on the holes
 the nuclei leave in the cytoplasm stain), field consensus (the field's other stains), stain
-consensus, or none (0). Prints a summary per site and warns, naming
-the fields, where estimates were not confident (e.g. a blank stain). With --per site every field
-takes the median of the confident wells at its site (source: site consensus), its own estimate
-included: the offset is a property of the optics, and on a plate with several wells the median is
-steadier than one field's estimate. See docs/alignment.md.
+consensus, or none (0). Prints a summary per site and the plate's nuclei-to-cytoplasm offset, and
+warns, naming the fields, where estimates were not confident (e.g. a blank stain). With --per site
+every field takes the median of the confident wells at its site (source: site consensus), its own
+estimate included: the offset is a property of the optics, and on a plate with several wells the
+median is steadier than one field's estimate. See docs/alignment.md.
 """
 
 
