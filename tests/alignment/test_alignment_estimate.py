@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vstain.alignment.estimate import _bin2, estimate_field, estimate_offset, fast_length
+from vstain.alignment.estimate import bin_blocks, estimate_field, estimate_offset, fast_length
 from vstain.alignment.resample import to_brightfield_frame, to_fluorescence_frame, translate
 
 
@@ -47,10 +47,11 @@ def test_estimate_offset_recovers_a_known_subpixel_shift(d):
     assert found.confidence == 1.0 and found.tiles == 4
 
 
-def test_bin2_averages_2x2_blocks_and_drops_the_odd_edge():
+def testbin_blocks_averages_2x2_blocks_and_drops_the_odd_edge():
     image = np.array([[1, 3, 5, 7, 9], [1, 3, 5, 7, 9], [0, 4, 8, 0, 1]], dtype=np.uint16)
-    np.testing.assert_array_equal(_bin2(image), [[2.0, 6.0]])  # (1+3+1+3)/4, (5+7+5+7)/4
-    assert _bin2(np.full((2, 2), 65535, np.uint16))[0, 0] == 65535  # no integer overflow
+    np.testing.assert_array_equal(bin_blocks(image), [[2.0, 6.0]])  # (1+3+1+3)/4, (5+7+5+7)/4
+    assert bin_blocks(np.full((2, 2), 65535, np.uint16))[0, 0] == 65535  # no integer overflow
+    np.testing.assert_allclose(bin_blocks(np.arange(49.0).reshape(7, 7), 3), [[8.0, 11.0], [29.0, 32.0]])
 
 
 def test_fft_unfriendly_sides_are_cropped_tofast_lengths():

@@ -251,17 +251,20 @@ def _window_and_band(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return window, band
 
 
-def _bin2(array: np.ndarray) -> np.ndarray:
-    """Mean over 2x2 pixel blocks of the last two axes (odd last rows/columns dropped)."""
-    height, width = array.shape[-2] // 2 * 2, array.shape[-1] // 2 * 2
+def bin_blocks(array: np.ndarray, factor: int = 2) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` pixel blocks of the last two axes (float32 or wider; rows and
+    columns beyond whole blocks dropped).
+    """
+    height, width = array.shape[-2] // factor * factor, array.shape[-1] // factor * factor
     array = array[..., :height, :width]
-    # Four strided sums, not a reshape-and-mean: numpy's reduction over interleaved axes is several
+    # factor² strided sums, not a reshape-and-mean: numpy's reduction over interleaved axes is several
     # times slower, and this runs on every brightfield feature of a field.
-    total = array[..., 0::2, 0::2].astype(np.result_type(array.dtype, np.float32))
-    total += array[..., 1::2, 0::2]
-    total += array[..., 0::2, 1::2]
-    total += array[..., 1::2, 1::2]
-    total *= 0.25
+    total = array[..., 0::factor, 0::factor].astype(np.result_type(array.dtype, np.float32))
+    for dy in range(factor):
+        for dx in range(factor):
+            if dy or dx:
+                total += array[..., dy::factor, dx::factor]
+    total *= 1.0 / factor**2
     return total
 
 
@@ -329,10 +332,10 @@ def estimate_field(
     """
     if reference == "prediction":
         features = brightfield_features(brightfield)
-        search = _CoarseSearch(_bin2(features[:-1]), radius=int(MAX_OFFSET_PX) // 2 + 1)
+        search = _CoarseSearch(bin_blocks(features[:-1]), radius=int(MAX_OFFSET_PX) // 2 + 1)
         offsets = {}
         for name, stain in stains.items():
-            binned_stain = _bin2(np.asarray(stain, dtype=np.float32))
+            binned_stain = bin_blocks(np.asarray(stain, dtype=np.float32))
             (cy, cx), _ = search.offset(binned_stain)
             # The fit at the coarse (2 px) guess, correlated once, gives a finer guess; the fit
             # there is sharper, and its correlation is the estimate. The guess only picks the whole
@@ -340,7 +343,7 @@ def estimate_field(
             # the cost of the whole-field correlation).
             stain32 = np.asarray(stain, dtype=np.float32)
             first = predict_stain(features, stain32, offset=(2.0 * cy, 2.0 * cx))
-            guess = _correlate(_bin2(first), binned_stain, upsample)
+            guess = _correlate(bin_blocks(first), binned_stain, upsample)
             guess = (2.0 * cy, 2.0 * cx) if guess is None else (2.0 * float(guess[0]), 2.0 * float(guess[1]))
             offsets[name] = estimate_offset(predict_stain(features, stain32, offset=guess), stain32,
                                             tile=tile, upsample=upsample)

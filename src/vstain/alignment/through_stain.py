@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from vstain.alignment.estimate import AGREE_PX, fast_length
+from vstain.alignment.estimate import AGREE_PX, bin_blocks, fast_length
 from vstain.vocabulary import PIXEL_SIZE_UM
 
 #: The stain each stain is registered through where brightfield does not show it.
@@ -139,7 +139,7 @@ def _cells(image: np.ndarray, pixel_um: float) -> np.ndarray:
     """Inside cells (bool, ``image``'s shape): C03 smoothed and thresholded, its holes filled."""
     # On 4x4 blocks: the mask is coarse, and the smoothing at this scale is the costliest step.
     block = 4
-    coarse = _bin(image, block)
+    coarse = bin_blocks(image, block)
     smooth = ndimage.gaussian_filter(coarse, CELL_SMOOTH_UM / (pixel_um * block), truncate=3.0)
     if np.ptp(smooth) == 0:
         return np.zeros(image.shape, bool)
@@ -194,8 +194,8 @@ def field_match(
     # optics, so finer pixels add cost (4-9x at 40x and 60x), not accuracy (docs/alignment.md).
     factor = max(int(round(WORKING_PIXEL_UM / PIXEL_SIZE_UM[magnification])), 1)
     pixel_um = PIXEL_SIZE_UM[magnification] * factor
-    nuclei, cytoplasm = _bin(nuclei, factor), _bin(cytoplasm, factor)
-    lipids = None if lipids is None else _bin(lipids, factor)
+    nuclei, cytoplasm = (bin_blocks(np.asarray(image, np.float32), factor) for image in (nuclei, cytoplasm))
+    lipids = None if lipids is None else bin_blocks(np.asarray(lipids, np.float32), factor)
     outlines = nucleus_outlines(nuclei, pixel_um)
     structure, weight = cytoplasm_fine_structure(cytoplasm, pixel_um, lipids)
     # A centred crop to FFT-friendly sides (as in vstain.alignment.estimate): the full fields'
@@ -324,16 +324,6 @@ def _correlations(
     f_outlines, f_squares = (fft.rfft2(y, workers=1) for y in (outlines, outlines**2))
     return tuple(fft.irfft2(x * y, s=shape, workers=1)[np.ix_(rows, cols)].astype(np.float64)
                  for x, y in ((f_structure, f_outlines), (f_weight, f_outlines), (f_weight, f_squares)))
-
-
-def _bin(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks (float32; rows and columns beyond whole blocks dropped)."""
-    image = np.asarray(image, dtype=np.float32)
-    if factor == 1:
-        return image
-    height, width = (n // factor * factor for n in image.shape)
-    blocks = image[:height, :width].reshape(height // factor, factor, width // factor, factor)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
 def _quadratic_peak(values: np.ndarray) -> tuple[float, float] | None:
