@@ -60,6 +60,63 @@ def test_blank_stain_everywhere_gives_zero_and_a_warning_naming_fields():
     assert "40x nuclei" in line and "C05 F003" in line and "C06 F003" in line and "blank" in line
 
 
+def test_unconfident_wells_of_a_site_that_agree_give_its_consensus():
+    measured = {
+        ("60x", "B02", 1, "lipids"): (-3.0, -3.0, 1.0),  # the one confident site
+        # site 2: two wells, neither confident, within 0.5 px of each other -> their median
+        ("60x", "B02", 2, "lipids"): (-1.9, -0.9, 0.25),
+        ("60x", "B03", 2, "lipids"): (-2.0, -0.7, 0.375),
+        # site 3: 3 px apart -> no agreement, the stain consensus
+        ("60x", "B02", 3, "lipids"): (-2.0, -0.9, 0.25),
+        ("60x", "B03", 3, "lipids"): (1.0, -0.9, 0.25),
+        # site 4: estimates no tile supported (a blank stain gives (0, 0) everywhere) never count
+        ("60x", "B02", 4, "lipids"): (0.0, 0.0, 0.0),
+        ("60x", "B03", 4, "lipids"): (0.0, 0.0, 0.0),
+    }
+    table = resolve(measured)
+    rows = {(r.well, r.field): r for r in table.rows}
+    for well in ("B02", "B03"):
+        assert rows[(well, 2)].source == "site consensus"
+        assert rows[(well, 2)].offset == pytest.approx((-1.95, -0.8))
+    # stain consensus: the median of the two sites' offsets, (-3, -3) and (-1.95, -0.8)
+    for key in [("B02", 3), ("B03", 3), ("B02", 4), ("B03", 4)]:
+        assert rows[key].source == "stain consensus"
+        assert rows[key].offset == pytest.approx((-2.475, -1.9))
+    # a majority is needed: two of three wells agree, two of four do not
+    three = {("60x", w, 5, "cytoplasm"): v for w, v in
+             [("B02", (1.0, 1.0, 0.1)), ("B03", (1.2, 1.3, 0.2)), ("B04", (-6.0, 4.0, 0.3))]}
+    assert resolve(three).offset("60x", "B04", 5, "cytoplasm") == pytest.approx((1.1, 1.15))
+    four = {**three, ("60x", "B05", 5, "cytoplasm"): (7.0, -7.0, 0.3)}
+    assert {r.source for r in resolve(four).rows} == {"none"}
+
+
+def test_a_fallback_to_other_stains_adds_the_plates_difference_between_the_stains():
+    measured = {
+        ("20x", "B02", 1, "lipids"): (1.0, 1.0, 1.0),
+        ("20x", "B03", 1, "lipids"): (1.0, 1.0, 1.0),
+        ("20x", "B02", 2, "lipids"): (2.0, 2.0, 1.0),
+        ("20x", "B02", 1, "cytoplasm"): (1.5, 0.8, 1.0),
+        ("20x", "B03", 1, "cytoplasm"): (1.3, 0.8, 1.0),
+        ("20x", "B02", 2, "cytoplasm"): (9.0, 9.0, 0.0),  # no confident well at site 2
+        ("20x", "B02", 2, "nuclei"): (0.0, 0.0, 0.0),
+    }
+    # cytoplasm - lipids on the two fields where both are confident: (0.5, -0.2), (0.3, -0.2)
+    table = resolve(measured)
+    cytoplasm = table.offset("20x", "B02", 2, "cytoplasm")
+    assert cytoplasm == pytest.approx((2.4, 1.8))
+    # nuclei: no difference measured (never confident), and the field's cytoplasm is itself a
+    # fallback: the lipids, unmoved
+    assert table.offset("20x", "B02", 2, "nuclei") == pytest.approx((2.0, 2.0))
+    # a plate relative offset of the nuclei through the cytoplasm is their difference to it, and to
+    # the lipids through the cytoplasm's: (2, 2) + (0.4, -0.2) + (0.1, 0.2) on a fallback field
+    relative = {("20x", "nuclei"): ("cytoplasm", 0.1, 0.2)}
+    nuclei = [r for r in resolve(measured, relative=relative).rows if r.stain == "nuclei"][0]
+    assert nuclei.source == "field consensus" and nuclei.offset == pytest.approx((2.5, 2.0))
+    # one field of both stains is not enough to measure their difference: the lipids as they are
+    del measured[("20x", "B03", 1, "cytoplasm")]
+    assert resolve(measured).offset("20x", "B02", 2, "cytoplasm") == pytest.approx((2.0, 2.0))
+
+
 def test_csv_round_trip_and_site_offsets(tmp_path):
     table = resolve(_measured())
     path = table.save(tmp_path / "offsets.csv")

@@ -12,10 +12,18 @@ A CSV (``vstain align --out offsets.csv``) with the columns :data:`COLUMNS`:
 
   - ``measured``: the field's own estimate (confidence >= :data:`MIN_CONFIDENCE`);
   - ``site consensus``: the median over the wells of the confident estimates of the same site
-    (field number) and stain, since the offset is a property of the optics;
+    (field number) and stain, since the offset is a property of the optics. Where no well of the
+    site is confident, the wells' own estimates still count if they agree: at least two, and more
+    than half of those with any agreeing tile (confidence above 0), within :data:`AGREE_PX` of
+    their median on both axes; the median of those that agree is the site's offset. Estimates
+    that no tile of their own field supports, or that disagree across wells, never count;
   - ``field consensus``: no well was confident at this site for this stain; the median of the
     field's other, confident stains (the stains share most of their offset: one camera), or if
-    the field has none, of every confident stain at the site;
+    the field has none, of every confident stain at the site. Each is first moved by the plate's
+    median difference between the two stains, over the fields where both are trusted (at least
+    :data:`MIN_PAIRED_FIELDS`; else by nothing): each filter adds its own small term. A stain with
+    a confident relative offset (below) is moved by it instead, through the other stain's
+    difference to the rest;
   - ``relative``: the stain is registered through another stain rather than the brightfield
     (nuclei through the holes they leave in the cytoplasm stain,
     :mod:`vstain.alignment.through_stain`): the offset in use of that stain on this field plus
@@ -48,6 +56,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from vstain.alignment.estimate import AGREE_PX
 from vstain.atomic import write_text_atomic
 from vstain.errors import AlignmentError, ConfigNotFound
 from vstain.vocabulary import MAGNIFICATIONS, OFFSETS_PER, TARGETS, OffsetsPer
@@ -61,6 +70,9 @@ MEASURED, SITE, RELATIVE, FIELD, STAIN, NONE = (
 SOURCES: tuple[str, ...] = (MEASURED, SITE, RELATIVE, FIELD, STAIN, NONE)
 #: A field's estimate is used when at least this fraction of its tiles agree (see estimate.py).
 MIN_CONFIDENCE = 0.5
+
+#: Fields on which two stains must both be trusted before their difference corrects a fallback.
+MIN_PAIRED_FIELDS = 2
 
 SiteKey = tuple[str, str, int]
 """(magnification, stain, field number): one site of one stain."""
@@ -100,6 +112,48 @@ def _median(pairs: Iterable[tuple[float, float]]) -> tuple[float, float] | None:
     return (float(med[0]), float(med[1]))
 
 
+def _agreeing_sites(
+    measured: Mapping[tuple[str, str, int, str], tuple[float, float, float]], *, exclude: Mapping[SiteKey, Any],
+) -> dict[SiteKey, tuple[float, float]]:
+    """Sites (not in ``exclude``) whose wells' own estimates agree: the median of those that agree.
+
+    Only estimates with some support in their own field count (confidence above 0: at least one
+    tile agreed); a site needs at least two of them, and more than half within :data:`AGREE_PX` of
+    their median on both axes. Two unrelated estimates agree by chance about once in a thousand
+    sites (two offsets drawn within +-16 px), a majority of many wells practically never.
+    """
+    grouped: dict[SiteKey, list[tuple[float, float]]] = {}
+    for (mag, _, number, stain), (dy, dx, confidence) in measured.items():
+        if confidence > 0 and (mag, stain, number) not in exclude:
+            grouped.setdefault((mag, stain, number), []).append((dy, dx))
+    agreed = {}
+    for key, values in grouped.items():
+        centre = np.median(np.asarray(values), axis=0)
+        close = [v for v in values if abs(v[0] - centre[0]) <= AGREE_PX and abs(v[1] - centre[1]) <= AGREE_PX]
+        if len(close) >= 2 and 2 * len(close) > len(values):
+            agreed[key] = _median(close)
+    return agreed  # type: ignore[return-value]
+
+
+def _stain_differences(
+    trusted: Mapping[tuple[str, str, int, str], tuple[float, float]],
+) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """``(magnification, stain, other) -> offset of stain minus offset of other``: the median over the
+    fields where both are trusted, for pairs trusted together on at least :data:`MIN_PAIRED_FIELDS`.
+    """
+    by_field: dict[tuple[str, str, int], dict[str, tuple[float, float]]] = {}
+    for (mag, well, number, stain), value in trusted.items():
+        by_field.setdefault((mag, well, number), {})[stain] = value
+    pairs: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for (mag, _, _), stains in by_field.items():
+        for stain, (dy, dx) in stains.items():
+            for other, (ody, odx) in stains.items():
+                if other != stain:
+                    pairs.setdefault((mag, stain, other), []).append((dy - ody, dx - odx))
+    return {key: _median(values) for key, values in pairs.items()  # type: ignore[misc]
+            if len(values) >= MIN_PAIRED_FIELDS}
+
+
 def resolve(
     measured: Mapping[tuple[str, str, int, str], tuple[float, float, float]],
     *, min_confidence: float = MIN_CONFIDENCE, per: OffsetsPer = "field",
@@ -130,16 +184,43 @@ def resolve(
         if confidence >= min_confidence:
             confident.setdefault((mag, stain, number), []).append((dy, dx))
     site = {key: _median(values) for key, values in confident.items()}
+    site.update(_agreeing_sites(measured, exclude=site))
     by_stain: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for (mag, stain, _), value in site.items():
         by_stain.setdefault((mag, stain), []).append(value)  # type: ignore[arg-type]
     stain_median = {key: _median(values) for key, values in by_stain.items()}
-    by_field: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
-    by_site: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    for (mag, well, number, _), (dy, dx, confidence) in measured.items():
+    # What a field's other stains may fall back on: its confident stains, and those whose site
+    # agreed across wells (at that site's offset).
+    trusted: dict[tuple[str, str, int, str], tuple[float, float]] = {}
+    for (mag, well, number, stain), (dy, dx, confidence) in measured.items():
         if confidence >= min_confidence:
-            by_field.setdefault((mag, well, number), []).append((dy, dx))
-            by_site.setdefault((mag, number), []).append((dy, dx))
+            trusted[(mag, well, number, stain)] = (dy, dx)
+        elif (mag, stain, number) in site and (mag, stain, number) not in confident:
+            trusted[(mag, well, number, stain)] = site[(mag, stain, number)]  # type: ignore[assignment]
+    between = _stain_differences(trusted)
+    # A plate's relative offset (measured through the other stain) is the difference between the two
+    # stains, and through that stain's differences, to the others.
+    for (mag, stain), (through, rdy, rdx) in (relative or {}).items():
+        between[(mag, stain, through)] = (rdy, rdx)
+        for (m, first, other), (ddy, ddx) in list(between.items()):
+            if m == mag and first == through and other != stain:
+                between[(mag, stain, other)] = (rdy + ddy, rdx + ddx)
+    by_field: dict[tuple[str, str, int], list[tuple[str, tuple[float, float]]]] = {}
+    by_site: dict[tuple[str, int], list[tuple[str, tuple[float, float]]]] = {}
+    for (mag, well, number, stain), value in trusted.items():
+        by_field.setdefault((mag, well, number), []).append((stain, value))
+        by_site.setdefault((mag, number), []).append((stain, value))
+
+    def consensus(mag: str, stain: str, others: list[tuple[str, tuple[float, float]]]) -> tuple[float, float] | None:
+        # Each other stain's offset moved by the plate's difference between the two stains, where
+        # the plate measured it (the stains' own terms: one light path, different filters).
+        moved = []
+        for other, (dy, dx) in others:
+            if other != stain:
+                ddy, ddx = between.get((mag, stain, other), (0.0, 0.0))
+                moved.append((dy + ddy, dx + ddx))
+        return _median(moved)
+
     relative = relative or {}
     # Offsets of this field's stains that were measured on that stain (its own or its site's): a
     # relative offset is added only to those. Added to a fallback (the field's other stains) it
@@ -157,10 +238,10 @@ def resolve(
             used, source = site[(mag, stain, number)], SITE
         elif through is not None and through_used is not None:
             used, source = (through_used[0] + through[1], through_used[1] + through[2]), RELATIVE
-        elif (mag, well, number) in by_field:
-            used, source = _median(by_field[(mag, well, number)]), FIELD
-        elif (mag, number) in by_site:
-            used, source = _median(by_site[(mag, number)]), FIELD
+        elif (found := consensus(mag, stain, by_field.get((mag, well, number), []))) is not None:
+            used, source = found, FIELD
+        elif (found := consensus(mag, stain, by_site.get((mag, number), []))) is not None:
+            used, source = found, FIELD
         elif (mag, stain) in stain_median:
             used, source = stain_median[(mag, stain)], STAIN
         else:
