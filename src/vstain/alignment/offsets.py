@@ -175,7 +175,8 @@ def resolve(
         against the stain ``through`` (:mod:`vstain.alignment.through_stain`). A field of
         ``stain`` that would otherwise fall back to another field's or stain's offset uses the
         offset in use of ``through`` on the same field plus ``(dy, dx)`` (source ``relative``),
-        where that offset is ``through``'s own (``measured`` or ``site consensus``).
+        where that offset is ``through``'s own (``measured`` or ``site consensus``); elsewhere
+        ``(dy, dx)`` is the stains' difference in the field consensus (module docstring).
     """
     if per not in OFFSETS_PER:
         raise AlignmentError(f"per={per!r}: expected one of {', '.join(OFFSETS_PER)}")
@@ -222,9 +223,10 @@ def resolve(
         return _median(moved)
 
     relative = relative or {}
-    # Offsets of this field's stains that were measured on that stain (its own or its site's): a
-    # relative offset is added only to those. Added to a fallback (the field's other stains) it
-    # would carry the fallback's error plus its own (measured on a 60x plate: 0.40 -> 0.44 px).
+    # Offsets of this field's stains that were measured on that stain (its own or its site's): the
+    # relative source adds a relative offset only to those. Added to an uncorrected fallback it
+    # carried the fallback's error plus its own (a 60x plate: 0.40 -> 0.44 px); where the other
+    # stain fell back, the field consensus applies it instead, through the stain differences.
     measured_here: dict[tuple[str, str, int, str], tuple[float, float]] = {}
     rows = []
     # Stains registered through another stain last, so that the other stain's offset is known.
