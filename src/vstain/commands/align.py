@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vstain.commands.cluster_args import add_cluster_arguments, cluster_options
 from vstain.vocabulary import MAGNIFICATIONS, OFFSETS_PER, TARGETS
 
 EXAMPLE = """\
@@ -13,6 +14,8 @@ examples:
   vstain align data/plate --out offsets.csv --magnification 20x --stains lipids cytoplasm
   vstain align data/plate --out offsets.csv --model runs/nuclei/model.safetensors   # nuclei against a model
   vstain align data/plate --out offsets.csv --per site       # every field takes its site's consensus
+  vstain align /shared/plate --out offsets.csv --workers 4   # fields on 4 local processes
+  vstain align /shared/plate --out offsets.csv --scheduler tcp://head:8786   # on a Dask cluster
 
 One row per field and stain: magnification, well, field, stain, dy_px, dx_px, confidence, source,
 measured_dy_px, measured_dx_px. Sign convention: a structure at brightfield pixel (y, x) is at stain
@@ -24,7 +27,9 @@ consensus, or none (0). Prints a summary per site and the plate's nuclei-to-cyto
 warns, naming the fields, where estimates were not confident (e.g. a blank stain). With --per site
 every field takes the median of the confident wells at its site (source: site consensus), its own
 estimate included: the offset is a property of the optics, and on a plate with several wells the
-median is steadier than one field's estimate. See docs/alignment.md.
+median is steadier than one field's estimate. Each field's estimates are saved as it ends (in
+OUT.fields/, removed when the CSV is written), so an interrupted run resumes where it stopped.
+See docs/alignment.md.
 """
 
 
@@ -52,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "its site's consensus over the wells")
     parser.add_argument("--no-plot", action="store_true", help="do not write the PNG next to the CSV")
     parser.add_argument("--quiet", action="store_true", help="no line per field")
+    add_cluster_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -69,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise VstainError(f"{out}: is a folder; --out needs a file name")
+    # Without any of the cluster options the fields are estimated here, one after another (no Dask).
+    cluster = (cluster_options(args) if args.workers != 1 or args.scheduler or args.cluster or args.dashboard
+               else None)
+    if cluster is not None and args.model:
+        raise VstainError("--model aligns in this process: drop --workers/--scheduler/--cluster/--dashboard")
     predictor = _predictor(args.model, args.magnification) if args.model else None
     magnification = predictor.magnifications[0] if predictor is not None else args.magnification
     index = index_plate(args.plate, magnification=magnification)
@@ -77,9 +88,16 @@ def run(args: argparse.Namespace) -> int:
         index.raise_for_errors()
         raise PlateError(f"{index.root}: no {magnification + ' ' if magnification else ''}field with brightfield "
                          "and a stain to align")
+    import shutil
+
+    partial = out.with_name(out.name + ".fields")
     alignment = align_fields(fields, stains=args.stains, progress=None if args.quiet else print,
-                             predict=predictor.predict_field if predictor is not None else None, per=args.per)
+                             predict=predictor.predict_field if predictor is not None else None, per=args.per,
+                             cluster=cluster, results=partial, announce=print)
+    if alignment.reused:
+        print(f"{alignment.reused} of {len(fields)} fields reused from the interrupted run in {partial}")
     alignment.table.save(out)
+    shutil.rmtree(partial, ignore_errors=True)
     summary = site_summary(alignment.table)
     print(summary.to_string(index=False))
     for (mag, stain), r in sorted(alignment.relatives.items()):

@@ -1,6 +1,6 @@
 """The options every plate job shares: where it runs (``--workers``, ``--scheduler``, ``--cluster``).
 
-Not a command: the job commands (evaluate, stats, convert, predict) add these with
+Not a command: the job commands (evaluate, stats, convert, align, predict) add these with
 :func:`add_cluster_arguments` and turn them into :class:`vstain.plate.jobs.ClusterOptions`.
 """
 

@@ -100,6 +100,14 @@ class Field:
         """The field's images (TIFF files or zarr planes): brightfield planes, then targets."""
         return (*self.brightfield, *self.targets.values())
 
+    def signature(self) -> str:
+        """The names, sizes and modification times of :attr:`files` (JSON): a result saved for the
+        field is reused only while this is unchanged.
+        """
+        import json
+
+        return json.dumps([[str(p.name), (s := p.stat()).st_size, s.st_mtime_ns] for p in self.files])
+
     def has_targets(self, targets: Iterable[str] = TARGETS) -> bool:
         """True if every stain in ``targets`` has a file."""
         return all(t in self.targets for t in targets)

@@ -1,7 +1,7 @@
 """Plate jobs on Dask distributed: per-field work mapped over a :class:`distributed.Client`.
 
 Every job that walks a plate field by field on CPUs (``vstain evaluate``, ``stats``, ``convert``,
-``predict --device cpu``) runs through :func:`open_client` and :func:`map_fields`, one code path
+``align``, ``predict --device cpu``) runs through :func:`open_client` and :func:`map_fields`, one code path
 whatever the cluster:
 
 * ``workers=N`` (default 1): a :class:`distributed.LocalCluster` of N worker processes on this

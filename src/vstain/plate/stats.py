@@ -314,10 +314,6 @@ def _histogram_file(folder: Path, field: Field) -> Path:
     return folder / f"{field.well}_F{field.field:03d}_{field.magnification}.npz"
 
 
-def _signature(field: Field) -> str:
-    return json.dumps([[str(p.name), (s := p.stat()).st_size, s.st_mtime_ns] for p in field.files])
-
-
 def _save_histograms(folder: Path, field: Field, counts: Mapping[str, np.ndarray]) -> None:
     """Save a field's histograms sparsely (values present and their counts), atomically."""
     arrays = {}
@@ -326,13 +322,13 @@ def _save_histograms(folder: Path, field: Field, counts: Mapping[str, np.ndarray
         arrays[f"{key}.values"] = present.astype(np.uint16)
         arrays[f"{key}.counts"] = values[present]
     with atomic_path(_histogram_file(folder, field)) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, signature=np.array(_signature(field)), **arrays)
+        np.savez(handle, signature=np.array(field.signature()), **arrays)
 
 
 def _load_histograms(folder: Path, field: Field) -> dict[str, np.ndarray] | None:
     try:
         with np.load(_histogram_file(folder, field), allow_pickle=False) as archive:
-            if str(archive["signature"]) != _signature(field):
+            if str(archive["signature"]) != field.signature():
                 return None
             counts = {}
             for name in archive.files:
