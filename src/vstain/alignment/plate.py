@@ -286,7 +286,7 @@ def _save_estimates(folder: Path, field: Field, settings: dict[str, object], est
             "seconds": estimates.seconds,
         }
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(_estimates_file(folder, field), json.dumps(record, allow_nan=False) + "\n")
+    write_text_atomic(_estimates_file(folder, field), json.dumps(record) + "\n")
 
 
 def _load_estimates(folder: Path, field: Field, settings: dict[str, object]
