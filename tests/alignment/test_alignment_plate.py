@@ -63,6 +63,15 @@ def test_a_rerun_reuses_the_saved_fields_and_only_those(misaligned_plate, tmp_pa
     assert len(estimated) == len(fields)
 
 
+def test_estimates_against_a_model_are_not_saved_for_a_run_without_it(misaligned_plate, tmp_path):
+    import numpy as np
+
+    saved = tmp_path / "offsets.csv.fields"
+    fields = index_plate(misaligned_plate).fields
+    align_fields(fields, results=saved, predict=lambda brightfield: {"lipids": np.asarray(brightfield[3], np.float32)})
+    assert not saved.exists()
+
+
 def test_a_model_is_not_sent_to_a_cluster(misaligned_plate):
     with pytest.raises(AlignmentError, match="in this process"):
         align_fields(index_plate(misaligned_plate).fields, predict=lambda brightfield: {},

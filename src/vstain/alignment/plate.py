@@ -189,6 +189,7 @@ def align_fields(
         Folder for each field's estimates (``<mag>_<well>_F<nnn>.json``), saved as each field ends,
         so a killed run resumes with the fields not yet saved; a saved field is reused only while
         its images are unchanged and it was estimated with the same stains, reference and sampling.
+        Not used with ``predict`` (a run against a model starts afresh).
     announce
         Receives one line naming the Dask cluster (and its dashboard), where there is one.
 
@@ -202,7 +203,9 @@ def align_fields(
         raise AlignmentError("aligning against a model's prediction runs in this process; "
                              "give no cluster (--workers, --scheduler, --cluster) with a model")
     sampled = _relative_sample(fields)
-    store = Path(results) if results is not None else None
+    # Estimates against a model's prediction are not saved: the file would not say which model, and a
+    # rerun without it would take them for its own.
+    store = Path(results) if results is not None and predict is None else None
     found: dict[int, FieldEstimates | None] = {}
 
     def keep(item: tuple[int, Field], estimates: FieldEstimates | None, *, saved: bool = False) -> None:
@@ -216,8 +219,8 @@ def align_fields(
 
     todo = []
     for number, f in enumerate(fields):
-        saved = (_load_estimates(store, f, _settings(wanted, reference, number in sampled))
-                 if store is not None and predict is None else None)
+        settings = _settings(wanted, reference, number in sampled)
+        saved = _load_estimates(store, f, settings) if store is not None else None
         if saved is None:
             todo.append((number, f))
         else:
