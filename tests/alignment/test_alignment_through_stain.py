@@ -13,6 +13,8 @@ from vstain.alignment.through_stain import (
     PlateRelative,
     RelativeOffset,
     best_offset,
+    bootstrap_error,
+    describe_standard_error,
     field_match,
     fields_relative,
     plate_agreement,
@@ -115,6 +117,47 @@ def test_the_plate_offset_is_the_peak_of_the_summed_matches():
     assert best_offset(edge) is None and pooled_offset([one, edge]) is None
     plate = plate_relative([one, edge])
     assert plate.confidence == 0.0 and (plate.dy, plate.fields, plate.sampled) == (pytest.approx(-1.0, abs=0.05), 1, 2)
+
+
+
+def _bump(cy: float, cx: float, width: float = 2.0, radius: int = 8) -> FieldMatch:
+    """A hand-made match whose own peak is at shift (cy, cx), i.e. r = (-cy, -cx)."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return FieldMatch(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * width**2)), np.ones_like(yy, float), 1.0, 1)
+
+
+def test_a_precise_sum_is_trusted_where_single_fields_scatter():
+    # Twelve fields whose own peaks lie 0.6 px either side of 0 (as single 60x fields with few
+    # nuclei do): none agrees with the pooled offset within 0.5 px, but the sum of twelve pins it
+    # down (standard error of a mean of twelve +-0.6 draws: 0.6 / sqrt(12) = 0.17 px).
+    scattered = [_bump(0.6 if i % 2 else -0.6, 0.0) for i in range(12)]
+    plate = plate_relative(scattered)
+    assert plate.confidence == 0.0 and plate.agreeing == 0
+    assert (plate.dy, plate.dx) == (pytest.approx(0.0, abs=0.05), pytest.approx(0.0, abs=1e-6))
+    assert plate.standard_error == pytest.approx(0.6 / np.sqrt(12), rel=0.25)
+    assert plate.trusted(0.5)
+    # Fields 1.5 px either side: the sum could be anywhere within a few tenths, so it is not used.
+    wide = plate_relative([_bump(1.5 if i % 2 else -1.5, 0.0) for i in range(12)])
+    assert wide.standard_error > 0.2 and not wide.trusted(0.5)
+    # Identical fields: every resample gives the same sum's peak.
+    assert bootstrap_error([_bump(0.3, -0.2)] * 6) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_standard_error_needs_five_matched_fields():
+    # Four fields (and any number without a match) are too few to say how their sum scatters, so
+    # only the fields' agreement can make the offset trusted.
+    four = [_bump(0.6 if i % 2 else -0.6, 0.0) for i in range(4)] + [None] * 8
+    assert bootstrap_error(four) is None
+    plate = plate_relative(four)
+    assert plate.standard_error is None and not plate.trusted(0.5)
+    assert "too few fields" in describe_standard_error(plate)
+    # Agreement alone still suffices; a standard error alone suffices; neither: not trusted.
+    assert PlateRelative(0.0, 0.0, 0.5, 4, 2, 4).trusted(0.5)
+    assert PlateRelative(0.0, 0.0, 0.25, 8, 2, 8, standard_error=0.2).trusted(0.5)
+    assert not PlateRelative(0.0, 0.0, 0.25, 8, 2, 8, standard_error=0.21).trusted(0.5)
+    # A resample without a peak inside the search makes the sum untrustworthy, not precise.
+    edge = [_bump(8, 0.0, width=0.7)] * 5 + [_bump(0.0, 0.0, width=0.7)]
+    assert bootstrap_error(edge) == float("inf")
 
 
 def test_fields_relative_needs_both_stains():

@@ -31,7 +31,14 @@ import numpy as np
 
 from vstain.alignment.estimate import Offset, Reference, estimate_field, estimate_offset
 from vstain.alignment.offsets import MIN_CONFIDENCE, RELATIVE, OffsetTable, resolve
-from vstain.alignment.through_stain import THROUGH, FieldMatch, PlateRelative, fields_relative, plate_relative
+from vstain.alignment.through_stain import (
+    THROUGH,
+    FieldMatch,
+    PlateRelative,
+    describe_standard_error,
+    fields_relative,
+    plate_relative,
+)
 from vstain.atomic import write_text_atomic
 from vstain.errors import AlignmentError
 from vstain.plate.index import Field
@@ -249,14 +256,15 @@ def align_fields(
             measured[(f.magnification, f.well, f.field, stain)] = (o.dy, o.dx, o.confidence)
         seconds.append(estimates.seconds)
     relatives = {key: found for key, matches in per_field.items() if (found := plate_relative(matches))}
-    confident = {key: (THROUGH[key[1]], r.dy, r.dx) for key, r in relatives.items() if r.confidence >= min_confidence}
+    confident = {key: (THROUGH[key[1]], r.dy, r.dx) for key, r in relatives.items() if r.trusted(min_confidence)}
     table = resolve(measured, min_confidence=min_confidence, per=per, relative=confident)
     warnings = low_confidence_warnings(table, min_confidence)
     for mag, stain in sorted(per_field):
         r = relatives.get((mag, stain))
-        if r is None or r.confidence < min_confidence:
+        if r is None or not r.trusted(min_confidence):
             agree = "no field matched" if r is None else (
-                f"{r.agreeing} of {r.sampled} fields agree on ({r.dy:+.2f}, {r.dx:+.2f}) px")
+                f"{r.agreeing} of {r.sampled} fields agree on ({r.dy:+.2f}, {r.dx:+.2f}) px, "
+                + describe_standard_error(r))
             warnings.append(f"{mag} {stain}: not registered through the {THROUGH[stain]} ({agree}; "
                             f"does the {THROUGH[stain]} stain show the {stain} as holes?)")
     return Alignment(table, warnings, seconds, relatives, reused=len(fields) - len(todo))

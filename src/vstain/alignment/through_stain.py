@@ -24,7 +24,10 @@ peak by a quadratic fit. All lengths are in micrometres, so one recipe serves 20
 summed. Its *confidence* is the fraction of fields whose own peak agrees with it to within
 :data:`~vstain.alignment.estimate.AGREE_PX`: a cytoplasm stain without holes at the nuclei gives
 fields that disagree, hence low confidence, and the offsets fall back as before
-(:func:`vstain.alignment.offsets.resolve`). Accuracy on synthetic plates: docs/alignment.md.
+(:func:`vstain.alignment.offsets.resolve`). Where single fields hold few nuclei (60x) they scatter
+by a pixel or more while their sum is still precise, so the sum is also trusted where its bootstrap
+standard error over the fields is small (:meth:`PlateRelative.trusted`). Accuracy on synthetic
+plates: docs/alignment.md.
 """
 
 from __future__ import annotations
@@ -53,6 +56,16 @@ CELL_SMOOTH_UM = 2.6
 SEARCH_PX = 8
 #: A plate's relative offset needs at least this many fields that agree on it.
 MIN_AGREEING_FIELDS = 2
+#: A pooled relative offset whose bootstrap standard error over the fields is at most this (px) is
+#: trusted even where few single fields agree with it (60x fields hold few nuclei each, so single
+#: fields scatter by a pixel or more while their sum is precise): the accuracy the alignment aims for
+#: (docs/alignment.md, targets).
+MAX_STANDARD_ERROR_PX = 0.2
+#: The standard error is only estimated from at least this many matched fields (126 distinct
+#: resamples; three fields give ten, too few to say how the sum scatters).
+MIN_BOOTSTRAP_FIELDS = 5
+#: Resamples of the fields behind the standard error (a fixed seed: the same plate, the same answer).
+BOOTSTRAP_RESAMPLES = 200
 #: Images are binned to about this pixel size (um) first: 20x as it is, 40x 2x2, 60x 3x3.
 WORKING_PIXEL_UM = 0.3
 
@@ -90,6 +103,9 @@ class PlateRelative:
         How many fields gave an estimate of their own.
     agreeing, sampled
         How many fields agree, out of how many were measured.
+    standard_error
+        Bootstrap standard error (px, the larger axis) of the pooled offset over the fields that
+        matched (:func:`bootstrap_error`); None with fewer than :data:`MIN_BOOTSTRAP_FIELDS` of them.
     """
 
     dy: float
@@ -98,6 +114,20 @@ class PlateRelative:
     fields: int
     agreeing: int
     sampled: int
+    standard_error: float | None = None
+
+    def trusted(self, min_confidence: float) -> bool:
+        """Whether the offset may be used: enough fields agree with it, or their sum pins it down.
+
+        Parameters
+        ----------
+        min_confidence
+            The share of agreeing fields that suffices on its own
+            (:data:`vstain.alignment.offsets.MIN_CONFIDENCE` by default in ``vstain align``).
+        """
+        if self.confidence >= min_confidence:
+            return True
+        return self.standard_error is not None and self.standard_error <= MAX_STANDARD_ERROR_PX
 
 
 def nucleus_outlines(nuclei: np.ndarray, pixel_um: float) -> np.ndarray:
@@ -271,7 +301,8 @@ def plate_relative(matches: Iterable[FieldMatch | None]) -> PlateRelative | None
     Summing the fields' sums before looking for the peak weighs each field by how much it shows;
     it was closer to the truth than the median of the fields' own peaks where those are noisy (60x
     fields of 1024², plates of three fields; docs/alignment.md). The confidence is
-    :func:`plate_agreement` of the fields' own peaks with it. None if no field matched.
+    :func:`plate_agreement` of the fields' own peaks with it, and its :func:`bootstrap_error`.
+    None if no field matched.
     """
     matches = list(matches)
     estimates = [best_offset(m) for m in matches]
@@ -283,7 +314,35 @@ def plate_relative(matches: Iterable[FieldMatch | None]) -> PlateRelative | None
         # No peak inside the search for the sum: report the fields' median, claim nothing.
         median = np.median([(e.dy, e.dx) for e in found], axis=0)
         return replace(plate_agreement(float(median[0]), float(median[1]), estimates), confidence=0.0)
-    return plate_agreement(value.dy, value.dx, estimates)
+    return replace(plate_agreement(value.dy, value.dx, estimates), standard_error=bootstrap_error(matches))
+
+
+def bootstrap_error(matches: Sequence[FieldMatch | None]) -> float | None:
+    """Standard error (px, the larger axis) of :func:`pooled_offset` when the fields are drawn again.
+
+    The fields that matched are resampled with replacement :data:`BOOTSTRAP_RESAMPLES` times (seed
+    0) and each resample's sums give one pooled offset; their standard deviation per axis says how
+    much the plate's offset would move with other fields of the same plate. Infinite if a resample
+    has no peak inside the search; None with fewer than :data:`MIN_BOOTSTRAP_FIELDS` matched fields.
+    """
+    found = [m for m in matches if m is not None]
+    if len(found) < MIN_BOOTSTRAP_FIELDS:
+        return None
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        value = pooled_offset([found[i] for i in rng.integers(0, len(found), len(found))])
+        if value is None:
+            return float("inf")
+        draws.append((value.dy, value.dx))
+    return float(np.std(np.asarray(draws), axis=0).max())
+
+
+def describe_standard_error(relative: PlateRelative) -> str:
+    """The standard error of a plate's relative offset in words, for ``vstain align``'s summary."""
+    if relative.standard_error is None:
+        return f"too few fields for a standard error (fewer than {MIN_BOOTSTRAP_FIELDS})"
+    return f"standard error {relative.standard_error:.2f} px"
 
 
 def plate_agreement(dy: float, dx: float, estimates: Sequence[RelativeOffset | None]) -> PlateRelative:

@@ -19,17 +19,18 @@ examples:
 
 One row per field and stain: magnification, well, field, stain, dy_px, dx_px, confidence, source,
 measured_dy_px, measured_dx_px. Sign convention: a structure at brightfield pixel (y, x) is at stain
-pixel (y - dy, x - dx). source says where dy_px, dx_px come from: measured (the field's own estimate,
-confidence >= 0.5), site consensus (median over the wells at that field number), relative (nuclei:
-the field's cytoplasm offset plus the plate's offset between the two stains, measured on the holes
-the nuclei leave in the cytoplasm stain), field consensus (the field's other stains), stain
-consensus, or none (0). Prints a summary per site and the plate's nuclei-to-cytoplasm offset, and
-warns, naming the fields, where estimates were not confident (e.g. a blank stain). With --per site
-every field takes the median of the confident wells at its site (source: site consensus), its own
-estimate included: the offset is a property of the optics, and on a plate with several wells the
-median is steadier than one field's estimate. Each field's estimates are saved as it ends (in
-OUT.fields/, removed when the CSV is written), so an interrupted run resumes where it stopped.
-See docs/alignment.md.
+pixel (y - dy, x - dx). source says where dy_px, dx_px come from: measured (the field's own
+estimate, confidence >= 0.5), site consensus (median over the wells at that field number), relative
+(nuclei: the field's cytoplasm offset plus the plate's offset between the two stains, measured on
+the holes the nuclei leave in the cytoplasm stain; used where at least half of the sampled fields
+agree with it, or where its bootstrap standard error over the fields is at most 0.2 px), field
+consensus (the field's other stains), stain consensus, or none (0). Prints a summary per site and
+the plate's nuclei-to-cytoplasm offset, and warns, naming the fields, where estimates were not
+confident (e.g. a blank stain). With --per site every field takes the median of the confident wells
+at its site (source: site consensus), its own estimate included: the offset is a property of the
+optics, and on a plate with several wells the median is steadier than one field's estimate. Each
+field's estimates are saved as it ends (in OUT.fields/, removed when the CSV is written), so an
+interrupted run resumes where it stopped. See docs/alignment.md.
 """
 
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from vstain.alignment.offsets import MIN_CONFIDENCE
     from vstain.alignment.plate import align_fields
     from vstain.alignment.report import plot_offsets, site_summary
-    from vstain.alignment.through_stain import THROUGH
+    from vstain.alignment.through_stain import THROUGH, describe_standard_error
     from vstain.errors import PlateError, VstainError
     from vstain.plate.index import index_plate
 
@@ -101,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     summary = site_summary(alignment.table)
     print(summary.to_string(index=False))
     for (mag, stain), r in sorted(alignment.relatives.items()):
-        used = "used where its own estimate is not confident" if r.confidence >= MIN_CONFIDENCE else "not used"
+        used = "used where its own estimate is not confident" if r.trusted(MIN_CONFIDENCE) else "not used"
         print(f"{mag} {stain} through the {THROUGH[stain]}: ({r.dy:+.2f}, {r.dx:+.2f}) px against it, "
-              f"{r.agreeing} of {r.sampled} fields agree ({used})")
+              f"{r.agreeing} of {r.sampled} fields agree, {describe_standard_error(r)} ({used})")
     for line in alignment.warnings:
         print(f"warning: {line}", file=sys.stderr)
     if not args.no_plot:
