@@ -322,8 +322,18 @@ def bootstrap_error(matches: Sequence[FieldMatch | None]) -> float | None:
 
     The fields that matched are resampled with replacement :data:`BOOTSTRAP_RESAMPLES` times (seed
     0) and each resample's sums give one pooled offset; their standard deviation per axis says how
-    much the plate's offset would move with other fields of the same plate. Infinite if a resample
-    has no peak inside the search; None with fewer than :data:`MIN_BOOTSTRAP_FIELDS` matched fields.
+    much the plate's offset would move with other fields of the same plate.
+
+    Parameters
+    ----------
+    matches
+        The fields' :func:`field_match` results (None: the field did not match; left out).
+
+    Returns
+    -------
+    float or None
+        The larger axis's standard deviation (px); infinite if a resample has no peak inside the
+        search; None with fewer than :data:`MIN_BOOTSTRAP_FIELDS` matched fields.
     """
     found = [m for m in matches if m is not None]
     if len(found) < MIN_BOOTSTRAP_FIELDS:
@@ -339,7 +349,18 @@ def bootstrap_error(matches: Sequence[FieldMatch | None]) -> float | None:
 
 
 def describe_standard_error(relative: PlateRelative) -> str:
-    """The standard error of a plate's relative offset in words, for ``vstain align``'s summary."""
+    """The standard error of a plate's relative offset in words, for ``vstain align``'s summary.
+
+    Parameters
+    ----------
+    relative
+        A :func:`plate_relative` result.
+
+    Returns
+    -------
+    str
+        E.g. ``"standard error 0.15 px"``.
+    """
     if relative.standard_error is None:
         return f"too few fields for a standard error (fewer than {MIN_BOOTSTRAP_FIELDS})"
     return f"standard error {relative.standard_error:.2f} px"
