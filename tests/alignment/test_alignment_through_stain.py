@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -119,7 +121,6 @@ def test_the_plate_offset_is_the_peak_of_the_summed_matches():
     assert plate.confidence == 0.0 and (plate.dy, plate.fields, plate.sampled) == (pytest.approx(-1.0, abs=0.05), 1, 2)
 
 
-
 def _bump(cy: float, cx: float, width: float = 2.0, radius: int = 8) -> FieldMatch:
     """A hand-made match whose own peak is at shift (cy, cx), i.e. r = (-cy, -cx)."""
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
@@ -225,6 +226,28 @@ def test_align_registers_synthetic_nuclei_through_the_cytoplasm(tmp_path, capsys
         true_nuclei, true_cytoplasm = (truth[("20x", r.well, r.field, s)] for s in ("nuclei", "cytoplasm"))
         assert np.subtract(r.offset, cytoplasm) == pytest.approx(np.subtract(true_nuclei, true_cytoplasm), abs=0.2)
         assert r.offset == pytest.approx(true_nuclei, abs=0.4), (r.well, r.field)
+
+
+@pytest.mark.parametrize(("standard_error", "used"), [(0.1, True), (0.3, False)])
+def test_align_uses_a_relative_offset_with_a_small_standard_error_even_where_few_fields_agree(
+        tmp_path, monkeypatch, standard_error, used):
+    # The wiring of PlateRelative.trusted into align_fields: the plate's relative offset is made to
+    # look as on a 60x plate (no field agreeing) with a given standard error; the nuclei take it
+    # only where that error is at most 0.2 px, and the warning names it where they do not.
+    import vstain.alignment.plate as plate_module
+    from vstain.plate.index import index_plate
+    from vstain.synth.plate import generate_plate
+
+    plate = tmp_path / "plate"
+    generate_plate(plate, magnification="20x", wells=2, fields=2, seed=4, size=(512, 512), max_shift_px=6.0)
+    real = plate_module.plate_relative
+    monkeypatch.setattr(plate_module, "plate_relative", lambda matches: replace(
+        real(matches), confidence=0.0, agreeing=0, standard_error=standard_error))
+    alignment = plate_module.align_fields(index_plate(plate).fields)
+    sources = {r.source for r in alignment.table.rows if r.stain == "nuclei"}
+    assert ("relative" in sources) is used
+    named = [w for w in alignment.warnings if "not registered through the cytoplasm" in w]
+    assert (not named) if used else ("standard error 0.30 px" in named[0])
 
 
 def test_the_relative_offset_is_measured_on_at_most_24_fields_per_magnification_spread_evenly():
