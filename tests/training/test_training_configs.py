@@ -98,14 +98,15 @@ def test_cpu_recipe_is_one_model_per_stain_with_the_quality_fixes(mag, tmp_path)
     assert 14 <= 10 / working_um and 15 / working_um <= 26
     assert nuclei.data.crop_size / nuclei.model.args["downsample"] >= 128
     # every network of the recipe takes its crops whole: the crop is a multiple of what the network
-    # pads to (2^poolings x downsample); 60x lipids and cytoplasm run on 2x2-averaged pixels (docs/quality.md)
+    # pads to (2^poolings x downsample); 60x lipids and 40x / 60x cytoplasm run on 2x2-averaged pixels
+    # (docs/quality.md)
     from vstain.models import build_model
 
     for config in configs.values():
         model = build_model(config.model.name, **config.model.args)
         assert config.data.crop_size % model.size_multiple == 0
-    for stain in ("lipids", "cytoplasm"):
-        assert configs[stain].model.args.get("downsample", 1) == (2 if mag == "60x" else 1)
+    assert configs["lipids"].model.args.get("downsample", 1) == (2 if mag == "60x" else 1)
+    assert configs["cytoplasm"].model.args.get("downsample", 1) == (1 if mag == "20x" else 2)
 
 
 def test_reference_recipe_names_the_shipped_configs(tmp_path):
