@@ -14,6 +14,7 @@ from vstain.errors import PlateError, VstainError
 from vstain.inference.bundle import BundleError, save_bundle
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.predictor import MANIFEST_NAME, UNCERTAINTY_DIR, to_uint16
+from vstain.inference.tiler import DEFAULT_MARGIN
 from vstain.plate.index import index_plate
 from vstain.plate.normalize import Normalizer
 from vstain.plate.tiff import read_tiff
@@ -40,7 +41,7 @@ def test_predict_field_denormalises_rounds_and_clips(tmp_path, tiny_tiramisu):
     span = 65535 / (hi_q - lo_q)
     low, high = -lo_q * span, (1 - lo_q) * span
     path = save_bundle(tmp_path / "m", tiny_tiramisu, bundle_metadata(target_range=(low, high)))
-    out = vstain.Predictor([path]).predict_field(brightfield)
+    out = vstain.Predictor([path], margin=0).predict_field(brightfield)  # the bare field, as `raw` above
     assert list(out) == ["lipids"] and out["lipids"].dtype == np.uint16 and out["lipids"].shape == (48, 64)
     expected = Normalizer.from_dict(vstain.load_model(path).metadata.normalization["targets"]["lipids"]).inverse(
         raw, dtype=np.uint16)
@@ -62,7 +63,7 @@ def test_predict_plate_writes_cv7000_names_and_resumes(tmp_path, lipids_bundle):
     np.testing.assert_array_equal(image, predictor.predict_field(fields[0].read_brightfield())["lipids"])
     assert manifest["fields"] == {"plate": 4, "this_rank": 4, "predicted": 4, "skipped_existing": 0, "skipped_bad": 0}
     on_disk = json.loads((out / MANIFEST_NAME).read_text())
-    assert on_disk["settings"]["tiler"] == {"mode": "tiles", "tile_size": 32, "overlap": 8}
+    assert on_disk["settings"]["tiler"] == {"mode": "tiles", "tile_size": 32, "overlap": 8, "margin": DEFAULT_MARGIN}
     assert on_disk["models"][0]["targets"] == ["lipids"] and on_disk["timings"]["compute"]["total_s"] > 0
 
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}

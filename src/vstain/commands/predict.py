@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="whole field in one pass (default), large blended tiles, or the reference 512/256 tiling")
     parser.add_argument("--tile-size", type=int, metavar="PX", help="tile side for --mode tiles/reference")
     parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap for --mode tiles/reference")
+    parser.add_argument("--margin", type=int, metavar="PX",
+                        help="brightfield reflected around every side of a field as context for its edges "
+                             "(default 64, as in training's validation; 0: none, as before 2026-12-04)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="compute precision (default fp32)")
@@ -124,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         tile_size=args.tile_size,
         overlap=args.overlap,
+        margin=args.margin,
         frame=args.frame,
         offsets=args.offsets,
         intensity_map=not args.no_intensity_map,
@@ -153,7 +157,9 @@ def _run_with_intervals(args: argparse.Namespace, on_cluster: bool) -> int:
                                         ("an .ome.zarr --output", args.output.rstrip("/").endswith(".zarr")),
                                         ("--tta 1", args.tta == 1),
                                         ("--frame fluorescence", args.frame != "brightfield"),
-                                        ("--skip-bad-fields", args.skip_bad_fields))
+                                        ("--skip-bad-fields", args.skip_bad_fields),
+                                        ("--margin (intervals use the margin they were calibrated with)",
+                                         args.margin is not None))
                if given]
     if refused:
         raise VstainError(f"--calibration predicts in this process into TIFF folders with --tta 8; "

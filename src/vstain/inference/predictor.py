@@ -93,7 +93,7 @@ from vstain.inference.bundle import BundleError, ModelBundle, find_bundles, load
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.engine import DIHEDRAL, FieldEngine, StainNetworks
 from vstain.inference.intensity_map import IntensityMap
-from vstain.inference.tiler import MODES, Tiler
+from vstain.inference.tiler import DEFAULT_MARGIN, MODES, Tiler
 from vstain.vocabulary import N_PLANES, TARGETS, TTA_CHOICES
 
 if TYPE_CHECKING:
@@ -164,6 +164,9 @@ class Predictor:
     mode, tile_size, overlap
         Tiling (see :class:`~vstain.inference.tiler.Tiler`): ``"whole"`` (default), ``"tiles"``
         or ``"reference"``.
+    margin
+        Pixels of brightfield reflected around every side of a field as context for its edges
+        (None: :data:`~vstain.inference.tiler.DEFAULT_MARGIN`; 0: none, as before 2026-12-04).
     precision, channels_last, compile
         Speed settings (``"fp32"`` / ``"bf16"``).
     tta
@@ -193,6 +196,7 @@ class Predictor:
         batch_size: int = 4,
         tile_size: int | None = None,
         overlap: int | None = None,
+        margin: int | None = None,
         frame: str = "brightfield",
         offsets: str | os.PathLike[str] | None = None,
         intensity_map: bool = True,
@@ -203,6 +207,9 @@ class Predictor:
             raise VstainError("`offsets` apply to predictions in the fluorescence frame only (`frame` fluorescence)")
         if mode not in MODES:
             raise VstainError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        margin = DEFAULT_MARGIN if margin is None else margin
+        if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+            raise VstainError(f"`margin` must be a whole number of pixels >= 0, got {margin!r}")
         if tta is not None and (isinstance(tta, bool) or tta not in TTA_CHOICES):
             raise VstainError(f"`tta` must be one of {', '.join(map(str, TTA_CHOICES))} or None, got {tta!r}")
         if uncertainty and tta != DIHEDRAL:
@@ -216,10 +223,11 @@ class Predictor:
         self._engine_options = dict(
             precision=precision, channels_last=channels_last, compile=compile, batch_size=batch_size
         )
-        self._tiler_options = dict(tile_size=tile_size, overlap=overlap)
+        self._tiler_options = dict(tile_size=tile_size, overlap=overlap, margin=margin)
         # Everything but the device and the bundles: what a Dask worker needs to build the same predictor.
         self._options: dict[str, Any] = dict(
-            mode=mode, uncertainty=uncertainty, tile_size=tile_size, overlap=overlap, intensity_map=intensity_map,
+            mode=mode, uncertainty=uncertainty, tile_size=tile_size, overlap=overlap, margin=margin,
+            intensity_map=intensity_map,
             tta=tta, **self._engine_options
         )
         bundles = self._load(models)
