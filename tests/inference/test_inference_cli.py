@@ -78,3 +78,27 @@ def test_predict_command_applies_the_bundles_intensity_map_unless_told_not_to(tm
     assert main(["predict", "--models", str(tmp_path / "mapped"), "--input", str(plate), "--output",
                  str(tmp_path / "x"), "--no-intensity-map", "--calibration", str(tmp_path / "c.json")]) == 2
     assert "--no-intensity-map cannot go with --calibration" in capsys.readouterr().err
+
+
+def test_predict_command_margin_changes_only_the_edges_and_is_refused_with_calibration(tmp_path, tiny_tiramisu,
+                                                                                       capsys):
+    save_bundle(tmp_path / "models" / "lipids", tiny_tiramisu, bundle_metadata())
+    plate = write_plate(tmp_path / "plate", fields=(1,), shape=(96, 112))
+    outputs = {}
+    for name, extra in (("default", []), ("none", ["--margin", "0"]), ("wide", ["--margin", "64"])):
+        assert main(["predict", "--models", str(tmp_path / "models"), "--input", str(plate), "--output",
+                     str(tmp_path / name), "--no-progress", *extra]) == 0
+        outputs[name] = read_tiff(next((tmp_path / name).glob("*C02.tif"))).astype(int)
+        tiler = json.loads((tmp_path / name / "predictions.json").read_text())["settings"]["tiler"]
+        assert tiler.get("margin", 0) == (0 if name == "none" else 64)
+    np.testing.assert_array_equal(outputs["default"], outputs["wide"])
+    edge = np.zeros((96, 112), dtype=bool)
+    edge[:8], edge[-8:], edge[:, :8], edge[:, -8:] = True, True, True, True
+    differs = outputs["none"] != outputs["default"]
+    assert differs[edge].any()  # the networks' zero padding at the field's edge is what the margin replaces
+    assert main(["predict", "--models", str(tmp_path / "models"), "--input", str(plate), "--output",
+                 str(tmp_path / "x"), "--margin", "-3", "--no-progress"]) == 2
+    assert "margin" in capsys.readouterr().err
+    assert main(["predict", "--models", str(tmp_path / "models"), "--input", str(plate), "--output",
+                 str(tmp_path / "y"), "--margin", "0", "--calibration", str(tmp_path / "c.json")]) == 2
+    assert "does not take --margin" in capsys.readouterr().err

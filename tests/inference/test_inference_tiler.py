@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vstain.inference.tiler import Tiler, pyramid_weights, ramp_weights, reflect_pad
+from vstain.inference.tiler import DEFAULT_MARGIN, Tiler, pyramid_weights, ramp_weights, reflect_margin, reflect_pad
 
 
 def test_pyramid_weights_match_the_reference_values():
@@ -79,7 +79,8 @@ def test_reflect_pad_matches_numpy_for_pads_larger_than_the_side():
 @pytest.mark.parametrize(
     "tiler",
     [Tiler("reference"), Tiler("reference", tile_size=64, overlap=32), Tiler("tiles", tile_size=64, overlap=16),
-     Tiler("tiles"), Tiler("whole")],
+     Tiler("tiles"), Tiler("whole"), Tiler("whole", margin=0), Tiler("tiles", tile_size=64, overlap=16, margin=0),
+     Tiler("whole", margin=300)],
     ids=repr,
 )
 @pytest.mark.parametrize("shape", [(256, 256), (67, 131), (150, 97)])
@@ -111,3 +112,46 @@ def test_modes_differ_from_reference_only_by_blending(tiny_tiramisu):
     assert (tiles - reference).abs().mean() < 0.002
     interior = (slice(None), slice(40, 60), slice(40, 60))  # centre of a reference tile, far from any tile edge
     assert (whole - reference)[interior].abs().max() < 1e-5
+
+
+def _box_filter(batch: torch.Tensor) -> torch.Tensor:
+    """3x3 mean of the first channel with zero padding: what a network sees beyond the edge is 0."""
+    kernel = torch.full((1, 1, 3, 3), 1 / 9)
+    return torch.nn.functional.conv2d(batch[:, :1], kernel, padding=1)
+
+
+@pytest.mark.parametrize("mode", ["whole", "tiles", "reference"])
+def test_the_margin_gives_the_network_context_beyond_the_edges(mode):
+    image = torch.full((7, 40, 56), 2.0)
+    options = {} if mode == "whole" else {"tile_size": 32, "overlap": 16}
+    bare = Tiler(mode, margin=0, **options)(image, _box_filter)
+    # by hand: a corner sees 4 of its 9 neighbours inside the field, an edge pixel 6
+    assert bare[0, 0, 0].item() == pytest.approx(2 * 4 / 9) and bare[0, 0, 20].item() == pytest.approx(2 * 6 / 9)
+    assert bare[0, 20, 20].item() == pytest.approx(2.0)
+    for margin in (1, DEFAULT_MARGIN):
+        out = Tiler(mode, margin=margin, **options)(image, _box_filter)
+        assert out.shape == (1, 40, 56)
+        if mode == "whole":
+            torch.testing.assert_close(out, torch.full((1, 40, 56), 2.0))
+        elif margin == 1:  # tiles still see zeros at their own seams; the field's corners lie in one tile only
+            corners = out[0, [0, 0, -1, -1], [0, -1, 0, -1]]
+            torch.testing.assert_close(corners, torch.full((4,), 2.0))
+
+
+def test_reflect_margin_matches_numpy_on_all_sides_for_any_margin():
+    rng = np.random.default_rng(3)
+    image = rng.random((2, 5, 7)).astype(np.float32)
+    for margin in (0, 1, 4, 13):
+        got = reflect_margin(torch.from_numpy(image), margin).numpy()
+        np.testing.assert_array_equal(got, np.pad(image, ((0, 0), (margin, margin), (margin, margin)), mode="reflect"))
+
+
+def test_the_margin_is_recorded_kept_by_smaller_tilers_and_checked():
+    assert Tiler("whole").describe() == {"mode": "whole", "multiple": 16, "margin": DEFAULT_MARGIN}
+    # no margin: the description outputs made before the option carry, so they still match on resume
+    assert Tiler("whole", margin=0).describe() == {"mode": "whole", "multiple": 16}
+    assert Tiler("whole", margin=8).smaller().margin == 8
+    assert Tiler("tiles", margin=8).smaller().margin == 8
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="margin"):
+            Tiler("whole", margin=bad)
