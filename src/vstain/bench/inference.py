@@ -20,7 +20,7 @@ import torch
 from vstain.bench.measure import PeakMemory, bf16_supported, clean, gib, synchronize
 from vstain.bench.sizes import BenchSizes
 from vstain.inference.engine import FieldEngine, StainNetworks
-from vstain.inference.tiler import Tiler
+from vstain.inference.tiler import DEFAULT_MARGIN, Tiler
 
 __all__ = ["Variant", "bench_inference", "inference_variants", "stain_networks"]
 
@@ -120,7 +120,7 @@ def bench_inference(
         field = torch.rand(7, height, width, generator=generator)
         baseline: float | None = None
         # the tilers run on the field with its reflected margin
-        padded = (height + 2 * Tiler("whole").margin, width + 2 * Tiler("whole").margin)
+        padded = (height + 2 * DEFAULT_MARGIN, width + 2 * DEFAULT_MARGIN)
         whole_grid = Tiler("whole").grid(*padded)
         for variant in variants:
             if variant.mode == "tiles" and Tiler("tiles").grid(*padded) == whole_grid:

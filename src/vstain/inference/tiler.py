@@ -17,9 +17,10 @@ Three modes, chosen by what the hardware allows:
     redundancy and no seams.
 
 Every mode first reflects ``margin`` pixels (default :data:`DEFAULT_MARGIN`) of the field around all four
-sides and crops them off the output: a network sees no brightfield beyond the field's edge, and a
-nucleus cut by the edge is found more often when the cut part is mirrored (the overlap-tile
-strategy of U-Net; measured in docs/quality.md, "Context at the field's edges").
+sides and crops them off the output: a network sees no brightfield beyond the field's edge, and
+nuclei and droplets cut by the edge are drawn closer to what they are inside the field when the cut
+part is mirrored (the overlap-tile strategy of U-Net; measured in docs/quality.md, "Context at the
+field's edges").
 Every mode handles fields smaller than a tile (the tile shrinks to the padded field). Blending
 divides by the summed weights, so any weights give an exact partition of unity: a model that is
 a pointwise linear map is reproduced exactly by every mode (tested).
