@@ -49,7 +49,7 @@ def test_reference_grid_like_the_reference_without_the_extra_tile():
 
 
 def test_tiles_grid_covers_every_pixel_with_the_overlap():
-    grid = Tiler("tiles", tile_size=1024, overlap=128).grid(2154, 2554)
+    grid = Tiler("tiles", tile_size=1024, overlap=128, margin=0).grid(2154, 2554)
     cover = np.zeros((2154, 2554), dtype=int)
     for y, x in grid.origins:
         assert 0 <= y <= 2154 - 1024 and 0 <= x <= 2554 - 1024
@@ -61,8 +61,21 @@ def test_tiles_grid_covers_every_pixel_with_the_overlap():
 
 
 def test_whole_grid_pads_to_a_multiple_of_16():
-    grid = Tiler("whole").grid(2154, 2554)
+    grid = Tiler("whole", margin=0).grid(2154, 2554)
     assert grid.padded_shape == (2160, 2560) and len(grid) == 1
+
+
+def test_grids_with_the_margin():
+    # 2154 + 2 x 64 = 2282 -> 2288, 2554 + 128 = 2682 -> 2688
+    assert Tiler("whole").grid(2154, 2554).padded_shape == (2288, 2688)
+    # a field that fits one tile stays one pass with its margins (1152² here), not four tiles
+    small = Tiler("tiles").grid(1024, 1024)
+    assert len(small) == 1 and small.padded_shape == (1152, 1152)
+    full = Tiler("tiles").grid(2154, 2554)  # 2282 x 2682 in tiles of 1024 overlapping by 128: 3 x 3
+    assert len(full) == 9 and full.padded_shape == (2282, 2682)
+    # the reference mode keeps the reference's scheme unless told
+    assert Tiler("reference").margin == 0 and len(Tiler("reference").grid(2154, 2554)) == 81
+    assert Tiler("reference", margin=64).grid(2154, 2554).padded_shape == (2560, 3072)
 
 
 def test_reflect_pad_matches_numpy_for_pads_larger_than_the_side():

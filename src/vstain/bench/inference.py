@@ -20,7 +20,7 @@ import torch
 from vstain.bench.measure import PeakMemory, bf16_supported, clean, gib, synchronize
 from vstain.bench.sizes import BenchSizes
 from vstain.inference.engine import FieldEngine, StainNetworks
-from vstain.inference.tiler import DEFAULT_MARGIN, Tiler
+from vstain.inference.tiler import Tiler
 
 __all__ = ["Variant", "bench_inference", "inference_variants", "stain_networks"]
 
@@ -119,11 +119,9 @@ def bench_inference(
     for height, width in sizes.fields:
         field = torch.rand(7, height, width, generator=generator)
         baseline: float | None = None
-        # the tilers run on the field with its reflected margin
-        padded = (height + 2 * DEFAULT_MARGIN, width + 2 * DEFAULT_MARGIN)
-        whole_grid = Tiler("whole").grid(*padded)
+        whole_grid = Tiler("whole").grid(height, width)
         for variant in variants:
-            if variant.mode == "tiles" and Tiler("tiles").grid(*padded) == whole_grid:
+            if variant.mode == "tiles" and Tiler("tiles").grid(height, width) == whole_grid:
                 log(f"  inference {height}x{width}: {variant.label} is a single whole-field tile here; skipped")
                 continue
             batch = sizes.reference_batch if variant.mode == "reference" else sizes.tile_batch
@@ -166,7 +164,7 @@ def bench_inference(
                 "channels_last": variant.channels_last,
                 "compile": variant.compile,
                 "batch": batch,
-                "tiles": len(Tiler(variant.mode).grid(*padded)),
+                "tiles": len(Tiler(variant.mode).grid(height, width)),
                 "seconds_per_field": seconds,
                 "warmup_seconds": warmup,  # includes torch.compile's one-off compilation
                 "speedup_vs_reference": (baseline / seconds) if baseline and seconds == seconds else None,

@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=int, metavar="PX", help="tile overlap for --mode tiles/reference")
     parser.add_argument("--margin", type=int, metavar="PX",
                         help="brightfield reflected around every side of a field as context for its edges "
-                             "(default 64, as in training's validation; 0: none, as before 2026-12-04)")
+                             "(default 64 with --mode whole/tiles, as in training's validation, 0 with "
+                             "--mode reference; 0: none, as before 2026-12-04)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="compute precision (default fp32)")

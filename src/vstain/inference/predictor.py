@@ -93,7 +93,7 @@ from vstain.inference.bundle import BundleError, ModelBundle, find_bundles, load
 from vstain.inference.distributed import RankInfo, rank_info, shard
 from vstain.inference.engine import DIHEDRAL, FieldEngine, StainNetworks
 from vstain.inference.intensity_map import IntensityMap
-from vstain.inference.tiler import DEFAULT_MARGIN, MODES, Tiler
+from vstain.inference.tiler import MODES, Tiler
 from vstain.vocabulary import N_PLANES, TARGETS, TTA_CHOICES
 
 if TYPE_CHECKING:
@@ -166,7 +166,8 @@ class Predictor:
         or ``"reference"``.
     margin
         Pixels of brightfield reflected around every side of a field as context for its edges
-        (None: :data:`~vstain.inference.tiler.DEFAULT_MARGIN`; 0: none, as before 2026-12-04).
+        (None: :data:`~vstain.inference.tiler.DEFAULT_MARGIN` in the ``whole`` and ``tiles`` modes, 0 in
+        ``reference``, the reference's scheme; 0: none, as before 2026-12-04).
     precision, channels_last, compile
         Speed settings (``"fp32"`` / ``"bf16"``).
     tta
@@ -207,8 +208,7 @@ class Predictor:
             raise VstainError("`offsets` apply to predictions in the fluorescence frame only (`frame` fluorescence)")
         if mode not in MODES:
             raise VstainError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        margin = DEFAULT_MARGIN if margin is None else margin
-        if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int) or margin < 0):
             raise VstainError(f"`margin` must be a whole number of pixels >= 0, got {margin!r}")
         if tta is not None and (isinstance(tta, bool) or tta not in TTA_CHOICES):
             raise VstainError(f"`tta` must be one of {', '.join(map(str, TTA_CHOICES))} or None, got {tta!r}")

@@ -16,8 +16,9 @@ Three modes, chosen by what the hardware allows:
     The full field in one pass, reflect-padded to a multiple of 16 and cropped back. No
     redundancy and no seams.
 
-Every mode first reflects ``margin`` pixels (default :data:`DEFAULT_MARGIN`) of the field around all four
-sides and crops them off the output: a network sees no brightfield beyond the field's edge, and
+``whole`` and ``tiles`` first reflect ``margin`` pixels (default :data:`DEFAULT_MARGIN`; ``reference``
+keeps the reference's scheme, margin 0, unless told) of the field around all four sides and crop
+them off the output: a network sees no brightfield beyond the field's edge, and
 nuclei and droplets cut by the edge are drawn closer to what they are inside the field when the cut
 part is mirrored (the overlap-tile strategy of U-Net; measured in docs/quality.md, "Context at the
 field's edges").
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["Tiler", "TileGrid", "TilerMode", "pyramid_weights", "ramp_weights", "reflect_pad", "reflect_margin",
-           "MODES", "DEFAULT_MARGIN"]
+           "MODES", "DEFAULT_MARGIN", "default_margin"]
 
 TilerMode = Literal["reference", "tiles", "whole"]
 MODES: tuple[str, ...] = ("reference", "tiles", "whole")
@@ -46,7 +47,8 @@ MODES: tuple[str, ...] = ("reference", "tiles", "whole")
 DEFAULT_TILES: dict[str, tuple[int, int]] = {"reference": (512, 256), "tiles": (1024, 128)}
 #: Networks need sides divisible by 2^(number of poolings); 16 for the reference Tiramisus.
 SIZE_MULTIPLE = 16
-#: Pixels of the field reflected around every side before a network runs (0: none, as before 2026-12-04).
+#: Pixels of the field reflected around every side before a network runs in the ``whole`` and ``tiles``
+#: modes (0: none, as before 2026-12-04; ``reference`` mode defaults to 0, the reference's scheme).
 #: 64 and 128 gave the same predictions within 0.002 of pixel error (docs/quality.md).
 DEFAULT_MARGIN = 64
 
@@ -127,6 +129,11 @@ def reflect_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
     return reflect_pad(x, margin, margin).flip(-2, -1)
 
 
+def default_margin(mode: str) -> int:
+    """The margin a mode uses unless told: :data:`DEFAULT_MARGIN`, 0 for ``reference`` (the reference's scheme)."""
+    return 0 if mode == "reference" else DEFAULT_MARGIN
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -163,7 +170,8 @@ class Tiler:
         Side multiple the network needs (16 for four poolings).
     margin
         Pixels of the field reflected around all four sides before tiling and cropped off the
-        output (context for the field's edges; 0 turns it off).
+        output (context for the field's edges; 0 turns it off). None: :data:`DEFAULT_MARGIN` for
+        ``whole`` and ``tiles``, 0 for ``reference`` (the reference's scheme).
 
     Examples
     --------
@@ -180,10 +188,12 @@ class Tiler:
         tile_size: int | None = None,
         overlap: int | None = None,
         multiple: int = SIZE_MULTIPLE,
-        margin: int = DEFAULT_MARGIN,
+        margin: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown tiling mode {mode!r}; choose one of {', '.join(MODES)}")
+        if margin is None:
+            margin = default_margin(mode)
         if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
             raise ValueError(f"margin must be a whole number of pixels >= 0, got {margin!r}")
         self.mode = mode
@@ -199,7 +209,7 @@ class Tiler:
                 raise ValueError(f"overlap {self.overlap} must be in [0, tile size {self.tile_size})")
 
     def __repr__(self) -> str:
-        margin = f", margin={self.margin}" if self.margin != DEFAULT_MARGIN else ""
+        margin = f", margin={self.margin}" if self.margin != default_margin(self.mode) else ""
         if self.mode == "whole":
             return f"Tiler('whole'{margin})"
         return f"Tiler({self.mode!r}, tile_size={self.tile_size}, overlap={self.overlap}{margin})"
@@ -217,8 +227,9 @@ class Tiler:
 
     # ------------------------------------------------------------------ geometry
     def _axis(self, size: int) -> tuple[int, int, list[int], int]:
-        """(padded size, tile length, origins, overlap) along one axis."""
-        if self.mode == "whole" or (self.mode == "tiles" and size <= self.tile_size):
+        """(padded size, tile length, origins, overlap) along one axis of a field with its margins."""
+        # a field that fits one tile keeps one pass: its margins add to the tile, not a second row of tiles
+        if self.mode == "whole" or (self.mode == "tiles" and size <= self.tile_size + 2 * self.margin):
             padded = _round_up(size, self.multiple)
             return padded, padded, [0], 0
         if self.mode == "reference":
@@ -232,9 +243,9 @@ class Tiler:
         return size, tile, origins, overlap
 
     def grid(self, height: int, width: int) -> TileGrid:
-        """Tile layout for a ``height`` x ``width`` field."""
-        pad_h, tile_h, rows, over_h = self._axis(height)
-        pad_w, tile_w, cols, over_w = self._axis(width)
+        """Tile layout for a ``height`` x ``width`` field; origins are in the field with its margins."""
+        pad_h, tile_h, rows, over_h = self._axis(height + 2 * self.margin)
+        pad_w, tile_w, cols, over_w = self._axis(width + 2 * self.margin)
         origins = tuple((y, x) for y in rows for x in cols)
         return TileGrid((height, width), (pad_h, pad_w), (tile_h, tile_w), origins, (over_h, over_w))
 
@@ -285,25 +296,14 @@ class Tiler:
         """
         if image.ndim != 3:
             raise ValueError(f"expected a (C, H, W) image, got shape {tuple(image.shape)}")
-        if self.margin:
-            height, width = image.shape[-2:]
-            out = self._run(reflect_margin(image, self.margin), network, batch_size=batch_size)
-            return out[:, self.margin : self.margin + height, self.margin : self.margin + width]
-        return self._run(image, network, batch_size=batch_size)
-
-    def _run(
-        self,
-        image: torch.Tensor,
-        network: Callable[[torch.Tensor], torch.Tensor],
-        *,
-        batch_size: int,
-    ) -> torch.Tensor:
-        """:meth:`__call__` on a field whose margin (if any) is already in ``image``."""
         height, width = image.shape[-2:]
         grid = self.grid(height, width)
-        padded = reflect_pad(image, grid.padded_shape[0] - height, grid.padded_shape[1] - width)
+        margin = self.margin
+        framed = reflect_margin(image, margin)
+        padded = reflect_pad(framed, grid.padded_shape[0] - framed.shape[-2], grid.padded_shape[1] - framed.shape[-1])
+        field = (slice(margin, margin + height), slice(margin, margin + width))
         if len(grid) == 1:
-            return network(padded[None])[0, :, :height, :width].float()
+            return network(padded[None])[0, :, field[0], field[1]].float()
 
         tile_h, tile_w = grid.tile_shape
         weights = torch.from_numpy(self.weights(grid)).to(image.device)
@@ -320,4 +320,4 @@ class Tiler:
             for (y, x), tile in zip(chunk, pred):
                 out[:, y : y + tile_h, x : x + tile_w].addcmul_(tile, weights)
         assert out is not None
-        return out[:, :height, :width] / total[:height, :width]
+        return out[:, field[0], field[1]] / total[field]
