@@ -142,7 +142,7 @@ def _round_up(value: int, multiple: int) -> int:
 class TileGrid:
     """Where the tiles of one field lie.
 
-    ``padded_shape`` is the size of the reflect-padded field the tiles are cut from,
+    ``padded_shape`` is the size of the reflect-padded field the tiles are cut from (its margins included),
     ``tile_shape`` the size of every tile and ``origins`` their top-left corners.
     """
 
