@@ -11,6 +11,7 @@ import pytest
 
 from vstain.cli import main
 from vstain.evaluation.columns import FEATURE_COLUMNS
+from vstain.inference.tiler import DEFAULT_MARGIN
 from vstain.plate.tiff import read_tiff
 from vstain.vocabulary import TARGETS
 
@@ -56,6 +57,7 @@ def test_calibration_file_records_what_it_was_made_for(calibrated, tiny_models):
 
     cal = Calibration.load(calibrated["cal"])
     assert cal.alpha == 0.4 and cal.magnification == "20x" and cal.tta == 8
+    assert cal.margin == DEFAULT_MARGIN  # what calibrate's predictor used; the intervals will use the same
     assert len(cal.fields) == 6 and set(cal.features) == set(FEATURE_COLUMNS) and set(cal.pixels) == set(TARGETS)
     for target in TARGETS:
         assert cal.bundles[target] == load_model(tiny_models / f"{target}.safetensors").content_hash()
@@ -309,3 +311,26 @@ def test_predict_variants_average_to_the_tta_prediction(small_plate, tiny_models
         mean = np.clip(np.rint(variants[target].mean(axis=0)), 0, 65535)
         assert np.abs(mean - images[target].astype(float)).max() <= 1  # float order only
         assert np.abs(variants[target].std(axis=0) - spreads[target]).max() <= 1
+
+
+def test_intervals_predict_with_the_calibrations_margin(calibrated, small_plate, tiny_models, tmp_path, capsys):
+    from vstain.inference.predictor import Predictor
+    from vstain.plate.index import index_plate
+
+    field = index_plate(small_plate, magnification="20x").fields[0]
+    name = field.target_filename("nuclei")
+    made = read_tiff(calibrated["pred"] / name)
+    with_margin = Predictor([tiny_models], tta=8).predict_field(field.read_brightfield())["nuclei"]
+    np.testing.assert_array_equal(made, with_margin)
+    # a calibration.json from before the margin was recorded was made without one: so are its intervals
+    old = tmp_path / "old.json"
+    data = json.loads(calibrated["cal"].read_text())
+    del data["margin"]
+    old.write_text(json.dumps(data))
+    out = tmp_path / "pred_old"
+    code, _, _ = run_cli(["predict", "--models", tiny_models, "--input", small_plate, "--output", out,
+                          "--calibration", old, "--no-progress"], capsys)
+    assert code == 0
+    bare = Predictor([tiny_models], tta=8, margin=0).predict_field(field.read_brightfield())["nuclei"]
+    np.testing.assert_array_equal(read_tiff(out / name), bare)
+    assert not np.array_equal(bare, with_margin)

@@ -185,7 +185,7 @@ def measure_calibration_field(predictor: Any, field: Any, *, seed: int, measure:
 
 
 def calibration_from_parts(parts: Sequence[FieldPart], *, alpha: float, magnification: str,
-                           bundles: Mapping[str, str], tta: int) -> Calibration:
+                           bundles: Mapping[str, str], tta: int, margin: int = 0) -> Calibration:
     """Conformal quantiles per feature and risk-control multipliers per stain from the fields' numbers.
 
     The NaN policy (src/vstain/uncertainty/calibration.py, ``NAN_POLICY``) applies: a field whose
@@ -222,7 +222,7 @@ def calibration_from_parts(parts: Sequence[FieldPart], *, alpha: float, magnific
         multiplier = risk_control_lambda(needed, alpha)
         risk = float(np.mean([field_loss(f, multiplier) for f in needed]))
         pixels[t] = PixelCalibration(multiplier=multiplier, floor=floor, n=n, calibration_risk=risk)
-    return Calibration(alpha=alpha, magnification=magnification, bundles=dict(bundles), tta=tta,
+    return Calibration(alpha=alpha, magnification=magnification, bundles=dict(bundles), tta=tta, margin=margin,
                        fields=[p.identity for p in parts], features=features, pixels=pixels,
                        vstain_version=__version__,
                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -319,6 +319,8 @@ def calibrate(
             part = measure_calibration_field(predictor, field, seed=field_seed, measure=measure, threads=threads)
             _save_part(path, part, key)
         done.append(part)
-    calibration = calibration_from_parts(done, alpha=alpha, magnification=magnification, bundles=hashes, tta=8)
+    margin = int(predictor.settings()["tiler"].get("margin", 0))
+    calibration = calibration_from_parts(done, alpha=alpha, magnification=magnification, bundles=hashes, tta=8,
+                                         margin=margin)
     calibration.save(out)
     return calibration

@@ -6,7 +6,8 @@ A :class:`Calibration` holds, for one magnification and one miscoverage level α
   the conformal quantile ``q`` of the normalised scores, the σ floor, how many calibration fields
   had a value (and which did not, under the evaluation's NaN policy);
 * per stain: the risk-control multiplier ``lambda`` of the pixel intervals and the pixel floor;
-* the SHA-256 of each stain's model bundle and the TTA setting that made the spreads.
+* the SHA-256 of each stain's model bundle, the TTA setting that made the spreads and the tiler's
+  margin (src/vstain/inference/tiler.py) the predictions were made with.
 
 It is plain JSON validated by pydantic (no pickling); :meth:`Calibration.check_matches` refuses,
 in one line, to apply it to other bundles, another magnification or another α.
@@ -20,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vstain.atomic import write_text_atomic
 from vstain.errors import VstainError
@@ -77,6 +78,10 @@ class Calibration(_Strict):
     magnification: str
     bundles: dict[str, str]
     tta: int
+    #: Pixels of brightfield the tiler reflected around each field while calibrating
+    #: (src/vstain/inference/tiler.py); intervals predict with the same. Files written before it was
+    #: recorded were made without one.
+    margin: int = Field(0, ge=0)
     fields: list[str]
     features: dict[str, FeatureCalibration]
     pixels: dict[str, PixelCalibration]

@@ -132,7 +132,9 @@ def predict_intervals(
 
     started = time.perf_counter()
     cal = Calibration.load(calibration)
-    predictor = Predictor(list(models), device=device, mode=mode, tta=8, uncertainty=True, batch_size=batch_size)
+    # the calibration's margin: the intervals hold for predictions made as the calibration's were
+    predictor = Predictor(list(models), device=device, mode=mode, tta=8, uncertainty=True, batch_size=batch_size,
+                          margin=cal.margin)
     magnification = cal.magnification
     if magnification not in predictor.magnifications:
         raise VstainError(f"{calibration}: made for {magnification} models; --models holds "
