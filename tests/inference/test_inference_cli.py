@@ -96,9 +96,12 @@ def test_predict_command_margin_changes_only_the_edges_and_is_refused_with_calib
     edge[:8], edge[-8:], edge[:, :8], edge[:, -8:] = True, True, True, True
     differs = outputs["none"] != outputs["default"]
     assert differs[edge].any()  # the networks' zero padding at the field's edge is what the margin replaces
-    assert main(["predict", "--models", str(tmp_path / "models"), "--input", str(plate), "--output",
-                 str(tmp_path / "x"), "--margin", "-3", "--no-progress"]) == 2
-    assert "margin" in capsys.readouterr().err
+    for bad, says in ((["--margin", "-3"], "margin must be a whole number"),
+                      (["--mode", "tiles", "--tile-size", "30"], "tile size 30 must be a multiple of 16")):
+        assert main(["predict", "--models", str(tmp_path / "models"), "--input", str(plate), "--output",
+                     str(tmp_path / "x"), *bad, "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err  # one line, not a traceback
     assert main(["predict", "--models", str(tmp_path / "models"), "--input", str(plate), "--output",
                  str(tmp_path / "y"), "--margin", "0", "--calibration", str(tmp_path / "c.json")]) == 2
     assert "does not take --margin" in capsys.readouterr().err

@@ -208,8 +208,6 @@ class Predictor:
             raise VstainError("`offsets` apply to predictions in the fluorescence frame only (`frame` fluorescence)")
         if mode not in MODES:
             raise VstainError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int) or margin < 0):
-            raise VstainError(f"`margin` must be a whole number of pixels >= 0, got {margin!r}")
         if tta is not None and (isinstance(tta, bool) or tta not in TTA_CHOICES):
             raise VstainError(f"`tta` must be one of {', '.join(map(str, TTA_CHOICES))} or None, got {tta!r}")
         if uncertainty and tta != DIHEDRAL:
@@ -224,6 +222,10 @@ class Predictor:
             precision=precision, channels_last=channels_last, compile=compile, batch_size=batch_size
         )
         self._tiler_options = dict(tile_size=tile_size, overlap=overlap, margin=margin)
+        try:  # the tiler checks its own options (tile size, overlap, margin); a bad one is a one-line error here
+            Tiler(mode, **self._tiler_options)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise VstainError(str(exc)) from None
         # Everything but the device and the bundles: what a Dask worker needs to build the same predictor.
         self._options: dict[str, Any] = dict(
             mode=mode, uncertainty=uncertainty, tile_size=tile_size, overlap=overlap, margin=margin,
