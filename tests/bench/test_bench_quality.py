@@ -116,6 +116,20 @@ def test_smoke_benchmark_end_to_end_and_resumes(tmp_path, capsys):
     trial.write_text(json.dumps(old))
     assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 0
     assert json.loads(trial.read_text())["reference_points"] == points
+    # The trial records the budget it was trained with; another budget never reuses it silently
+    # (refused before anything is trained), nor does a trial from before the budget was recorded.
+    assert result["budget"]["size"] == [384, 384]
+    assert result["budget"]["step_overrides"]["nuclei"][0] == "trainer.max_epochs=1"
+    capsys.readouterr()
+    assert main(["bench", "quality", "--variants", "reference-20x", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "reference-20x" in err and "another budget (384x384 fields" in err and "not this run's (1024x1024" in err
+    assert trained == (out / "reference-20x" / "runs" / "nuclei" / "model.safetensors").stat().st_mtime_ns
+    old = json.loads(trial.read_text())
+    del old["budget"]
+    trial.write_text(json.dumps(old))
+    assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 2
+    assert "not recorded" in capsys.readouterr().err
     assert (out / "reference-20x" / "runs" / "nuclei" / "model.safetensors").stat().st_mtime_ns == trained
 
 

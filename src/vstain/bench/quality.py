@@ -111,7 +111,9 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
     """Synthesise, train, predict and score one variant; returns (and writes) its ``trial.json``.
 
     ``alignment`` is the recipe's ``data.alignment`` (``none`` or ``auto``); with ``auto`` the models
-    predict in the fluorescence frame, as the recorded stains they are scored against.
+    predict in the fluorescence frame, as the recorded stains they are scored against. A finished
+    trial in ``out`` is reused only if it was trained with the same alignment and budget (both are
+    recorded in ``trial.json``); otherwise :class:`~vstain.errors.ConfigError`.
     """
     from vstain.demo.summary import _method_summary
     from vstain.demo.trial import Clock, run_trial
@@ -127,6 +129,10 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
         if done_with != alignment:
             raise ConfigError(f"{out}: trained with alignment {done_with}, not {alignment}; "
                               "give another --out or the same --alignment")
+        done_within, this = result.get("budget"), _budget_record(budget)
+        if done_within != this:
+            raise ConfigError(f"{out}: trained with another budget ({_budget_line(done_within)}), not this run's "
+                              f"({_budget_line(this)}); give another --out or the same --smoke / --full-size")
         if "reference_points" in result:
             log(f"{variant.name}: already done ({result_path}), skipped")
             return result
@@ -156,6 +162,7 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
     result: dict[str, Any] = {
         "variant": asdict(variant),
         "alignment": alignment,
+        "budget": _budget_record(budget),
         "methods": {m: _method_summary(s) for m, s in trial.scores.items()},
         "nuclei_counts": nuclei_counts(out / "evaluation" / "model"),
         "validation": _validation(out / "runs", recipe),
@@ -165,6 +172,20 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
     result["reference_points"] = reference_points(variant, out, test_labels=trial.test_labels, seed=seed, log=log)
     write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=False) + "\n")
     return result
+
+
+def _budget_record(budget: Budget) -> dict[str, Any]:
+    """``budget`` as ``trial.json`` stores it (tuples as lists), so a reused trial can be compared."""
+    return json.loads(json.dumps(asdict(budget)))
+
+
+def _budget_line(record: dict[str, Any] | None) -> str:
+    """A budget record in a few words, for an error line."""
+    if record is None:
+        return "not recorded: a trial from before 2026-12-04, when the bench budget trained the nuclei 10 epochs"
+    size = "full-size" if record.get("size") is None else "x".join(str(n) for n in record["size"])
+    steps = "; ".join(f"{step} {' '.join(o)}" for step, o in sorted(record.get("step_overrides", {}).items()))
+    return f"{size} fields, {steps or 'the recipe as shipped'}"
 
 
 def reference_points(variant: Variant, out: Path, *, test_labels: Sequence[str], seed: int,
