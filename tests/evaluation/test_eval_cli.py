@@ -197,3 +197,40 @@ def test_real_measurements_end_to_end(tmp_path):
     assert scores["featurewise"] is not None and scores["featurewise"] >= 0
     assert (out / "objects_truth_nuclei_no_edge.csv").is_file()
     assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_summary_and_report_name_the_features_a_runaway_score_rests_on(tmp_path, monkeypatch, capsys):
+    # Every feature agrees but one, which grows with the lipid image: the whole featurewise error is
+    # that feature's, and the summary and the report say so, naming it and its target median.
+    runaway = "StDev_cells_no_edge_AreaShape_Compactness"
+
+    def measure(nuclei, lipids, cytoplasm, *, magnification):
+        measured = fake_measure(nuclei, lipids, cytoplasm, magnification=magnification)
+        features = dict.fromkeys(measured.features, 1.0)
+        features[runaway] = float(lipids.mean())
+        return FakeMeasurements(features, measured.objects, measured.labels, [])
+
+    monkeypatch.setattr("vstain.evaluation.table.default_measure", lambda: measure)
+    truth, pred, out = tmp_path / "truth", tmp_path / "pred", tmp_path / "eval"
+    for fov in (1, 2):
+        images = make_images(fov)
+        write_triplet(truth, "D02", fov, images)
+        write_triplet(pred, "D02", fov, {**images, "C02": images["C02"] * 2})
+    assert cli.main(["evaluate", "--truth", str(truth), "--pred", str(pred), "--magnification", "20x",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if "of the featurewise error comes from" in x)
+    assert line.startswith("20x: 100% of the featurewise error comes from 1 of ")
+    assert f"{runaway} 1 (target median " in line and "(report.html, 'Feature error')" in line
+    assert "100% of the featurewise error comes from" in (out / "report.html").read_text()
+
+
+def test_summary_names_no_feature_when_the_error_is_spread(tmp_path, fake, capsys):
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    for fov in (1, 2):
+        images = make_images(fov)
+        write_triplet(truth, "D02", fov, images)
+        write_triplet(pred, "D02", fov, {**images, "C02": images["C02"] * 2})
+    assert cli.main(["evaluate", "--truth", str(truth), "--pred", str(pred), "--magnification", "20x",
+                     "--out", str(tmp_path / "eval")]) == 0
+    assert "of the featurewise error comes from" not in capsys.readouterr().out

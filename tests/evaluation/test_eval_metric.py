@@ -15,6 +15,7 @@ from vstain.evaluation.metric import (
     FeaturewiseResult,
     PixelErrorAccumulator,
     PixelwiseResult,
+    dominance_note,
     featurewise_score,
     histogram_median,
     pixelwise_score,
@@ -237,3 +238,37 @@ def test_json_writes_nan_as_null():
     assert data["60x"]["featurewise"] is None and data["60x"]["score"] is None
     assert data["total"] is None
     json.dumps(data, allow_nan=False)
+
+
+def featurewise_result(errors: dict[str, float], excluded: dict[str, str] | None = None) -> FeaturewiseResult:
+    medians = {name: 0.5 for name in errors}
+    return FeaturewiseResult(per_feature=errors, target_median=medians, excluded_features=excluded or {},
+                             skipped_target_entries={}, prediction_counted_as_zero={}, matched_fields=["D02 F001"],
+                             missing_predictions=[], extra_predictions=[])
+
+
+def test_largest_features_come_first_without_excluded_or_non_finite_ones():
+    fw = featurewise_result({"a": 1.0, "b": 3.0, "c": math.nan, "d": 2.0, "e": 9.0}, excluded={"e": "target median 0"})
+    assert fw.largest() == [("b", 3.0), ("d", 2.0), ("a", 1.0)]
+    assert fw.largest(2) == [("b", 3.0), ("d", 2.0)]
+
+
+def test_a_featurewise_error_carried_by_three_features_is_named_and_a_spread_one_is_not():
+    # 4 + 2 + 1 = 7 of 9: the three largest carry 78 %, more than half.
+    errors = {"a": 4.0, "b": 2.0, "c": 1.0, "d": 0.5, "e": 0.5, "f": 0.5, "g": 0.5, "h": 0.0}
+    fw = featurewise_result(errors)
+    assert fw.dominated_by() == [("a", 4.0), ("b", 2.0), ("c", 1.0)]
+    assert dominance_note(fw).startswith(
+        "78% of the featurewise error comes from 3 of 8 features: a 4 (target median 0.5), b 2 (target median 0.5), "
+        "c 1 (target median 0.5); ")
+    # The same three features at 3 of 8 equal errors (37.5 %) are not called dominant.
+    even = featurewise_result(dict.fromkeys(errors, 1.0))
+    assert even.dominated_by() == [] and dominance_note(even) is None
+    # Exactly half is enough (3 of 6 equal errors); 3 of 7 (43 %) is not.
+    assert len(featurewise_result(dict.fromkeys("abcdef", 1.0)).dominated_by()) == 3
+    assert featurewise_result(dict.fromkeys("abcdefg", 1.0)).dominated_by() == []
+    # Too few scored features (fewer than twice three) or nothing to share: never dominant.
+    assert featurewise_result({"a": 9.0, "b": 1.0, "c": 1.0, "d": 1.0, "e": 1.0}).dominated_by() == []
+    assert featurewise_result(dict.fromkeys("abcdefg", 0.0)).dominated_by() == []
+    # Features without error are not named among the ones it rests on.
+    assert featurewise_result({"a": 5.0, **dict.fromkeys("bcdefg", 0.0)}).dominated_by() == [("a", 5.0)]

@@ -134,7 +134,7 @@ def _write_residual_offsets(table: "pd.DataFrame", out: Path) -> None:
 
 
 def _print_summary(scores: Sequence["ChallengeScore"], out: Path) -> None:
-    from vstain.evaluation.metric import total_score
+    from vstain.evaluation.metric import dominance_note, total_score
 
     def num(value: float) -> str:
         return f"{value:.4f}" if value == value and abs(value) != float("inf") else "n/a"
@@ -158,4 +158,7 @@ def _print_summary(scores: Sequence["ChallengeScore"], out: Path) -> None:
             notes.append(f"{len(s.warnings)} warnings")
         if notes:
             print(f"{s.magnification}: " + ", ".join(notes) + " (see scores.json)")
+        note = dominance_note(fw)
+        if note:
+            print(f"{s.magnification}: {note} (report.html, 'Feature error')")
     print(f"wrote {out / 'scores.json'} and {out / 'report.html'}")

@@ -178,6 +178,12 @@ def pixelwise_score(
     return accumulator.result()
 
 
+#: :meth:`FeaturewiseResult.dominated_by`: a featurewise error is called dominated when its 3 largest
+#: features carry at least half of it (of the 99 features a field is scored on).
+DOMINANT_FEATURES = 3
+DOMINANT_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class FeaturewiseResult:
     """Featurewise relative MAE per feature, and every policy case met on the way."""
@@ -200,6 +206,78 @@ class FeaturewiseResult:
     @property
     def n_fields(self) -> int:
         return len(self.matched_fields)
+
+    def largest(self, count: int | None = None) -> list[tuple[str, float]]:
+        """The scored features with their relative MAE, largest first.
+
+        Parameters
+        ----------
+        count
+            How many to return; None: every scored feature.
+
+        Returns
+        -------
+        list of (str, float)
+            ``(feature, relative MAE)``, leaving out excluded features and non-finite errors.
+        """
+        scored = [(f, v) for f, v in self.per_feature.items() if f not in self.excluded_features and math.isfinite(v)]
+        return sorted(scored, key=lambda item: -item[1])[:count]
+
+    def dominated_by(self, count: int = DOMINANT_FEATURES, share: float = DOMINANT_SHARE) -> list[tuple[str, float]]:
+        """The ``count`` largest features if they carry at least ``share`` of the summed featurewise error.
+
+        A score driven by a handful of features usually says more about those features than about
+        the images: a standard deviation over the two or three cells of a small 60x field, or an
+        intensity whose target median is near 0, turns small absolute differences into relative
+        errors of hundreds (docs/quality.md, "Lipids and cytoplasm at the recipe's own length on
+        six fresh plates"). ``vstain evaluate`` names them so a user looks there first.
+
+        Parameters
+        ----------
+        count
+            How many of the largest features may carry the share.
+        share
+            The fraction of the summed relative MAE of all scored features they must carry.
+
+        Returns
+        -------
+        list of (str, float)
+            The ``count`` largest features with an error above 0, largest first; an empty list when the
+            error is spread more evenly, when fewer than ``2 * count`` features are scored, or when it
+            sums to 0.
+        """
+        scored = self.largest()
+        total = sum(v for _, v in scored)
+        top = scored[:count]
+        if len(scored) < 2 * count or total <= 0 or sum(v for _, v in top) < share * total:
+            return []
+        return [(name, value) for name, value in top if value > 0]
+
+
+def dominance_note(fw: FeaturewiseResult) -> str | None:
+    """One sentence naming the features a featurewise error rests on, or None if it is spread out.
+
+    Parameters
+    ----------
+    fw
+        A featurewise result; see :meth:`FeaturewiseResult.dominated_by` for when it is dominated.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"62 % of the featurewise error comes from 3 of 99 features: StDev_... 1.92e+03
+        (target median 0.0077), ..."``, for ``vstain evaluate``'s summary and ``report.html``.
+    """
+    top = fw.dominated_by()
+    if not top:
+        return None
+    scored = fw.largest()
+    share = sum(v for _, v in top) / sum(v for _, v in scored)
+    parts = ", ".join(f"{name} {value:.3g} (target median {fw.target_median.get(name, math.nan):.3g})"
+                      for name, value in top)
+    return (f"{share:.0%} of the featurewise error comes from {len(top)} of {len(scored)} features: {parts}; "
+            "a feature measured over a few objects, or with a target median near 0, moves the score more "
+            "than the images differ")
 
 
 def _keyed(table: pd.DataFrame, role: str) -> pd.DataFrame:

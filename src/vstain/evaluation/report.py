@@ -28,6 +28,7 @@ from vstain.evaluation.metric import (
     ChallengeScore,
     FeaturewiseResult,
     PixelwiseResult,
+    dominance_note,
     total_score,
 )
 from vstain.vocabulary import CELLPROFILER_NAMES, CHANNEL_NAME_TARGETS
@@ -219,7 +220,10 @@ def _magnification_section(score: ChallengeScore, panels: Sequence[FieldPanel]) 
     if pw.excluded_channels:
         out.append("<p>Excluded channels:</p>" + _definition_list(pw.excluded_channels))
     out.append(f"<h3>Feature error (relative MAE; the {FIGURE_FEATURES} largest)</h3>")
-    if _sorted_features(fw):
+    note = dominance_note(fw)
+    if note:
+        out.append(f"<p><b>{html.escape(note)}.</b></p>")
+    if fw.largest():
         out.append(_image(_feature_error_figure(fw), f"featurewise relative MAE, {score.magnification}"))
         out.append(_feature_bar_table(fw))
     else:
@@ -299,7 +303,7 @@ def _feature_group(name: str) -> str:
 
 
 def _feature_error_figure(fw: FeaturewiseResult) -> str:
-    scored = _sorted_features(fw)[:FIGURE_FEATURES]
+    scored = fw.largest(FIGURE_FEATURES)
     height = 0.9 + 0.16 * len(scored)
     figure = _new_figure(8, height, left=0.5, right=0.97, top=1 - 0.15 / height, bottom=0.55 / height)
     axes = figure.add_subplot()
@@ -321,15 +325,9 @@ def _feature_error_figure(fw: FeaturewiseResult) -> str:
     return _png(figure)
 
 
-def _sorted_features(fw: FeaturewiseResult) -> list[tuple[str, float]]:
-    """Scored features, largest relative error first."""
-    scored = [(f, v) for f, v in fw.per_feature.items() if f not in fw.excluded_features and math.isfinite(v)]
-    return sorted(scored, key=lambda item: -item[1])
-
-
 def _feature_bar_table(fw: FeaturewiseResult) -> str:
     """Every scored feature as a table row with a CSS bar: all 99 readable at no drawing cost."""
-    scored = _sorted_features(fw)
+    scored = fw.largest()
     top = max((v for _, v in scored), default=0.0) or 1.0
     rows = []
     for name, value in scored:
