@@ -265,8 +265,9 @@ def dominance_note(fw: FeaturewiseResult) -> str | None:
     Returns
     -------
     str or None
-        E.g. ``"62 % of the featurewise error comes from 3 of 99 features: StDev_... 1.92e+03
-        (target median 0.0077), ..."``, for ``vstain evaluate``'s summary and ``report.html``.
+        E.g. ``"70% of the featurewise error comes from 3 of 99 features: StDev_cells_no_edge_Intensity_
+        StdIntensity_Bodipy 1.92e+03 (target median 2.42e-06), ..."``, for ``vstain evaluate``'s summary
+        and ``report.html``.
     """
     top = fw.dominated_by()
     if not top:
