@@ -100,3 +100,21 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     assert "[C1_20x_cpu] epoch 1/" in capsys.readouterr().out
     table = format_summary(written)
     assert "mean_image" in table and "linear" in table and "report:" in table
+
+
+def test_method_summary_names_the_features_a_featurewise_error_rests_on():
+    # demo-summary.json and the quality benchmark's trial.json carry them (docs/evaluation.md).
+    from vstain.demo.summary import _method_summary
+    from vstain.evaluation.metric import ChallengeScore, FeaturewiseResult, PixelwiseResult
+
+    def score(errors):
+        fw = FeaturewiseResult(per_feature=errors, target_median=dict.fromkeys(errors, 0.25), excluded_features={},
+                               skipped_target_entries={}, prediction_counted_as_zero={}, matched_fields=["D02 F001"],
+                               missing_predictions=[], extra_predictions=[])
+        return ChallengeScore("20x", PixelwiseResult({"C01": 0.1}, {"C01": 1.0}, {"C01": 0.1}, {}, 1), fw)
+
+    runaway = _method_summary(score({"a": 8.0, **dict.fromkeys("bcdefg", 0.5)}))
+    assert runaway["featurewise_rests_on"] == [{"feature": "a", "relative_mae": 8.0, "target_median": 0.25},
+                                               {"feature": "b", "relative_mae": 0.5, "target_median": 0.25},
+                                               {"feature": "c", "relative_mae": 0.5, "target_median": 0.25}]
+    assert _method_summary(score(dict.fromkeys("abcdefg", 0.5)))["featurewise_rests_on"] == []

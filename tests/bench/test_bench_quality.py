@@ -72,6 +72,14 @@ def test_targets_by_hand():
     assert [r["value"] for r in rows if r["method"] == "reacquired"] == ["0.2", "0.1", "0.3"]
     assert "| a | 0.300 | 0.100 | 0.200 | 0.800 | 0.367 | 0.150 | 0.300 | 3 % | 4 % |" in quality_markdown(
         {"variants": [good], "targets": targets})
+    # A model whose featurewise error rests on a few features gets them named under the tables; a trial
+    # written before the key existed, or without such features, gets no line.
+    assert "rests on a few features" not in quality_markdown({"variants": [good], "targets": targets})
+    good["methods"]["model"]["featurewise_rests_on"] = [
+        {"feature": "StDev_cells_no_edge_AreaShape_Compactness", "relative_mae": 53.72, "target_median": 0.0116},
+        {"feature": "Count_Lipids_no_edge", "relative_mae": 12.0, "target_median": None}]
+    table = quality_markdown({"variants": [good], "targets": targets})
+    assert "- a: `StDev_cells_no_edge_AreaShape_Compactness` 53.7 (0.0116), `Count_Lipids_no_edge` 12.0 (n/a)" in table
 
 
 @pytest.mark.slow

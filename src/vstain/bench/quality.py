@@ -397,6 +397,11 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _general(value: float | None) -> str:
+    """A number of any size in three significant digits ("n/a" when absent)."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+
 def quality_markdown(summary: dict[str, Any]) -> str:
     """The benchmark's tables in Markdown (scores per method; pixel error per stain; the targets)."""
     lines = ["| variant | tuned on | score model | score linear | score mean image | model / linear | "
@@ -424,6 +429,16 @@ def quality_markdown(summary: dict[str, Any]) -> str:
             runs = result["validation"]
             cells = [str(runs.get(stain, {}).get("tta", "n/a")) for stain in TARGETS]
             lines.append(f"| {result['variant']['name']} | " + " | ".join(cells) + " |")
+    resting = [(r["variant"]["name"], r["methods"]["model"].get("featurewise_rests_on") or [])
+               for r in summary["variants"]]
+    resting = [(name, features) for name, features in resting if features]
+    if resting:
+        lines += ["", "Where the model's featurewise error rests on a few features (the three largest carry at "
+                  "least half of it; `vstain evaluate` names them too, docs/evaluation.md): relative error "
+                  "(target median).", ""]
+        for name, features in resting:
+            lines.append(f"- {name}: " + ", ".join(
+                f"`{e['feature']}` {_num(e['relative_mae'], 1)} ({_general(e['target_median'])})" for e in features))
     if summary.get("alignment", "none") != "none":
         lines += ["", f"Trained with `data.alignment: {summary['alignment']}`; the models' predictions were moved "
                   "into the stains' (fluorescence) frame before scoring."]

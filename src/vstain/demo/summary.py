@@ -64,6 +64,11 @@ def _method_summary(score: ChallengeScore) -> dict[str, Any]:
         "featurewise": _finite(fw.value),
         "pixelwise_per_channel": {_channel_title(c): _finite(v) for c, v in pw.per_channel.items()},
         "featurewise_per_group": _group_errors(score),
+        # The features the featurewise error rests on, when three carry half of it (else empty).
+        "featurewise_rests_on": [
+            {"feature": f, "relative_mae": _finite(v), "target_median": _finite(fw.target_median.get(f))}
+            for f, v in fw.dominated_by()
+        ],
         "features_scored": sum(1 for f in fw.per_feature if f not in fw.excluded_features),
         "features_excluded": len(fw.excluded_features),
         "n_fields": score.n_fields,
