@@ -118,3 +118,25 @@ def test_method_summary_names_the_features_a_featurewise_error_rests_on():
                                                {"feature": "b", "relative_mae": 0.5, "target_median": 0.25},
                                                {"feature": "c", "relative_mae": 0.5, "target_median": 0.25}]
     assert _method_summary(score(dict.fromkeys("abcdefg", 0.5)))["featurewise_rests_on"] == []
+
+
+def test_substitute_truth_puts_the_true_files_of_some_stains_in_place_of_predictions(tmp_path):
+    from vstain.demo.trial import substitute_truth
+
+    truth, folder = tmp_path / "truth", tmp_path / "pred"
+    truth.mkdir()
+    folder.mkdir()
+    stem = "AssayPlate_Greiner_#655090_B04_T0001F001L01"
+    names = {c: f"{stem}A0{c}Z01C0{c}.tif" for c in (1, 2, 3)}
+    for channel, name in names.items():
+        (truth / name).write_bytes(b"truth %d" % channel)
+        (folder / name).write_bytes(b"predicted %d" % channel)
+    (truth / "notes.txt").write_text("not an image")
+    substitute_truth(truth, folder, ["nuclei", "cytoplasm"])
+    assert (folder / names[1]).read_bytes() == b"truth 1"
+    assert (folder / names[2]).read_bytes() == b"predicted 2"  # lipids: not named, untouched
+    assert (folder / names[3]).read_bytes() == b"truth 3"
+    assert not (folder / "notes.txt").exists()
+    assert (truth / names[1]).read_bytes() == b"truth 1"  # the truth is linked, never written
+    substitute_truth(truth, folder, [])
+    assert (folder / names[2]).read_bytes() == b"predicted 2"

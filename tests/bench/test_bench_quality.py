@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from vstain.bench.quality import VARIANTS, check_targets, quality_csv, quality_markdown
+from vstain.bench.quality import VARIANTS, check_targets, quality_csv, quality_markdown, variant_named
 from vstain.cli import main
+from vstain.errors import ConfigError
 from vstain.vocabulary import MAGNIFICATIONS, TARGETS
 
 
@@ -155,13 +156,18 @@ def test_full_size_budget_is_the_shipped_recipe_on_real_fields(tmp_path, monkeyp
     assert quality.BUDGETS["full"].size is None and quality.BUDGETS["full"].step_overrides == {}
     chosen = {}
 
-    def fake_run(out, *, variants, budget, seed, log, alignment):  # records what the CLI asked for
-        chosen.update(variants=variants, budget=budget, alignment=alignment)
+    def fake_run(out, *, variants, budget, seed, log, alignment, stains):  # records what the CLI asked for
+        chosen.update(variants=variants, budget=budget, alignment=alignment, stains=stains)
         raise quality.ConfigError("stop here")
 
     monkeypatch.setattr(quality, "run_quality_benchmark", fake_run)
     assert main(["bench", "quality", "--full-size", "--variants", "random-20x", "--out", str(tmp_path)]) == 2
-    assert chosen == {"variants": ["random-20x"], "budget": "full", "alignment": "none"}
+    assert chosen == {"variants": ["random-20x"], "budget": "full", "alignment": "none", "stains": None}
+    # --as-shipped: the bench's plates with every stain at its recipe's own length
+    assert quality.BUDGETS["shipped"].size == quality.BUDGETS["bench"].size
+    assert quality.BUDGETS["shipped"].step_overrides == {}
+    assert main(["bench", "quality", "--as-shipped", "--stains", "cytoplasm", "lipids", "--out", str(tmp_path)]) == 2
+    assert chosen["budget"] == "shipped" and chosen["stains"] == ["cytoplasm", "lipids"]
 
 
 @pytest.mark.slow
@@ -199,3 +205,86 @@ def test_bench_budget_trains_the_nuclei_as_shipped_and_shortens_only_lipids_and_
     overrides = quality.BUDGETS["bench"].step_overrides
     assert "nuclei" not in overrides
     assert overrides["lipids"] == overrides["cytoplasm"] == ("trainer.max_epochs=3",)
+
+
+def test_fresh_plates_are_named_by_their_recipe():
+    assert variant_named("random-40x") is next(v for v in VARIANTS if v.name == "random-40x")
+    drawn = variant_named("random-2321-20x")
+    assert (drawn.magnification, drawn.randomize, drawn.preset, drawn.tuned) == ("20x", 2321, None, False)
+    preset = variant_named("rim-droplets-60x")
+    assert (preset.magnification, preset.preset, preset.randomize, preset.tuned) == ("60x", "rim-droplets", None, False)
+    for wrong in ("random-12-30x", "nope-20x", "random-x-20x", "rim-droplets", "random-20x-2321"):
+        with pytest.raises(ConfigError, match="random-<seed>-"):
+            variant_named(wrong)
+
+
+def test_targets_of_a_trial_that_trained_some_stains():
+    # Trained the cytoplasm alone: the nuclei and lipids are the truth in every folder (pixel error 0).
+    result = _result("c", model=(0.1, (0.0, 0.0, 0.2)), linear=(0.3, (0.0, 0.0, 0.4)), mean=(0.4, (0.0, 0.0, 0.5)),
+                     counts=[(100, 100)], iou=None)
+    result["stains"] = ["cytoplasm"]
+    result["validation"] = {}
+    target = check_targets([result])["c"]
+    assert target["stains_beat_both_baselines"] == {"cytoplasm": True}  # not "nuclei: False" for 0 against 0
+    assert target["score_over_linear"] == pytest.approx(1 / 3) and target["score_target_met"]
+    assert target["nuclei_count_target_met"] is None and target["iou_target_met"] is None  # not judged
+    assert target["max_nuclei_count_error"] is None and target["well_nuclei_count_error"] is None
+    rows = list(csv.DictReader(quality_csv([result]).splitlines()))
+    assert {r["stain"] for r in rows} == {"all", "cytoplasm"} and len(rows) == 3 * (3 + 1)
+    table = quality_markdown({"variants": [result], "targets": {"c": target}})
+    assert "| c | no (held back) | 0.100 | 0.300 | 0.400 | 0.33 | truth | truth | truth | truth | 0.200 | 0.400 |" \
+        in table
+    assert "Trained cytoplasm only" in table
+    # A trial without the record trained all three, as before the option existed.
+    del result["stains"]
+    assert set(check_targets([result])["c"]["stains_beat_both_baselines"]) == set(TARGETS)
+    assert "only" not in quality_markdown({"variants": [result], "targets": check_targets([result])})
+
+
+@pytest.mark.slow
+def test_one_stain_beside_the_true_others_end_to_end(tmp_path, capsys):
+    from vstain.plate.naming import parse_name
+
+    out = tmp_path / "bq"
+    args = ["bench", "quality", "--smoke", "--variants", "random-7-40x", "--out", str(out)]
+    assert main([*args, "--stains", "cytoplasm"]) == 0
+    trial = out / "random-7-40x"
+    assert sorted(p.name for p in (trial / "runs").iterdir()) == ["cytoplasm"]  # nothing else trained
+    summary = json.loads((out / "quality.json").read_text())
+    (result,) = summary["variants"]
+    assert summary["stains"] == result["stains"] == ["cytoplasm"]
+    assert result["variant"] == {"name": "random-7-40x", "magnification": "40x", "preset": None, "randomize": 7,
+                                 "tuned": False}
+    truth = {p.name: p.read_bytes() for p in (trial / "heldout" / "40x_images").iterdir()
+             if parse_name(p.name).channel in (1, 2, 3)}
+    assert len(truth) == 3 * len(result["test_fields"])
+    folders = [trial / "predictions" / m for m in ("model", "linear", "mean_image")]
+    folders += [trial / "reference" / k / "40x_images" for k in ("noise_free", "reacquired")]
+    for folder in folders:
+        for name, data in truth.items():
+            channel = parse_name(name).channel
+            if channel == 3:  # the stain trained: a prediction (or a second rendering), not the truth
+                assert (folder / name).read_bytes() != data, folder
+            else:
+                assert (folder / name).read_bytes() == data, folder
+    for kind in ("model", "linear", "mean_image"):
+        per_channel = {k.split()[0]: v for k, v in result["methods"][kind]["pixelwise_per_channel"].items()}
+        assert per_channel["C01"] == per_channel["C02"] == 0.0 and per_channel["C03"] > 0
+    # the truth itself was never written to (the plate's files are what the heldout folder links)
+    plate_files = {p.name: p.read_bytes() for p in (trial / "plate" / "40x_images").iterdir() if p.name in truth}
+    assert plate_files == truth
+    assert summary["targets"]["random-7-40x"]["nuclei_count_target_met"] is None
+    assert "Trained cytoplasm only" in (out / "quality.md").read_text()
+    capsys.readouterr()
+    # The same folder with other stains is refused before anything is trained; the same stains reuse it.
+    assert main([*args, "--stains", "nuclei", "cytoplasm"]) == 2
+    err = capsys.readouterr().err
+    assert "random-7-40x" in err and "trained cytoplasm, not nuclei, cytoplasm" in err
+    assert main(args) == 2  # all three (the default) is other stains too
+    assert main([*args, "--stains", "cytoplasm"]) == 0
+    assert "already done" in capsys.readouterr().out
+
+
+def test_stains_are_a_quality_option(capsys):
+    assert main(["bench", "training", "--stains", "nuclei"]) == 2
+    assert "--stains and --as-shipped are for `vstain bench quality`" in capsys.readouterr().err

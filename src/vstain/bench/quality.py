@@ -20,7 +20,15 @@ specimen. They are not predictions; they say how much of an error is the plate's
 Every variant is a pure function of its name and ``seed``; a rerun skips variants whose
 ``trial.json`` exists (delete it to recompute; one without reference points gets them added).
 Variants marked ``tuned`` were looked at while the recipe was developed; the others were held back
-and only run to judge it.
+and only run to judge it. Beside the named :data:`VARIANTS`, any fresh plate can be named
+(:func:`variant_named`): ``random-<seed>-<mag>`` draws every parameter with ``vstain synth
+--randomize <seed>``, ``<preset>-<mag>`` is a ``vstain synth --preset``; a recipe change is judged on
+plates drawn after it was made.
+
+``stains`` trains only some of the three stains; the others are then the test fields' true stains
+in every method's folder (model, baselines, reference points), so the score measures the trained
+stains alone and a change to one stain's recipe costs one stain's training. Such scores compare
+only with scores of the same stains.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import warnings
 from dataclasses import asdict, dataclass
@@ -39,7 +48,7 @@ from vstain.atomic import write_text_atomic
 from vstain.errors import ConfigError
 from vstain.vocabulary import ALIGNMENT_MODES, TARGETS, TEST, TRAIN, VALIDATION, AlignmentMode
 
-__all__ = ["BUDGETS", "VARIANTS", "Variant", "run_quality_benchmark"]
+__all__ = ["BUDGETS", "VARIANTS", "Variant", "run_quality_benchmark", "variant_named"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,39 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("random-60x", "60x", randomize=6001),
 )
 
+
+
+def variant_named(name: str) -> Variant:
+    """The variant called ``name``: one of :data:`VARIANTS`, or a fresh plate named by its recipe.
+
+    ``random-<seed>-<mag>`` (e.g. ``random-2321-20x``) is ``vstain synth --randomize <seed>`` at
+    ``<mag>``; ``<preset>-<mag>`` (e.g. ``rim-droplets-40x``) is ``vstain synth --preset <preset>``.
+    Fresh plates are marked not tuned on (``tuned=False``): they are for judging a recipe, drawn after it
+    was changed.
+
+    Raises
+    ------
+    ConfigError
+        For a name that is neither (the message lists both forms and the presets).
+    """
+    from vstain.synth.presets import preset_names
+    from vstain.vocabulary import MAGNIFICATIONS
+
+    known = {v.name: v for v in VARIANTS}
+    if name in known:
+        return known[name]
+    mags = "|".join(MAGNIFICATIONS)
+    drawn = re.fullmatch(rf"random-(\d+)-({mags})", name)
+    if drawn:
+        return Variant(name, drawn.group(2), randomize=int(drawn.group(1)))
+    preset = re.fullmatch(rf"(.+)-({mags})", name)
+    if preset and preset.group(1) in preset_names():
+        return Variant(name, preset.group(2), preset=preset.group(1))
+    raise ConfigError(f"unknown variant {name}; choose from {', '.join(known)}, or name a fresh plate "
+                      f"random-<seed>-<{'|'.join(MAGNIFICATIONS)}> or <preset>-<magnification> with a preset of "
+                      f"{', '.join(preset_names())}")
+
+
 _COMMON = ("trainer.progress_bar=false", "trainer.log_every_n_steps=1000", "data.num_workers=0")
 
 
@@ -83,10 +125,13 @@ class Budget:
 #: ``bench``: 1024² fields, 3 wells x 3 fields, at most 10 minutes of training per variant on a
 #: 2-core CPU: the nuclei at the recipe's own length (its 20 epochs: at 10, the 40x nuclei were still
 #: learning, docs/quality.md "The nuclei at the recipe's own length"), lipids and cytoplasm 3 of their
-#: 10 epochs; ``smoke``: a few steps on tiny plates, to test the machinery.
+#: 10 epochs; ``shipped``: the same plates, every stain at its recipe's own length; ``full``: that
+#: recipe on fields of the instrument's size; ``smoke``: a few steps on tiny plates, to test the
+#: machinery.
 BUDGETS: dict[str, Budget] = {
     "bench": Budget(size=(1024, 1024), wells=3, fields=3,
                     step_overrides={"lipids": ("trainer.max_epochs=3",), "cytoplasm": ("trainer.max_epochs=3",)}),
+    "shipped": Budget(size=(1024, 1024), wells=3, fields=3, step_overrides={}),
     # The CPU recipe as shipped (configs/cpu), on fields of the instrument's size.
     "full": Budget(size=None, wells=3, fields=3, step_overrides={}),
     "smoke": Budget(size=(384, 384), wells=2, fields=2,
@@ -107,13 +152,16 @@ def _variant_split(fields: Sequence[Any], *, wells: Sequence[str]) -> dict[tuple
 
 
 def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
-                log: Callable[[str], None], alignment: AlignmentMode = "none") -> dict[str, Any]:
+                log: Callable[[str], None], alignment: AlignmentMode = "none",
+                stains: Sequence[str] = TARGETS) -> dict[str, Any]:
     """Synthesise, train, predict and score one variant; returns (and writes) its ``trial.json``.
 
     ``alignment`` is the recipe's ``data.alignment`` (``none`` or ``auto``); with ``auto`` the models
-    predict in the fluorescence frame, as the recorded stains they are scored against. A finished
-    trial in ``out`` is reused only if it was trained with the same alignment and budget (both are
-    recorded in ``trial.json``); otherwise :class:`~vstain.errors.ConfigError`.
+    predict in the fluorescence frame, as the recorded stains they are scored against. Only the
+    recipe's steps for ``stains`` are trained; every method (and reference point) gets the test
+    fields' true files for the other stains. A finished trial in ``out`` is reused only if it was
+    trained with the same alignment, budget and stains (all recorded in ``trial.json``); otherwise
+    :class:`~vstain.errors.ConfigError`.
     """
     from vstain.demo.summary import _method_summary
     from vstain.demo.trial import Clock, run_trial
@@ -133,12 +181,16 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
         if done_within != this:
             raise ConfigError(f"{out}: trained with another budget ({_budget_line(done_within)}), not this run's "
                               f"({_budget_line(this)}); give another --out or the same --smoke / --full-size")
+        done_for = result.get("stains", list(TARGETS))  # trials from before the option trained all three
+        if done_for != list(stains):
+            raise ConfigError(f"{out}: trained {', '.join(done_for)}, not {', '.join(stains)}; "
+                              "give another --out or the same --stains")
         if "reference_points" in result:
             log(f"{variant.name}: already done ({result_path}), skipped")
             return result
         # A trial from before the reference points existed: add them, keep the rest.
         result["reference_points"] = reference_points(variant, out, test_labels=result["test_fields"],
-                                                      seed=seed, log=log)
+                                                      seed=seed, log=log, stains=stains)
         write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=False) + "\n")
         return result
     for stale in ("plate", "runs", "heldout", "predictions", "evaluation", "reference"):
@@ -154,22 +206,25 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
         magnification=variant.magnification)
     split = Split(_variant_split(fields, wells=well_names(budget.wells)))
     split_path = split.save(out / "split.csv")
-    recipe = cpu_recipe(variant.magnification)
+    recipe = tuple(step for step in cpu_recipe(variant.magnification) if set(step.stains) & set(stains))
     trial = run_trial(out / "plate", split_path, out, magnification=variant.magnification, recipe=recipe, seed=seed,
                       clock=clock, overrides=(*budget.common, f"data.alignment={alignment}"),
                       step_overrides=budget.step_overrides,
-                      frame="fluorescence" if alignment == "auto" else "brightfield")
+                      frame="fluorescence" if alignment == "auto" else "brightfield",
+                      true_stains=[s for s in TARGETS if s not in stains])
     result: dict[str, Any] = {
         "variant": asdict(variant),
         "alignment": alignment,
         "budget": _budget_record(budget),
+        "stains": list(stains),
         "methods": {m: _method_summary(s) for m, s in trial.scores.items()},
         "nuclei_counts": nuclei_counts(out / "evaluation" / "model"),
         "validation": _validation(out / "runs", recipe),
         "test_fields": trial.test_labels,
         "timings": dict(clock.timings),
     }
-    result["reference_points"] = reference_points(variant, out, test_labels=trial.test_labels, seed=seed, log=log)
+    result["reference_points"] = reference_points(variant, out, test_labels=trial.test_labels, seed=seed, log=log,
+                                                  stains=stains)
     write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=False) + "\n")
     return result
 
@@ -189,16 +244,17 @@ def _budget_line(record: dict[str, Any] | None) -> str:
 
 
 def reference_points(variant: Variant, out: Path, *, test_labels: Sequence[str], seed: int,
-                     log: Callable[[str], None]) -> dict[str, Any]:
+                     log: Callable[[str], None], stains: Sequence[str] = TARGETS) -> dict[str, Any]:
     """Score the test fields' own stains rendered again: without noise, and as a second exposure.
 
     Not predictions: what a perfect predictor of the mean stain would score (``noise_free``) and
     how far two acquisitions of the same specimen disagree (``reacquired``), through the same
     metric as the methods (vstain/synth/reacquire.py). A target a second acquisition cannot meet
-    measures the plate's noise, not the model.
+    measures the plate's noise, not the model. Stains outside ``stains`` keep their recorded files,
+    as in the methods' folders.
     """
     from vstain.demo.summary import _method_summary
-    from vstain.demo.trial import Clock
+    from vstain.demo.trial import Clock, substitute_truth
     from vstain.evaluation.folders import evaluate_folders
     from vstain.synth.reacquire import REACQUISITIONS, render_stains_again
 
@@ -212,6 +268,8 @@ def reference_points(variant: Variant, out: Path, *, test_labels: Sequence[str],
             if folder.exists():
                 shutil.rmtree(folder)
             render_stains_again(out / "plate", variant.magnification, fields, folder, kind=kind, noise_seed=seed)
+            substitute_truth(heldout, folder / f"{variant.magnification}_images",
+                             [s for s in TARGETS if s not in stains])
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
                 score = evaluate_folders(heldout, folder / f"{variant.magnification}_images",
@@ -275,6 +333,7 @@ def run_quality_benchmark(
     seed: int = 0,
     log: Callable[[str], None] = print,
     alignment: AlignmentMode = "none",
+    stains: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark's variants into ``out``; returns (and writes) the summary.
 
@@ -283,9 +342,9 @@ def run_quality_benchmark(
     out
         Output folder (created; variants already done there are reused).
     variants
-        Names from :data:`VARIANTS` (default all).
+        Names from :data:`VARIANTS` (default all), or fresh plates named as :func:`variant_named` reads them.
     budget
-        ``"bench"`` or ``"smoke"`` (:data:`BUDGETS`).
+        A key of :data:`BUDGETS` (``bench``, ``shipped``, ``full`` or ``smoke``).
     seed
         Seed of the plates, splits, training runs and baselines.
     log
@@ -293,28 +352,32 @@ def run_quality_benchmark(
     alignment
         ``data.alignment`` of every training run: ``none`` (the recipe as shipped) or ``auto``
         (offsets estimated on the training fields; predictions moved into the stains' frame).
+    stains
+        The stains to train (default all three, in any order; kept in :data:`TARGETS` order). The
+        others are scored as their true test files in every method's folder.
 
     Raises
     ------
     ConfigError
-        For an unknown variant, budget or alignment, or an ``out`` whose variants were trained with
-        another alignment.
+        For an unknown variant, budget, stain or alignment, or an ``out`` whose variants were trained
+        with another alignment, budget or stains.
     """
-    known = {v.name: v for v in VARIANTS}
-    chosen = list(variants) if variants else list(known)
-    unknown = [name for name in chosen if name not in known]
-    if unknown:
-        raise ConfigError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    chosen = [variant_named(name) for name in (variants or [v.name for v in VARIANTS])]
+    unknown_stains = [s for s in stains or () if s not in TARGETS]
+    if unknown_stains:
+        raise ConfigError(f"unknown stain(s) {', '.join(unknown_stains)}; choose from {', '.join(TARGETS)}")
+    trained = [s for s in TARGETS if s in stains] if stains else list(TARGETS)
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     if alignment not in ALIGNMENT_MODES:
         raise ConfigError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENT_MODES)}")
     root = Path(out)
-    results = [run_variant(known[name], root / name, budget=BUDGETS[budget], seed=seed, log=log, alignment=alignment)
-               for name in chosen]
+    results = [run_variant(variant, root / variant.name, budget=BUDGETS[budget], seed=seed, log=log,
+                           alignment=alignment, stains=trained)
+               for variant in chosen]
     size = BUDGETS[budget].size
     summary = {"budget": budget, "seed": seed, "alignment": alignment, "size": None if size is None else list(size),
-               "variants": results, "targets": check_targets(results)}
+               "stains": trained, "variants": results, "targets": check_targets(results)}
     write_text_atomic(root / "quality.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_text_atomic(root / "quality.csv", quality_csv(results))
     write_text_atomic(root / "quality.md", quality_markdown(summary))
@@ -332,7 +395,9 @@ def check_targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     The count target is judged per test field (``max_nuclei_count_error``, the strictest reading);
     ``well_nuclei_count_error`` is the test well's total against the truth's total, reported beside
-    it because issue 11 states the target per variant and small 60x fields hold few nuclei.
+    it because issue 11 states the target per variant and small 60x fields hold few nuclei. A trial
+    that trained only some stains (``stains``) is judged on those: the stains it did not train are
+    left out, and the nuclei targets are None (not judged) unless the nuclei were trained.
     """
     # Here, not at the top: run_summary imports Lightning, which this module otherwise loads only to train.
     from vstain.training.run_summary import RELIABLE_IOU
@@ -342,22 +407,29 @@ def check_targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         methods = result["methods"]
         model, linear, mean = methods["model"], methods["linear"], methods["mean_image"]
         ratio = None if not (model["score"] and linear["score"]) else model["score"] / linear["score"]
+        trained = _trained(result)
         stains_beat = {s: (_pixel(model, s) is not None and all(
             _pixel(model, s) < (_pixel(b, s) if _pixel(b, s) is not None else math.inf) for b in (linear, mean)))
-            for s in TARGETS}
-        error = _max_count_error(result["nuclei_counts"])
+            for s in TARGETS if s in trained}
+        nuclei = "nuclei" in trained
+        error = _max_count_error(result["nuclei_counts"]) if nuclei else None
         iou = result["validation"].get("nuclei", {}).get("iou")
         out[result["variant"]["name"]] = {
             "score_over_linear": ratio,
             "score_target_met": ratio is not None and ratio <= 0.5,
             "stains_beat_both_baselines": stains_beat,
             "max_nuclei_count_error": error,
-            "nuclei_count_target_met": error is not None and error <= 0.2,
-            "well_nuclei_count_error": _total_count_error(result["nuclei_counts"]),
+            "nuclei_count_target_met": (error is not None and error <= 0.2) if nuclei else None,
+            "well_nuclei_count_error": _total_count_error(result["nuclei_counts"]) if nuclei else None,
             "iou": iou,
-            "iou_target_met": iou is not None and iou > RELIABLE_IOU,
+            "iou_target_met": (iou is not None and iou > RELIABLE_IOU) if nuclei else None,
         }
     return out
+
+
+def _trained(result: dict[str, Any]) -> list[str]:
+    """The stains a trial trained (all three for trials from before ``stains`` was recorded)."""
+    return list(result.get("stains", TARGETS))
 
 
 def _total_count_error(counts: Sequence[dict[str, Any]]) -> float | None:
@@ -383,7 +455,7 @@ def quality_csv(results: Sequence[dict[str, Any]]) -> str:
             for metric in ("score", "pixelwise", "featurewise"):
                 writer.writerow([variant["name"], variant["magnification"], variant["tuned"], "all", method, metric,
                                  entry[metric]])
-            for stain in TARGETS:
+            for stain in _trained(result):
                 writer.writerow([variant["name"], variant["magnification"], variant["tuned"], stain, method,
                                  "pixelwise", _pixel(entry, stain)])
         for kind, entry in result.get("reference_points", {}).items():
@@ -415,7 +487,8 @@ def quality_markdown(summary: dict[str, Any]) -> str:
                  _num(methods["model"]["score"]), _num(methods["linear"]["score"]),
                  _num(methods["mean_image"]["score"]), _num(target["score_over_linear"], 2)]
         for stain in TARGETS:
-            cells += [_num(_pixel(methods["model"], stain)), _num(_pixel(methods["linear"], stain))]
+            cells += ([_num(_pixel(methods["model"], stain)), _num(_pixel(methods["linear"], stain))]
+                      if stain in _trained(result) else ["truth", "truth"])
         for error in (target["max_nuclei_count_error"], target.get("well_nuclei_count_error")):
             cells.append("n/a" if error is None else f"{100 * error:.0f} %")
         cells.append(_num(target["iou"], 2))
@@ -439,6 +512,11 @@ def quality_markdown(summary: dict[str, Any]) -> str:
         for name, features in resting:
             lines.append(f"- {name}: " + ", ".join(
                 f"`{e['feature']}` {_num(e['relative_mae'], 1)} ({_general(e['target_median'])})" for e in features))
+    partial = sorted({", ".join(_trained(r)) for r in summary["variants"] if _trained(r) != list(TARGETS)})
+    if partial:
+        lines += ["", f"Trained {' / '.join(partial)} only: every method (and reference point) was scored with the "
+                  "test fields' true files for the other stains (`truth` above), so these scores measure the trained "
+                  "stains alone and compare only with scores of the same stains."]
     if summary.get("alignment", "none") != "none":
         lines += ["", f"Trained with `data.alignment: {summary['alignment']}`; the models' predictions were moved "
                   "into the stains' (fluorescence) frame before scoring."]
@@ -479,8 +557,10 @@ def quality_figure(results: Sequence[dict[str, Any]], path: Path) -> None:
     top.set_ylabel("challenge score (lower is better)")
     top.legend(fontsize=8)
     for i, stain in enumerate(TARGETS):
-        model = [_pixel(r["methods"]["model"], stain) or math.nan for r in results]
-        linear = [_pixel(r["methods"]["linear"], stain) or math.nan for r in results]
+        model = [(_pixel(r["methods"]["model"], stain) if stain in _trained(r) else None) or math.nan
+                 for r in results]
+        linear = [(_pixel(r["methods"]["linear"], stain) if stain in _trained(r) else None) or math.nan
+                  for r in results]
         bottom.bar(x + (i - 1) * 0.27, model, 0.13, label=f"{stain} model")
         bottom.bar(x + (i - 1) * 0.27 + 0.13, linear, 0.13, label=f"{stain} linear", alpha=0.45)
     bottom.set_xticks(x, names, rotation=20, fontsize=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vstain.vocabulary import ALIGNMENT_MODES
+from vstain.vocabulary import ALIGNMENT_MODES, TARGETS
 
 EXAMPLE = """\
 example:
@@ -28,10 +28,13 @@ Prints a table per section; --out also writes the numbers as JSON.
   vstain bench quality --out bench-quality      # hours: the CPU recipe on 8 plate variants
   vstain bench quality --variants reference-20x random-40x --out bq
   vstain bench quality --full-size --variants random-20x --out bq-full   # the 30-minute recipe, full fields
+  vstain bench quality --variants random-2321-20x rim-droplets-40x --stains cytoplasm --as-shipped --out bq-c
+                                                # fresh plates, one stain beside the true others
   quality     not part of `all`: for each plate variant (vstain synth presets and random draws,
               held-back ones included) train the CPU recipe, predict held-out wells and score it
               against the mean-image and linear baselines; --out is then a folder (quality.md,
-              .csv, .json, .png); a rerun skips variants already done (docs/quality.md)
+              .csv, .json, .png); a rerun skips variants already done (docs/quality.md);
+              besides the named variants, random-<seed>-<mag> and <preset>-<mag> are fresh plates
 
   vstain bench uncertainty --out bench-uncertainty   # ~30 min on 2 cores
   uncertainty not part of `all`: train the CPU recipe on a 100-field synthetic plate, calibrate
@@ -83,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument("--full-size", action="store_true",
                       help="quality: fields of the instrument's size and the CPU recipe as shipped (~1 h a variant "
                            "on 2 cores)")
+    size.add_argument("--as-shipped", action="store_true",
+                      help="quality: the default 1024² plates, but every stain trained for its recipe's own epochs "
+                           "(the default trains lipids and cytoplasm 3 of their 10)")
+    parser.add_argument("--stains", nargs="+", metavar="STAIN", choices=TARGETS,
+                        help=f"quality: train only these ({', '.join(TARGETS)}); the others are scored as their true "
+                             "test files, so the score measures these stains alone (default all three)")
     parser.add_argument("--seed", type=int, default=0, help="quality: seed of plates, splits and training (default 0)")
     parser.add_argument("--alignment", choices=ALIGNMENT_MODES,
                         help="quality: data.alignment of every training run (default none, the recipe as shipped; "
@@ -116,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             raise VstainError(f"--max-shift {args.max_shift:g}: expected a cap above 0 and at most {MAX_SHIFT_PX:g} px")
     if args.alignment is not None and named != ["quality"]:
         raise VstainError("--alignment is for `vstain bench quality` alone (the alignment benchmark runs both)")
+    if (args.stains or args.as_shipped) and named != ["quality"]:
+        raise VstainError("--stains and --as-shipped are for `vstain bench quality` alone")
     if "quality" in named:
         return _quality(args, named)
     if "uncertainty" in named:
@@ -146,9 +157,10 @@ def _quality(args: argparse.Namespace, named: list[str]) -> int:
     if len(named) > 1:
         raise VstainError("the quality benchmark runs alone (hours, not minutes): `vstain bench quality --out DIR`")
     out = args.out or "bench-quality"
-    budget = "smoke" if args.smoke else "full" if args.full_size else "bench"
+    budget = "smoke" if args.smoke else "full" if args.full_size else "shipped" if args.as_shipped else "bench"
     summary = run_quality_benchmark(out, variants=args.variants, budget=budget, seed=args.seed,
-                                    log=lambda line: print(line, flush=True), alignment=args.alignment or "none")
+                                    log=lambda line: print(line, flush=True), alignment=args.alignment or "none",
+                                    stains=args.stains)
     from vstain.bench.quality import quality_markdown
 
     print()

@@ -26,7 +26,7 @@ from vstain.demo.baselines import METHODS
 from vstain.errors import PlateError
 from vstain.vocabulary import TEST
 
-__all__ = ["Clock", "TrialResult", "run_trial"]
+__all__ = ["Clock", "TrialResult", "run_trial", "substitute_truth"]
 
 
 @dataclass
@@ -95,6 +95,7 @@ def run_trial(
     report_sections: Callable[[dict[str, Any], list[str]], list[Any]] | None = None,
     workers: int = 1,
     frame: str = "brightfield",
+    true_stains: Sequence[str] = (),
 ) -> TrialResult:
     """Train ``recipe`` on the split's train/validation fields and score it and both baselines on its test fields.
 
@@ -126,6 +127,9 @@ def run_trial(
     frame
         Frame of the model's predictions (``vstain predict --frame``): ``fluorescence`` moves them by
         the site offsets the models were trained with, to be scored against the stains as recorded.
+    true_stains
+        Stains ``recipe`` does not predict: every method's folder gets the test fields' true files
+        for them (:func:`substitute_truth`), so the scores measure the other stains alone.
     """
     from vstain.demo.baselines import predict_baselines
     from vstain.evaluation.folders import evaluate_folders
@@ -164,6 +168,8 @@ def run_trial(
         predictor.predict_plate(heldout, predictions / "model", magnification=magnification, progress=False)
     with clock.stage("baselines", f"fitting the mean-image and linear baselines on {len(fit_fields)} fields"):
         predict_baselines(fit_fields, test_fields, predictions, seed=seed, pixels_per_field=baseline_pixels_per_field)
+    for method in METHODS:
+        substitute_truth(heldout, predictions / method, true_stains)
     paths["heldout"] = str(heldout)
     paths["predictions"] = {m: str(predictions / m) for m in METHODS}
 
@@ -201,3 +207,34 @@ def link_fields(fields: Sequence[Any], folder: Path) -> None:
                 target.symlink_to(source.resolve())
             except OSError:
                 shutil.copy2(source, target)
+
+
+def substitute_truth(truth: Path, folder: Path, stains: Sequence[str]) -> None:
+    """Put the true files of ``stains`` from ``truth`` into ``folder``, in place of any prediction there.
+
+    ``truth`` holds CV7000-named files (a trial's ``heldout/<mag>_images``); each target file of one
+    of ``stains`` is linked (copied where links are impossible) into ``folder`` under its own name,
+    replacing what was there, so that stain scores as a perfect prediction. Nothing in ``truth``
+    changes.
+    """
+    from vstain.plate.naming import parse_name
+    from vstain.vocabulary import TARGET_CHANNELS
+
+    channels = {TARGET_CHANNELS[stain] for stain in stains}
+    if not channels:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sorted(Path(truth).iterdir()):
+        try:
+            channel = parse_name(source.name).channel
+        except ValueError:  # not an image of the plate (e.g. a listing the folder keeps)
+            continue
+        if channel not in channels:
+            continue
+        target = folder / source.name
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        try:
+            target.symlink_to(source.resolve())
+        except OSError:
+            shutil.copy2(source, target)
