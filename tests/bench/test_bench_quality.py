@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vstain.bench.quality import VARIANTS, check_targets, quality_csv, quality_markdown, variant_named
+from vstain.bench.quality import VARIANTS, _pixel, check_targets, quality_csv, quality_markdown, variant_named
 from vstain.cli import main
 from vstain.errors import ConfigError
 from vstain.vocabulary import MAGNIFICATIONS, TARGETS
@@ -71,8 +71,17 @@ def test_targets_by_hand():
     rows = list(csv.DictReader(quality_csv([good]).splitlines()))
     assert len(rows) == 3 * (3 + 3) + 2 * 3
     assert [r["value"] for r in rows if r["method"] == "reacquired"] == ["0.2", "0.1", "0.3"]
-    assert "| a | 0.300 | 0.100 | 0.200 | 0.800 | 0.367 | 0.150 | 0.300 | 3 % | 4 % |" in quality_markdown(
+    assert "| a | 0.300 | 0.100 | 0.200 | 0.800 | 0.367 | 0.150 | 0.300 | 3 % | 4 % | n/a | 0.200 | n/a | n/a | " \
+        "0.400 |" in quality_markdown({"variants": [good], "targets": targets})  # a trial without median loading
+    good["reference_points"]["noise_free"]["pixelwise_per_channel"] = {"C01 nuclei": 0.04, "C02 lipids": 0.05,
+                                                                       "C03 cytoplasm": 0.06}
+    good["reference_points"]["median_loading"] = {
+        "score": 0.15, "pixelwise": 0.09, "featurewise": 0.21,
+        "pixelwise_per_channel": {"C01 nuclei": 0.04, "C02 lipids": 0.05, "C03 cytoplasm": 0.18},
+        "nuclei_counts": [{"field": "B04 F001", "truth": 100, "predicted": 97}]}
+    assert "| 3 % | 4 % | 0.150 | 0.200 | 0.060 | 0.180 | 0.400 |" in quality_markdown(
         {"variants": [good], "targets": targets})
+    assert check_targets([good]) == {"a": targets["a"]}  # never part of the targets
     # A model whose featurewise error rests on a few features gets them named under the tables; a trial
     # written before the key existed, or without such features, gets no line.
     assert "rests on a few features" not in quality_markdown({"variants": [good], "targets": targets})
@@ -109,8 +118,12 @@ def test_smoke_benchmark_end_to_end_and_resumes(tmp_path, capsys):
     assert "reference-20x |" in capsys.readouterr().out
     # The reference points: the recorded stains' own noise is far below an untrained model's error.
     points = result["reference_points"]
-    assert set(points) == {"noise_free", "reacquired"}
+    assert set(points) == {"noise_free", "reacquired", "median_loading"}
     assert points["noise_free"]["pixelwise"] < result["methods"]["model"]["pixelwise"]
+    # median loading: the noise-free nuclei and lipids, a cytoplasm with each cell's own uptake taken away
+    for stain in ("nuclei", "lipids"):
+        assert _pixel(points["median_loading"], stain) == _pixel(points["noise_free"], stain)
+    assert _pixel(points["median_loading"], "cytoplasm") > _pixel(points["noise_free"], "cytoplasm")
     assert 0 < points["reacquired"]["pixelwise"] < result["methods"]["mean_image"]["pixelwise"]
     assert [c["field"] for c in points["reacquired"]["nuclei_counts"]] == [c["field"] for c in result["nuclei_counts"]]
     assert "second exposure" in (out / "quality.md").read_text()
@@ -125,6 +138,14 @@ def test_smoke_benchmark_end_to_end_and_resumes(tmp_path, capsys):
     trial.write_text(json.dumps(old))
     assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 0
     assert json.loads(trial.read_text())["reference_points"] == points
+    # ... and one from before the median loading gets that one alone.
+    old = json.loads(trial.read_text())
+    del old["reference_points"]["median_loading"]
+    old["reference_points"]["noise_free"]["score"] = -1.0  # kept as it was, not recomputed
+    trial.write_text(json.dumps(old))
+    assert main(["bench", "quality", "--smoke", "--variants", "reference-20x", "--out", str(out)]) == 0
+    again = json.loads(trial.read_text())["reference_points"]
+    assert again["median_loading"] == points["median_loading"] and again["noise_free"]["score"] == -1.0
     # The trial records the budget it was trained with; another budget never reuses it silently
     # (refused before anything is trained), nor does a trial from before the budget was recorded.
     assert result["budget"]["size"] == [384, 384]
@@ -259,7 +280,7 @@ def test_one_stain_beside_the_true_others_end_to_end(tmp_path, capsys):
              if parse_name(p.name).channel in (1, 2, 3)}
     assert len(truth) == 3 * len(result["test_fields"])
     folders = [trial / "predictions" / m for m in ("model", "linear", "mean_image")]
-    folders += [trial / "reference" / k / "40x_images" for k in ("noise_free", "reacquired")]
+    folders += [trial / "reference" / k / "40x_images" for k in ("noise_free", "reacquired", "median_loading")]
     for folder in folders:
         for name, data in truth.items():
             channel = parse_name(name).channel

@@ -58,3 +58,31 @@ def test_fields_the_plate_does_not_hold_are_refused(plate, tmp_path):
         render_stains_again(plate, "20x", [("B02", "F001")], tmp_path, kind="noise_free")
     with pytest.raises(PlateError, match="plate.json: not found"):
         render_stains_again(tmp_path, "40x", [("B02", "F001")], tmp_path / "out", kind="noise_free")
+
+
+def test_median_loading_changes_only_each_cells_cytoplasm_level(tmp_path):
+    plate = tmp_path / "plate"  # the reference preset: loadings spread by a log-normal sigma of 0.3
+    generate_plate(plate, magnification="40x", wells=1, fields=1, seed=5, size=(384, 384))
+    plate_id = json.loads((plate / "plate.json").read_text())["plate_id"]
+    for kind in ("noise_free", "median_loading"):
+        render_stains_again(plate, "40x", [("B02", "F001")], tmp_path / kind, kind=kind)
+    clean = _stains(tmp_path / "noise_free", plate_id, "B02", 1)
+    median = _stains(tmp_path / "median_loading", plate_id, "B02", 1)
+    # The same specimen (the random draws after the loadings are unchanged): nuclei and lipids as noise_free ...
+    assert np.array_equal(median[1], clean[1]) and np.array_equal(median[2], clean[2])
+    # ... and the cytoplasm at other levels per cell, without noise, with its spread between cells gone.
+    assert not np.array_equal(median[3], clean[3])
+    labels = read_tiff(plate / "masks" / "40x_images" / field_files(plate_id, "B02", 1)["C01"])
+    ratios = [np.median(clean[3][labels == n]) / np.median(median[3][labels == n]) for n in np.unique(labels)[1:]]
+    assert len(ratios) >= 2 and np.std(np.log(ratios)) > 0.05  # the recorded loadings differ from cell to cell
+
+
+def test_median_loading_of_a_plate_without_loading_spread_is_the_noise_free_render(tmp_path):
+    root = tmp_path / "plate"
+    generate_plate(root, magnification="40x", wells=1, fields=1, seed=4, size=(96, 128),
+                   overrides={"cytoplasm_loading_sigma": 0.0})
+    plate_id = json.loads((root / "plate.json").read_text())["plate_id"]
+    for kind in ("noise_free", "median_loading"):
+        render_stains_again(root, "40x", [("B02", "F001")], tmp_path / kind, kind=kind)
+    clean, median = (_stains(tmp_path / k, plate_id, "B02", 1) for k in ("noise_free", "median_loading"))
+    assert all(np.array_equal(clean[c], median[c]) for c in (1, 2, 3))

@@ -13,9 +13,11 @@ the challenge metric (:func:`vstain.demo.trial.run_trial`). It writes into ``out
     quality.md            the tables of docs/quality.md
     quality.png           the figure
 
-Beside the methods, each variant scores two *reference points* (:func:`reference_points`): the
-test fields' stains rendered again without camera noise, and as a second exposure of the same
-specimen. They are not predictions; they say how much of an error is the plate's noise.
+Beside the methods, each variant scores three *reference points* (:func:`reference_points`): the
+test fields' stains rendered again without camera noise, as a second exposure of the same
+specimen, and without noise with every cell's CellTracker loading at its median. They are not
+predictions; they say how much of an error is the plate's noise, and how much of a cytoplasm error
+is dye uptake that the brightfield does not show.
 
 Every variant is a pure function of its name and ``seed``; a rerun skips variants whose
 ``trial.json`` exists (delete it to recompute; one without reference points gets them added).
@@ -185,12 +187,15 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
         if done_for != list(stains):
             raise ConfigError(f"{out}: trained {', '.join(done_for)}, not {', '.join(stains)}; "
                               "give another --out or the same --stains")
-        if "reference_points" in result:
+        from vstain.synth.reacquire import REACQUISITIONS
+
+        missing = [kind for kind in REACQUISITIONS if kind not in result.get("reference_points", {})]
+        if not missing:
             log(f"{variant.name}: already done ({result_path}), skipped")
             return result
-        # A trial from before the reference points existed: add them, keep the rest.
-        result["reference_points"] = reference_points(variant, out, test_labels=result["test_fields"],
-                                                      seed=seed, log=log, stains=stains)
+        # A trial from before (some of) the reference points existed: add those, keep the rest.
+        result["reference_points"] = {**result.get("reference_points", {}), **reference_points(
+            variant, out, test_labels=result["test_fields"], seed=seed, log=log, stains=stains, kinds=missing)}
         write_text_atomic(result_path, json.dumps(result, indent=1, allow_nan=False) + "\n")
         return result
     for stale in ("plate", "runs", "heldout", "predictions", "evaluation", "reference"):
@@ -244,14 +249,19 @@ def _budget_line(record: dict[str, Any] | None) -> str:
 
 
 def reference_points(variant: Variant, out: Path, *, test_labels: Sequence[str], seed: int,
-                     log: Callable[[str], None], stains: Sequence[str] = TARGETS) -> dict[str, Any]:
-    """Score the test fields' own stains rendered again: without noise, and as a second exposure.
+                     log: Callable[[str], None], stains: Sequence[str] = TARGETS,
+                     kinds: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score the test fields' own stains rendered again: without noise, as a second exposure, and
+    with every cell's CellTracker loading at its median.
 
-    Not predictions: what a perfect predictor of the mean stain would score (``noise_free``) and
-    how far two acquisitions of the same specimen disagree (``reacquired``), through the same
-    metric as the methods (vstain/synth/reacquire.py). A target a second acquisition cannot meet
-    measures the plate's noise, not the model. Stains outside ``stains`` keep their recorded files,
-    as in the methods' folders.
+    Not predictions: what a perfect predictor of the mean stain would score (``noise_free``), how
+    far two acquisitions of the same specimen disagree (``reacquired``), and what a perfect
+    predictor of the cytoplasm from the brightfield would score, which cannot know a cell's dye
+    uptake (``median_loading``), through the same metric as the methods
+    (vstain/synth/reacquire.py). A target a second acquisition cannot meet measures the plate's
+    noise, not the model. Stains outside ``stains`` keep their recorded files, as in the methods'
+    folders. ``kinds``: the renderings to score (default all of
+    :data:`vstain.synth.reacquire.REACQUISITIONS`).
     """
     from vstain.demo.summary import _method_summary
     from vstain.demo.trial import Clock, substitute_truth
@@ -262,7 +272,7 @@ def reference_points(variant: Variant, out: Path, *, test_labels: Sequence[str],
     fields = [tuple(label.split()[1:3]) for label in test_labels]
     heldout = out / "heldout" / f"{variant.magnification}_images"
     points: dict[str, Any] = {}
-    for kind in REACQUISITIONS:
+    for kind in REACQUISITIONS if kinds is None else kinds:
         folder = out / "reference" / kind
         with clock.stage(f"reference_{kind}", f"scoring the test fields' stains rendered again ({kind})"):
             if folder.exists():
@@ -523,11 +533,15 @@ def quality_markdown(summary: dict[str, Any]) -> str:
     with_points = [r for r in summary["variants"] if "reference_points" in r]
     if with_points:
         lines += ["", "Reference points (the test fields' own stains rendered again; not predictions): score, "
-                  "featurewise error and largest nuclei count error of each against the recorded stains.", "",
+                  "featurewise error and largest nuclei count error of each against the recorded stains; "
+                  "median loading: without noise and with every cell's CellTracker loading at its median, what a "
+                  "perfect predictor of the cytoplasm from the brightfield scores (a cell's dye uptake leaves "
+                  "no trace in it).", "",
                   "| variant | model score | noise-free score | second exposure score | linear score | "
                   "model featurewise | noise-free featurewise | second exposure featurewise | "
-                  "noise-free count error (max) | second exposure count error (max) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "noise-free count error (max) | second exposure count error (max) | median-loading score | "
+                  "cytoplasm pixel: model | noise-free | median loading | linear |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for result in with_points:
             methods, points = result["methods"], result["reference_points"]
             cells = [result["variant"]["name"], _num(methods["model"]["score"]), _num(points["noise_free"]["score"]),
@@ -537,6 +551,11 @@ def quality_markdown(summary: dict[str, Any]) -> str:
             for kind in ("noise_free", "reacquired"):
                 error = _max_count_error(points[kind]["nuclei_counts"])
                 cells.append("n/a" if error is None else f"{100 * error:.0f} %")
+            median = points.get("median_loading")  # trials from before it was added have none
+            cells.append(_num(median["score"]) if median else "n/a")
+            cytoplasm = [methods["model"], points["noise_free"], median, methods["linear"]]
+            cells += [_num(_pixel(entry, "cytoplasm")) if entry and "pixelwise_per_channel" in entry else "n/a"
+                      for entry in cytoplasm]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

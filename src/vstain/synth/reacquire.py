@@ -12,6 +12,11 @@ points for judging predictions (``vstain bench quality``, vstain/bench/quality.p
   noise), i.e. what the instrument would record if the field were imaged twice. Its error is the
   plate's own reproducibility: a measurement that differs this much between two acquisitions
   cannot ask a prediction to agree better.
+* ``median_loading``: ``noise_free`` with every cell's CellTracker loading at the median of its
+  spread (``cytoplasm_loading_sigma`` 0; the other stains as ``noise_free``). How much dye a cell
+  takes up leaves no trace in vstain synth's brightfield, so this is what a perfect predictor of
+  the cytoplasm *from the brightfield* outputs: its error is the part of a cytoplasm error no
+  model can remove (the median, because the challenge's pixel error is an absolute one).
 
 Only the three stains are written (C01-C03, with the plate's file names), never the brightfield;
 the field is rendered whole (:func:`vstain.synth.field.render_field`), so a field costs about as much
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 
@@ -36,9 +41,9 @@ from vstain.vocabulary import TARGET_CHANNELS
 
 __all__ = ["REACQUISITIONS", "Reacquisition", "render_stains_again"]
 
-Reacquisition = Literal["noise_free", "reacquired"]
-#: The two renderings :func:`render_stains_again` makes.
-REACQUISITIONS: tuple[Reacquisition, ...] = ("noise_free", "reacquired")
+Reacquisition = Literal["noise_free", "reacquired", "median_loading"]
+#: The renderings :func:`render_stains_again` makes.
+REACQUISITIONS: tuple[Reacquisition, ...] = get_args(Reacquisition)
 
 
 def render_stains_again(plate: str | Path, magnification: str, fields: Sequence[tuple[str, str]],
@@ -56,7 +61,8 @@ def render_stains_again(plate: str | Path, magnification: str, fields: Sequence[
     out
         Folder that receives ``<magnification>_images/`` with the C01-C03 files, named as in the plate.
     kind
-        ``"noise_free"`` (expected counts, rounded) or ``"reacquired"`` (a new camera exposure).
+        ``"noise_free"`` (expected counts, rounded), ``"reacquired"`` (a new camera exposure) or
+        ``"median_loading"`` (``noise_free`` with every cell's CellTracker loading at its median).
     noise_seed
         Seed of the new exposure's noise (with the field's own seed); unused for ``noise_free``.
 
@@ -80,6 +86,10 @@ def render_stains_again(plate: str | Path, magnification: str, fields: Sequence[
     entries = {(e["magnification"], e["well"], e["field"]): e for e in manifest["fields"]}
     params = SynthParameters.from_dict(manifest["parameters"][magnification]) \
         if magnification in manifest.get("parameters", {}) else None
+    if params is not None and kind == "median_loading":
+        # A spread of 0 still draws one normal per cell, so every later draw of the field (nuclei,
+        # droplets, debris) stays as recorded; only the loadings become exp(0) = 1, their median.
+        params = SynthParameters.from_dict({**params.to_dict(), "cytoplasm_loading_sigma": 0.0})
     folder = Path(out) / f"{magnification}_images"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
