@@ -255,9 +255,9 @@ def reference_points(variant: Variant, out: Path, *, test_labels: Sequence[str],
     with every cell's CellTracker loading at its median.
 
     Not predictions: what a perfect predictor of the mean stain would score (``noise_free``), how
-    far two acquisitions of the same specimen disagree (``reacquired``), and what a perfect
-    predictor of the cytoplasm from the brightfield would score, which cannot know a cell's dye
-    uptake (``median_loading``), through the same metric as the methods
+    far two acquisitions of the same specimen disagree (``reacquired``), and a lower bound for any
+    predictor of the cytoplasm from the brightfield, which cannot know a cell's dye uptake
+    (``median_loading``), through the same metric as the methods
     (vstain/synth/reacquire.py). A target a second acquisition cannot meet measures the plate's
     noise, not the model. Stains outside ``stains`` keep their recorded files, as in the methods'
     folders. ``kinds``: the renderings to score (default all of
@@ -534,9 +534,9 @@ def quality_markdown(summary: dict[str, Any]) -> str:
     if with_points:
         lines += ["", "Reference points (the test fields' own stains rendered again; not predictions): score, "
                   "featurewise error and largest nuclei count error of each against the recorded stains; "
-                  "median loading: without noise and with every cell's CellTracker loading at its median, what a "
-                  "perfect predictor of the cytoplasm from the brightfield scores (a cell's dye uptake leaves "
-                  "no trace in it).", "",
+                  "median loading: without noise and with every cell's CellTracker loading at its median, a lower "
+                  "bound for any predictor of the cytoplasm from the brightfield (a cell's dye uptake leaves no "
+                  "trace in it).", "",
                   "| variant | model score | noise-free score | second exposure score | linear score | "
                   "model featurewise | noise-free featurewise | second exposure featurewise | "
                   "noise-free count error (max) | second exposure count error (max) | median-loading score | "

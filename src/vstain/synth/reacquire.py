@@ -14,9 +14,11 @@ points for judging predictions (``vstain bench quality``, vstain/bench/quality.p
   cannot ask a prediction to agree better.
 * ``median_loading``: ``noise_free`` with every cell's CellTracker loading at the median of its
   spread (``cytoplasm_loading_sigma`` 0; the other stains as ``noise_free``). How much dye a cell
-  takes up leaves no trace in vstain synth's brightfield, so this is what a perfect predictor of
-  the cytoplasm *from the brightfield* outputs: its error is the part of a cytoplasm error no
-  model can remove (the median, because the challenge's pixel error is an absolute one).
+  takes up leaves no trace in vstain synth's brightfield, so this render knows all that a perfect
+  predictor of the cytoplasm *from the brightfield* could, plus the stain's fine grain within each
+  cell (kept as recorded; the brightfield does not show it either): its error is a lower bound on
+  the part of a cytoplasm error no model can remove (the median, because the challenge's pixel
+  error is an absolute one).
 
 Only the three stains are written (C01-C03, with the plate's file names), never the brightfield;
 the field is rendered whole (:func:`vstain.synth.field.render_field`), so a field costs about as much
