@@ -201,12 +201,8 @@ def link_fields(fields: Sequence[Any], folder: Path) -> None:
     for field in fields:
         for source in field.files:
             target = folder / source.name
-            if target.exists() or target.is_symlink():
-                continue
-            try:
-                target.symlink_to(source.resolve())
-            except OSError:
-                shutil.copy2(source, target)
+            if not (target.exists() or target.is_symlink()):
+                _link_or_copy(source, target)
 
 
 def substitute_truth(truth: Path, folder: Path, stains: Sequence[str]) -> None:
@@ -234,7 +230,12 @@ def substitute_truth(truth: Path, folder: Path, stains: Sequence[str]) -> None:
         target = folder / source.name
         if target.exists() or target.is_symlink():
             target.unlink()
-        try:
-            target.symlink_to(source.resolve())
-        except OSError:
-            shutil.copy2(source, target)
+        _link_or_copy(source, target)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a symlink to ``source`` (a copy where the file system cannot link)."""
+    try:
+        target.symlink_to(Path(source).resolve())
+    except OSError:
+        shutil.copy2(source, target)
