@@ -256,6 +256,15 @@ def test_targets_of_a_trial_that_trained_some_stains():
     assert "| c | no (held back) | 0.100 | 0.300 | 0.400 | 0.33 | truth | truth | truth | truth | 0.200 | 0.400 |" \
         in table
     assert "Trained cytoplasm only" in table
+    # trained lipids alone: the reference table's cytoplasm columns are the truth, not a pixel error of 0
+    result["stains"] = ["lipids"]
+    result["reference_points"] = {kind: {"score": 0.1, "pixelwise": 0.0, "featurewise": 0.1,
+                                         "pixelwise_per_channel": {"C01 nuclei": 0.0, "C02 lipids": 0.0,
+                                                                   "C03 cytoplasm": 0.0},
+                                         "nuclei_counts": [{"field": "B04 F001", "truth": 100, "predicted": 100}]}
+                                  for kind in ("noise_free", "reacquired", "median_loading")}
+    table = quality_markdown({"variants": [result], "targets": check_targets([result])})
+    assert "| 0 % | 0 % | 0.100 | truth | truth | truth | truth |" in table
     # A trial without the record trained all three, as before the option existed.
     del result["stains"]
     assert set(check_targets([result])["c"]["stains_beat_both_baselines"]) == set(TARGETS)

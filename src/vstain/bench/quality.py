@@ -78,7 +78,6 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
-
 def variant_named(name: str) -> Variant:
     """The variant called ``name``: one of :data:`VARIANTS`, or a fresh plate named by its recipe.
 
@@ -106,7 +105,7 @@ def variant_named(name: str) -> Variant:
     if preset and preset.group(1) in preset_names():
         return Variant(name, preset.group(2), preset=preset.group(1))
     raise ConfigError(f"unknown variant {name}; choose from {', '.join(known)}, or name a fresh plate "
-                      f"random-<seed>-<{'|'.join(MAGNIFICATIONS)}> or <preset>-<magnification> with a preset of "
+                      f"random-<seed>-<{mags}> or <preset>-<magnification> with a preset of "
                       f"{', '.join(preset_names())}")
 
 
@@ -182,7 +181,8 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
         done_within, this = result.get("budget"), _budget_record(budget)
         if done_within != this:
             raise ConfigError(f"{out}: trained with another budget ({_budget_line(done_within)}), not this run's "
-                              f"({_budget_line(this)}); give another --out or the same --smoke / --full-size")
+                              f"({_budget_line(this)}); give another --out or the same "
+                              "--smoke / --full-size / --as-shipped")
         done_for = result.get("stains", list(TARGETS))  # trials from before the option trained all three
         if done_for != list(stains):
             raise ConfigError(f"{out}: trained {', '.join(done_for)}, not {', '.join(stains)}; "
@@ -554,8 +554,11 @@ def quality_markdown(summary: dict[str, Any]) -> str:
             median = points.get("median_loading")  # trials from before it was added have none
             cells.append(_num(median["score"]) if median else "n/a")
             cytoplasm = [methods["model"], points["noise_free"], median, methods["linear"]]
-            cells += [_num(_pixel(entry, "cytoplasm")) if entry and "pixelwise_per_channel" in entry else "n/a"
-                      for entry in cytoplasm]
+            if "cytoplasm" not in _trained(result):  # every folder held the true cytoplasm
+                cells += ["truth"] * len(cytoplasm)
+            else:
+                cells += [_num(_pixel(entry, "cytoplasm")) if entry and "pixelwise_per_channel" in entry else "n/a"
+                          for entry in cytoplasm]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
