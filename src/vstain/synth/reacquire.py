@@ -16,9 +16,10 @@ points for judging predictions (``vstain bench quality``, vstain/bench/quality.p
   spread (``cytoplasm_loading_sigma`` 0; the other stains as ``noise_free``). How much dye a cell
   takes up leaves no trace in vstain synth's brightfield, so this render knows all that a perfect
   predictor of the cytoplasm *from the brightfield* could, plus the stain's fine grain within each
-  cell (kept as recorded; the brightfield does not show it either): its error is a lower bound on
-  the part of a cytoplasm error no model can remove (the median, because the challenge's pixel
-  error is an absolute one).
+  cell (kept as recorded; the brightfield does not show it either) and where each cell's body lies,
+  which on some plates the brightfield barely shows away from the cell's edges: its error is a lower
+  bound on the part of a cytoplasm error no model can remove (the median, because the challenge's
+  pixel error is an absolute one), not always a tight one.
 
 Only the three stains are written (C01-C03, with the plate's file names), never the brightfield;
 the field is rendered whole (:func:`vstain.synth.field.render_field`), so a field costs about as much
