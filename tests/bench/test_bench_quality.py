@@ -177,18 +177,23 @@ def test_full_size_budget_is_the_shipped_recipe_on_real_fields(tmp_path, monkeyp
     assert quality.BUDGETS["full"].size is None and quality.BUDGETS["full"].step_overrides == {}
     chosen = {}
 
-    def fake_run(out, *, variants, budget, seed, log, alignment, stains):  # records what the CLI asked for
-        chosen.update(variants=variants, budget=budget, alignment=alignment, stains=stains)
+    def fake_run(out, *, variants, budget, seed, log, alignment, stains, changes):  # what the CLI asked for
+        chosen.update(variants=variants, budget=budget, alignment=alignment, stains=stains, changes=changes)
         raise quality.ConfigError("stop here")
 
     monkeypatch.setattr(quality, "run_quality_benchmark", fake_run)
     assert main(["bench", "quality", "--full-size", "--variants", "random-20x", "--out", str(tmp_path)]) == 2
-    assert chosen == {"variants": ["random-20x"], "budget": "full", "alignment": "none", "stains": None}
+    assert chosen == {"variants": ["random-20x"], "budget": "full", "alignment": "none", "stains": None,
+                      "changes": {}}
     # --as-shipped: the bench's plates with every stain at its recipe's own length
     assert quality.BUDGETS["shipped"].size == quality.BUDGETS["bench"].size
     assert quality.BUDGETS["shipped"].step_overrides == {}
     assert main(["bench", "quality", "--as-shipped", "--stains", "cytoplasm", "lipids", "--out", str(tmp_path)]) == 2
     assert chosen["budget"] == "shipped" and chosen["stains"] == ["cytoplasm", "lipids"]
+    assert main(["bench", "quality", "--set", "cytoplasm:data.crop_size=512", "--set", "nuclei:trainer.max_epochs=2",
+                 "--set", "cytoplasm:model.args.downsample=4", "--out", str(tmp_path)]) == 2
+    assert chosen["changes"] == {"nuclei": ("trainer.max_epochs=2",),
+                                 "cytoplasm": ("data.crop_size=512", "model.args.downsample=4")}
 
 
 @pytest.mark.slow
@@ -317,4 +322,64 @@ def test_one_stain_beside_the_true_others_end_to_end(tmp_path, capsys):
 
 def test_stains_are_a_quality_option(capsys):
     assert main(["bench", "training", "--stains", "nuclei"]) == 2
-    assert "--stains and --as-shipped are for `vstain bench quality`" in capsys.readouterr().err
+    assert "--stains, --as-shipped and --set are for `vstain bench quality`" in capsys.readouterr().err
+    assert main(["bench", "training", "--set", "cytoplasm:data.crop_size=512"]) == 2
+    assert "--set are for `vstain bench quality`" in capsys.readouterr().err
+
+
+def test_recipe_changes_are_read_as_stain_key_value():
+    from vstain.bench.quality import parse_changes
+
+    assert parse_changes([]) == {}
+    assert parse_changes(["cytoplasm:data.crop_size=512", "lipids:trainer.max_epochs=3",
+                          "cytoplasm:model.args.downsample=4"]) == {
+        "lipids": ("trainer.max_epochs=3",), "cytoplasm": ("data.crop_size=512", "model.args.downsample=4")}
+    # a value may hold ':' and '=' (only the first ':' and '=' split)
+    assert parse_changes(["nuclei:data.split=a:b=c.csv"]) == {"nuclei": ("data.split=a:b=c.csv",)}
+    for bad, says in (("data.crop_size=512", "expected STAIN:KEY=VALUE"), ("cytoplasm:data.crop_size", "expected"),
+                      ("cytoplasm:=3", "expected"), ("cells:data.crop_size=512", "unknown stain 'cells'")):
+        with pytest.raises(ConfigError, match=says):
+            parse_changes([bad])
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ("cytoplasm:data.crop_sise=512", "data.crop_sise: unknown key"),
+    ("cytoplasm:model.args.downsampel=4", "unknown argument 'downsampel'"),
+    ("cytoplasm:trainer.max_epochs=many", "trainer.max_epochs"),
+    ("nuclei:trainer.max_epochs=2", "nuclei, which this run does not train"),
+])
+def test_recipe_changes_are_refused_before_anything_runs(tmp_path, capsys, change, says):
+    out = tmp_path / "bq"
+    args = ["bench", "quality", "--smoke", "--variants", "random-7-40x", "--stains", "cytoplasm", "--out", str(out)]
+    assert main([*args, "--set", change]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()  # no plate drawn, nothing trained
+
+
+def test_a_recipe_change_reaches_the_training_and_is_recorded_end_to_end(tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "bq"
+    args = ["bench", "quality", "--smoke", "--variants", "random-7-40x", "--stains", "cytoplasm", "--out", str(out)]
+    change = ["--set", "cytoplasm:data.crop_size=64", "--set", "cytoplasm:model.args.init_filters=8"]
+    assert main([*args, *change]) == 0
+    trial = out / "random-7-40x"
+    resolved = yaml.safe_load((trial / "runs" / "cytoplasm" / "config.resolved.yaml").read_text())
+    # the smoke budget's own crop of 96 is overridden by the change, which comes after it
+    assert resolved["data"]["crop_size"] == 64 and resolved["model"]["args"]["init_filters"] == 8
+    result = json.loads((trial / "trial.json").read_text())
+    assert result["budget"]["step_overrides"]["cytoplasm"][-2:] == ["data.crop_size=64", "model.args.init_filters=8"]
+    summary = json.loads((out / "quality.json").read_text())
+    assert summary["changes"] == {"cytoplasm": ["data.crop_size=64", "model.args.init_filters=8"]}
+    assert "Recipe changed (`--set`): cytoplasm `data.crop_size=64`, `model.args.init_filters=8`" in (
+        out / "quality.md").read_text()
+    capsys.readouterr()
+    # The folder's model was trained with the change: without it (or with another) it is refused ...
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "random-7-40x" in err and "data.crop_size=64" in err and "--set" in err
+    assert main([*args, "--set", "cytoplasm:data.crop_size=64"]) == 2
+    # ... and with the same change reused.
+    assert main([*args, *change]) == 0
+    assert "already done" in capsys.readouterr().out

@@ -31,6 +31,10 @@ plates drawn after it was made.
 in every method's folder (model, baselines, reference points), so the score measures the trained
 stains alone and a change to one stain's recipe costs one stain's training. Such scores compare
 only with scores of the same stains.
+
+``changes`` (``vstain bench quality --set STAIN:KEY=VALUE``) tries a recipe change: config overrides of
+one stain's step, validated before anything runs, recorded in ``trial.json`` with the budget (a folder
+trained without them, or with others, is refused) and named under the tables of ``quality.md``.
 """
 
 from __future__ import annotations
@@ -42,15 +46,15 @@ import math
 import re
 import shutil
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from vstain.atomic import write_text_atomic
 from vstain.errors import ConfigError
 from vstain.vocabulary import ALIGNMENT_MODES, TARGETS, TEST, TRAIN, VALIDATION, AlignmentMode
 
-__all__ = ["BUDGETS", "VARIANTS", "Variant", "run_quality_benchmark", "variant_named"]
+__all__ = ["BUDGETS", "VARIANTS", "Variant", "parse_changes", "run_quality_benchmark", "variant_named"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,57 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+def parse_changes(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``STAIN:KEY=VALUE`` strings (``vstain bench quality --set``) -> ``{stain: ("KEY=VALUE", ...)}``.
+
+    Stains keep :data:`~vstain.vocabulary.TARGETS` order, each stain's changes the order given.
+
+    Raises
+    ------
+    ConfigError
+        For a string without a stain, key or ``=``, or an unknown stain.
+    """
+    changes: dict[str, list[str]] = {}
+    for text in texts:
+        stain, colon, change = text.partition(":")
+        key = change.partition("=")[0]
+        if not colon or "=" not in change or not key.strip():
+            raise ConfigError(f"--set {text}: expected STAIN:KEY=VALUE, e.g. cytoplasm:data.crop_size=512")
+        if stain not in TARGETS:
+            raise ConfigError(f"--set {text}: unknown stain {stain!r}; choose from {', '.join(TARGETS)}")
+        changes.setdefault(stain, []).append(change)
+    return {stain: tuple(changes[stain]) for stain in TARGETS if stain in changes}
+
+
+def _with_changes(budget: Budget, changes: Mapping[str, Sequence[str]], *, stains: Sequence[str],
+                  magnifications: Sequence[str]) -> Budget:
+    """``budget`` with ``changes`` appended to its step overrides, each checked against the recipe's config.
+
+    A change to a stain that is not trained would do nothing, and a key the config or the network
+    does not know would fail only after the plate was drawn: both are refused here, in one line.
+    """
+    import os
+
+    from vstain.config import load_config
+    from vstain.models import build_model
+    from vstain.training.recipes import cpu_recipe
+
+    idle = [s for s in changes if s not in stains]
+    if idle:
+        raise ConfigError(f"--set for {', '.join(idle)}, which this run does not train (--stains "
+                          f"{' '.join(stains)}); a change must reach a trained stain")
+    for magnification in dict.fromkeys(magnifications):
+        for step in cpu_recipe(magnification):
+            if step.name in changes:
+                # The plate is drawn later: any existing folder stands in for data.root here.
+                config = load_config(step.config, list(changes[step.name]), values={"data.root": os.curdir})
+                build_model(config.model.name, **config.model.args)
+    merged = {step: tuple(overrides) for step, overrides in budget.step_overrides.items()}
+    for stain, extra in changes.items():
+        merged[stain] = (*merged.get(stain, ()), *extra)
+    return replace(budget, step_overrides=merged)
+
+
 def _variant_split(fields: Sequence[Any], *, wells: Sequence[str]) -> dict[tuple[str, str, int], str]:
     """The last well is test; the first field of every other well validates; the rest train."""
     test_well = wells[-1]
@@ -182,7 +237,7 @@ def run_variant(variant: Variant, out: Path, *, budget: Budget, seed: int,
         if done_within != this:
             raise ConfigError(f"{out}: trained with another budget ({_budget_line(done_within)}), not this run's "
                               f"({_budget_line(this)}); give another --out or the same "
-                              "--smoke / --full-size / --as-shipped")
+                              "--smoke / --full-size / --as-shipped and --set")
         done_for = result.get("stains", list(TARGETS))  # trials from before the option trained all three
         if done_for != list(stains):
             raise ConfigError(f"{out}: trained {', '.join(done_for)}, not {', '.join(stains)}; "
@@ -344,6 +399,7 @@ def run_quality_benchmark(
     log: Callable[[str], None] = print,
     alignment: AlignmentMode = "none",
     stains: Sequence[str] | None = None,
+    changes: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark's variants into ``out``; returns (and writes) the summary.
 
@@ -365,12 +421,16 @@ def run_quality_benchmark(
     stains
         The stains to train (default all three, in any order; kept in :data:`TARGETS` order). The
         others are scored as their true test files in every method's folder.
+    changes
+        ``{stain: ("dotted.key=value", ...)}`` (:func:`parse_changes`): overrides of that stain's
+        recipe step, applied after the budget's; recorded with the budget.
 
     Raises
     ------
     ConfigError
-        For an unknown variant, budget, stain or alignment, or an ``out`` whose variants were trained
-        with another alignment, budget or stains.
+        For an unknown variant, budget, stain or alignment, a change that is malformed, names a stain
+        not trained or a key the recipe's config or network does not take (before anything runs), or an
+        ``out`` whose variants were trained with another alignment, budget, changes or stains.
     """
     chosen = [variant_named(name) for name in (variants or [v.name for v in VARIANTS])]
     unknown_stains = [s for s in stains or () if s not in TARGETS]
@@ -381,13 +441,17 @@ def run_quality_benchmark(
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
     if alignment not in ALIGNMENT_MODES:
         raise ConfigError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENT_MODES)}")
+    changes = {stain: tuple(c) for stain, c in (changes or {}).items() if c}
+    chosen_budget = _with_changes(BUDGETS[budget], changes, stains=trained,
+                                  magnifications=[v.magnification for v in chosen])
     root = Path(out)
-    results = [run_variant(variant, root / variant.name, budget=BUDGETS[budget], seed=seed, log=log,
+    results = [run_variant(variant, root / variant.name, budget=chosen_budget, seed=seed, log=log,
                            alignment=alignment, stains=trained)
                for variant in chosen]
-    size = BUDGETS[budget].size
+    size = chosen_budget.size
     summary = {"budget": budget, "seed": seed, "alignment": alignment, "size": None if size is None else list(size),
-               "stains": trained, "variants": results, "targets": check_targets(results)}
+               "stains": trained, "changes": {stain: list(c) for stain, c in changes.items()},
+               "variants": results, "targets": check_targets(results)}
     write_text_atomic(root / "quality.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     write_text_atomic(root / "quality.csv", quality_csv(results))
     write_text_atomic(root / "quality.md", quality_markdown(summary))
@@ -527,6 +591,11 @@ def quality_markdown(summary: dict[str, Any]) -> str:
         lines += ["", f"Trained {' / '.join(partial)} only: every method (and reference point) was scored with the "
                   "test fields' true files for the other stains (`truth` above), so these scores measure the trained "
                   "stains alone and compare only with scores of the same stains."]
+    if summary.get("changes"):
+        named = "; ".join(f"{stain} " + ", ".join(f"`{c}`" for c in changes)
+                          for stain, changes in summary["changes"].items())
+        lines += ["", f"Recipe changed (`--set`): {named}; everything else as in configs/cpu/ at this budget. "
+                  "Compare with a run of the same plates and seed without the change."]
     if summary.get("alignment", "none") != "none":
         lines += ["", f"Trained with `data.alignment: {summary['alignment']}`; the models' predictions were moved "
                   "into the stains' (fluorescence) frame before scoring."]

@@ -30,6 +30,9 @@ Prints a table per section; --out also writes the numbers as JSON.
   vstain bench quality --full-size --variants random-20x --out bq-full   # the 30-minute recipe, full fields
   vstain bench quality --variants random-2321-20x rim-droplets-40x --stains cytoplasm --as-shipped --out bq-c
                                                 # fresh plates, one stain beside the true others
+  vstain bench quality --variants random-6701-60x --stains cytoplasm --as-shipped \
+      --set cytoplasm:model.args.downsample=4 --set cytoplasm:data.crop_size=512 --out bq-c-ds4
+                                                # the same with a recipe change, to compare
   quality     not part of `all`: for each plate variant (vstain synth presets and random draws,
               held-back ones included) train the CPU recipe, predict held-out wells and score it
               against the mean-image and linear baselines; --out is then a folder (quality.md,
@@ -92,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stains", nargs="+", metavar="STAIN", choices=TARGETS,
                         help=f"quality: train only these ({', '.join(TARGETS)}); the others are scored as their true "
                              "test files, so the score measures these stains alone (default all three)")
+    parser.add_argument("--set", dest="changes", action="append", default=[], metavar="STAIN:KEY=VALUE",
+                        help="quality: try a recipe change, a config override of one stain's step (repeatable), "
+                             "e.g. cytoplasm:data.crop_size=512; recorded with the trial, so a folder trained "
+                             "without it is refused")
     parser.add_argument("--seed", type=int, default=0, help="quality: seed of plates, splits and training (default 0)")
     parser.add_argument("--alignment", choices=ALIGNMENT_MODES,
                         help="quality: data.alignment of every training run (default none, the recipe as shipped; "
@@ -125,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
             raise VstainError(f"--max-shift {args.max_shift:g}: expected a cap above 0 and at most {MAX_SHIFT_PX:g} px")
     if args.alignment is not None and named != ["quality"]:
         raise VstainError("--alignment is for `vstain bench quality` alone (the alignment benchmark runs both)")
-    if (args.stains or args.as_shipped) and named != ["quality"]:
-        raise VstainError("--stains and --as-shipped are for `vstain bench quality` alone")
+    if (args.stains or args.as_shipped or args.changes) and named != ["quality"]:
+        raise VstainError("--stains, --as-shipped and --set are for `vstain bench quality` alone")
     if "quality" in named:
         return _quality(args, named)
     if "uncertainty" in named:
@@ -151,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quality(args: argparse.Namespace, named: list[str]) -> int:
-    from vstain.bench.quality import run_quality_benchmark
+    from vstain.bench.quality import parse_changes, run_quality_benchmark
     from vstain.errors import VstainError
 
     if len(named) > 1:
@@ -160,7 +167,7 @@ def _quality(args: argparse.Namespace, named: list[str]) -> int:
     budget = "smoke" if args.smoke else "full" if args.full_size else "shipped" if args.as_shipped else "bench"
     summary = run_quality_benchmark(out, variants=args.variants, budget=budget, seed=args.seed,
                                     log=lambda line: print(line, flush=True), alignment=args.alignment or "none",
-                                    stains=args.stains)
+                                    stains=args.stains, changes=parse_changes(args.changes))
     from vstain.bench.quality import quality_markdown
 
     print()
