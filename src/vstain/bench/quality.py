@@ -168,12 +168,19 @@ def parse_changes(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return {stain: tuple(changes[stain]) for stain in TARGETS if stain in changes}
 
 
+#: Keys the benchmark sets itself (``--set`` of them would be overwritten or contradict the record).
+_SET_BY_THE_BENCHMARK = {"data.root": "the variant's plate", "data.split": "the variant's split",
+                         "data.magnification": "the variant's magnification", "data.alignment": "--alignment",
+                         "seed": "--seed"}
+
+
 def _with_changes(budget: Budget, changes: Mapping[str, Sequence[str]], *, stains: Sequence[str],
                   magnifications: Sequence[str]) -> Budget:
     """``budget`` with ``changes`` appended to its step overrides, each checked against the recipe's config.
 
-    A change to a stain that is not trained would do nothing, and a key the config or the network
-    does not know would fail only after the plate was drawn: both are refused here, in one line.
+    A change to a stain that is not trained, or to a key the benchmark sets itself, would do nothing
+    or contradict what ``trial.json`` records, and a key the config or the network does not know would
+    fail only after the plate was drawn: all are refused here, in one line.
     """
     import os
 
@@ -185,6 +192,12 @@ def _with_changes(budget: Budget, changes: Mapping[str, Sequence[str]], *, stain
     if idle:
         raise ConfigError(f"--set for {', '.join(idle)}, which this run does not train (--stains "
                           f"{' '.join(stains)}); a change must reach a trained stain")
+    for stain, overrides in changes.items():
+        for change in overrides:
+            key = change.partition("=")[0].strip()
+            if key in _SET_BY_THE_BENCHMARK:
+                raise ConfigError(f"--set {stain}:{change}: {key} is set by the benchmark "
+                                  f"({_SET_BY_THE_BENCHMARK[key]})")
     for magnification in dict.fromkeys(magnifications):
         for step in cpu_recipe(magnification):
             if step.name in changes:
