@@ -43,6 +43,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import shutil
 import warnings
@@ -182,8 +183,6 @@ def _with_changes(budget: Budget, changes: Mapping[str, Sequence[str]], *, stain
     or contradict what ``trial.json`` records, and a key the config or the network does not know would
     fail only after the plate was drawn: all are refused here, in one line.
     """
-    import os
-
     from vstain.config import load_config
     from vstain.models import build_model
     from vstain.training.recipes import cpu_recipe
