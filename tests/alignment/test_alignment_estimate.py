@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vstain.alignment.estimate import bin_blocks, estimate_field, estimate_offset, fast_length
+from vstain.alignment.estimate import bin_blocks, brightfield_features, estimate_field, estimate_offset, fast_length
 from vstain.alignment.resample import to_brightfield_frame, to_fluorescence_frame, translate
 
 
@@ -96,3 +96,25 @@ def test_synthetic_field_lipids_and_cytoplasm_offsets_are_recovered():
     found = estimate_field(field.brightfield, stains)
     for stain, channel in (("lipids", "C02"), ("cytoplasm", "C03")):
         assert (found[stain].dy, found[stain].dx) == pytest.approx(tuple(field.shift_px[channel]), abs=0.3), stain
+
+
+def test_brightfield_features_by_hand_and_as_the_formula_says():
+    # Constant planes: each relative to its mean is 1, their local contrast 0, then the constant.
+    flat = np.stack([np.full((8, 10), v, np.uint16) for v in (100, 200, 400)])
+    features = brightfield_features(flat)
+    assert features.shape == (3 + 4, 8, 10) and features.dtype == np.float32
+    assert np.array_equal(features[:3], np.ones((3, 8, 10), np.float32))
+    assert np.array_equal(features[3:6], np.zeros((3, 8, 10), np.float32))
+    assert np.array_equal(features[6], np.ones((8, 10), np.float32))
+    # Seven planes of noise: exactly the documented formula (planes over their means; local mean
+    # absolute deviation of the first, middle and last planes; a constant), the input untouched.
+    rng = np.random.default_rng(0)
+    stack = rng.uniform(50, 500, (7, 40, 50)).astype(np.float32)
+    before = stack.copy()
+    relative = stack / stack.mean(axis=(1, 2), keepdims=True)
+    outer = relative[[0, 3, 6]]
+    smooth = ndimage.gaussian_filter(outer, (0, 3.0, 3.0), truncate=3.0)
+    contrast = ndimage.gaussian_filter(np.abs(outer - smooth), (0, 3.0, 3.0), truncate=3.0)
+    expected = np.concatenate([relative, contrast, np.ones((1, 40, 50), np.float32)])
+    assert np.array_equal(brightfield_features(stack), expected)
+    assert np.array_equal(stack, before)
