@@ -347,9 +347,9 @@ def test_recipe_changes_are_read_as_stain_key_value():
     ("cytoplasm:model.args.downsampel=4", "unknown argument 'downsampel'"),
     ("cytoplasm:trainer.max_epochs=many", "trainer.max_epochs"),
     ("nuclei:trainer.max_epochs=2", "nuclei, which this run does not train"),
-    ("cytoplasm:seed=3", "seed is set by the benchmark (--seed)"),
+    ("cytoplasm:seed=3", "seed is set in every step from the recipe's own"),
     ("cytoplasm:data.alignment=auto", "data.alignment is set by the benchmark (--alignment)"),
-    ("cytoplasm:data.root=elsewhere", "data.root is set by the benchmark"),
+    ("cytoplasm:data.root=elsewhere", "data.root is set in every step"),
 ])
 def test_recipe_changes_are_refused_before_anything_runs(tmp_path, capsys, change, says):
     out = tmp_path / "bq"

@@ -389,3 +389,21 @@ def test_intensity_map_setting_is_validated(tmp_path, random_plate):
     path = tiny_config(tmp_path, random_plate, "regression")
     with pytest.raises(ConfigError, match=r"validation\.intensity_map"):
         load_config(path, ["validation.intensity_map=histogram"])
+
+
+@pytest.mark.parametrize(("overrides", "step_overrides", "says"), [
+    (("seed=3",), {}, "override seed=3: seed is set in every step"),
+    (("trainer.max_epochs=1",), {"lipids": ("data.root=other",)}, "override of step lipids: data.root=other"),
+    ((), {"cytoplasm": (" data.split = s.csv",)}, "data.split is set in every step"),
+    ((), {"nuclei": ("gan.pretrained=x.safetensors",)}, "gan.pretrained is set in every step"),
+])
+def test_train_recipe_refuses_overrides_of_what_it_sets_itself(tmp_path, overrides, step_overrides, says):
+    # The recipe sets the plate, split, magnification and seed of every step from its arguments; an
+    # override of one would be silently overwritten (or contradict the argument): refused first.
+    from vstain.training.recipes import cpu_recipe, train_recipe
+
+    with pytest.raises(ConfigError, match=says):
+        train_recipe(cpu_recipe("20x"), plate=tmp_path / "plate", split=tmp_path / "split.csv",
+                     runs_dir=tmp_path / "runs", magnification="20x", overrides=overrides,
+                     step_overrides=step_overrides)
+    assert not (tmp_path / "runs").exists()

@@ -169,34 +169,29 @@ def parse_changes(texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return {stain: tuple(changes[stain]) for stain in TARGETS if stain in changes}
 
 
-#: Keys the benchmark sets itself (``--set`` of them would be overwritten or contradict the record).
-_SET_BY_THE_BENCHMARK = {"data.root": "the variant's plate", "data.split": "the variant's split",
-                         "data.magnification": "the variant's magnification", "data.alignment": "--alignment",
-                         "seed": "--seed"}
-
-
 def _with_changes(budget: Budget, changes: Mapping[str, Sequence[str]], *, stains: Sequence[str],
                   magnifications: Sequence[str]) -> Budget:
     """``budget`` with ``changes`` appended to its step overrides, each checked against the recipe's config.
 
-    A change to a stain that is not trained, or to a key the benchmark sets itself, would do nothing
-    or contradict what ``trial.json`` records, and a key the config or the network does not know would
+    A change to a stain that is not trained, or to a key the recipe or the benchmark sets itself
+    (:data:`vstain.training.recipes.SET_BY_TRAIN_RECIPE`, ``data.alignment``), would do nothing or
+    contradict what ``trial.json`` records, and a key the config or the network does not know would
     fail only after the plate was drawn: all are refused here, in one line.
     """
     from vstain.config import load_config
     from vstain.models import build_model
-    from vstain.training.recipes import cpu_recipe
+    from vstain.training.recipes import check_recipe_overrides, cpu_recipe
 
     idle = [s for s in changes if s not in stains]
     if idle:
         raise ConfigError(f"--set for {', '.join(idle)}, which this run does not train (--stains "
                           f"{' '.join(stains)}); a change must reach a trained stain")
     for stain, overrides in changes.items():
+        check_recipe_overrides(overrides, source=f"--set {stain}:")
+        # data.alignment is the benchmark's own (run_variant), recorded in trial.json.
         for change in overrides:
-            key = change.partition("=")[0].strip()
-            if key in _SET_BY_THE_BENCHMARK:
-                raise ConfigError(f"--set {stain}:{change}: {key} is set by the benchmark "
-                                  f"({_SET_BY_THE_BENCHMARK[key]})")
+            if change.partition("=")[0].strip() == "data.alignment":
+                raise ConfigError(f"--set {stain}:{change}: data.alignment is set by the benchmark (--alignment)")
     for magnification in dict.fromkeys(magnifications):
         for step in cpu_recipe(magnification):
             if step.name in changes:
@@ -617,7 +612,7 @@ def quality_markdown(summary: dict[str, Any]) -> str:
                   "featurewise error and largest nuclei count error of each against the recorded stains; "
                   "median loading: without noise and with every cell's CellTracker loading at its median, a lower "
                   "bound for any predictor of the cytoplasm from the brightfield (a cell's dye uptake leaves no "
-                  "trace in it).", "",
+                  "trace in it; a loose one where the brightfield hides the cell bodies, docs/quality.md).", "",
                   "| variant | model score | noise-free score | second exposure score | linear score | "
                   "model featurewise | noise-free featurewise | second exposure featurewise | "
                   "noise-free count error (max) | second exposure count error (max) | median-loading score | "

@@ -66,6 +66,31 @@ def reference_recipe(magnification: str) -> tuple[RecipeStep, ...]:
     return tuple(steps)
 
 
+#: Keys :func:`train_recipe` sets in every step from its own arguments (``seed``, ``plate``, ``split``,
+#: ``magnification``, the earlier step a GAN starts from). An override of one would be overwritten or
+#: would contradict the argument, so :func:`check_recipe_overrides` refuses it.
+SET_BY_TRAIN_RECIPE: tuple[str, ...] = ("seed", "data.root", "data.split", "data.magnification", "gan.pretrained")
+
+
+def check_recipe_overrides(overrides: Sequence[str], *, source: str) -> None:
+    """Refuse, in one line, an override of a key :func:`train_recipe` sets itself (:data:`SET_BY_TRAIN_RECIPE`).
+
+    ``source`` starts the message (e.g. ``"--set cytoplasm:"``), followed by the override.
+
+    Raises
+    ------
+    vstain.errors.ConfigError
+        For the first such override.
+    """
+    from vstain.errors import ConfigError
+
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in SET_BY_TRAIN_RECIPE:
+            raise ConfigError(f"{source}{item}: {key} is set in every step from the recipe's own plate, split, "
+                              "magnification and seed; give it there (vstain bench quality: the variant, --seed)")
+
+
 def final_runs(steps: Sequence[RecipeStep]) -> dict[str, str]:
     """``{stain: run name}`` of the steps whose models predict each stain (the last one wins)."""
     return {stain: step.name for step in steps for stain in step.stains}
@@ -108,7 +133,8 @@ def train_recipe(
     Raises
     ------
     vstain.errors.ConfigError
-        For a config that does not validate (before anything of that step is written).
+        For an override of a key set from the arguments above (:data:`SET_BY_TRAIN_RECIPE`; before
+        anything trains), or a config that does not validate (before anything of that step is written).
     """
     import contextlib
 
@@ -117,6 +143,9 @@ def train_recipe(
     from vstain.config import load_config
     from vstain.training.fit import fit
 
+    check_recipe_overrides(overrides, source="override ")
+    for name, extra in (step_overrides or {}).items():
+        check_recipe_overrides(extra, source=f"override of step {name}: ")
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     bundles: dict[str, Path] = {}
